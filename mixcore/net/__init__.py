@@ -1,0 +1,3 @@
+"""I/O adapters shared by every role (the only part of ``mixcore`` that imports trio)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Traffic-analysis models, adversaries and parameter sweeps."""
+
+from __future__ import annotations
