@@ -56,7 +56,6 @@ def unpack_canonical(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any
             raw=False,
             use_list=True,
             strict_map_key=True,
-            max_buffer_size=max_bytes,
         )
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise DecodeError(f"not a msgpack object: {type(exc).__name__}") from None
@@ -86,7 +85,9 @@ def expect_list(obj: Any, length: int, what: str) -> list[Any]:
     return obj
 
 
-def expect_bytes(obj: Any, what: str, *, length: int | None = None, max_len: int = 1 << 16) -> bytes:
+def expect_bytes(
+    obj: Any, what: str, *, length: int | None = None, max_len: int = 1 << 16
+) -> bytes:
     """Check ``obj`` is a byte string, of exactly ``length`` bytes when given."""
     if not isinstance(obj, bytes):
         raise DecodeError(f"{what}: expected bytes")
