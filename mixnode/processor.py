@@ -1,0 +1,189 @@
+"""The sans-IO packet processor of a mix or provider: bytes and a time in, one event out.
+
+It peels one Sphinx layer with whichever live key fits, drops replays, checks the next hop
+against the consensus topology and the delay against the node's bound, and says what to do:
+hold and forward, store in a mailbox, or drop for a counted reason. It never sleeps, sends or
+logs; the trio server does the I/O and the delay pool does the waiting.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mixcore.errors import BodyMacError, HeaderMacError, PacketError
+from mixcore.sphinx import Deliver, MixPrivateKey, ProcessResult, Relay, Sphinx
+from mixnode.keyring import KeyRing
+from mixnode.replay import ReplayFilter
+
+PROVIDER_LAYER = 0
+
+
+class Role(StrEnum):
+    MIX = "mix"
+    PROVIDER = "provider"
+
+
+class DropReason(StrEnum):
+    MALFORMED = "malformed"
+    BAD_MAC = "bad_mac"
+    BAD_PAYLOAD = "bad_payload"
+    REPLAY = "replay"
+    UNKNOWN_NEXT_HOP = "unknown_next_hop"
+    WRONG_LAYER = "wrong_layer"
+    EXPIRED_KEY = "expired_key"
+    DELAY_TOO_LONG = "delay_too_long"
+    UNKNOWN_MAILBOX = "unknown_mailbox"
+    POOL_FULL = "pool_full"
+    NO_ROUTE = "no_route"
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Hold ``packet`` until ``due`` (absolute time), then send it to ``next_node``."""
+
+    next_node: bytes
+    due: float
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMessage:
+    """Provider: store ``payload`` in ``mailbox``."""
+
+    mailbox: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReply:
+    """Provider: store a SURB reply ``body`` labelled ``surb_id`` in ``mailbox``."""
+
+    mailbox: bytes
+    surb_id: bytes
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LoopReturned:
+    """One of this node's own loop packets came back."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    reason: DropReason
+
+
+Event = Forward | StoreMessage | StoreReply | LoopReturned | Dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Who is where, from the consensus: node id -> layer (0 for providers)."""
+
+    layers: Mapping[bytes, int]
+    num_layers: int
+
+    def expected_next_layer(self, my_layer: int) -> int:
+        """Stratified order: provider -> 1 -> 2 -> ... -> L -> provider."""
+        if my_layer == PROVIDER_LAYER:
+            return 1
+        return my_layer + 1 if my_layer < self.num_layers else PROVIDER_LAYER
+
+
+class PacketProcessor:
+    def __init__(
+        self,
+        *,
+        sphinx: Sphinx,
+        keyring: KeyRing,
+        replay_filter: Callable[[int], ReplayFilter],
+        role: Role,
+        my_layer: int,
+        topology: Topology,
+        max_hop_delay: float,
+        loop_mailbox: bytes,
+        hosts_mailbox: Callable[[bytes], bool] = lambda _m: False,
+    ) -> None:
+        self.sphinx = sphinx
+        self.keyring = keyring
+        self._replay_filter = replay_filter
+        self.role = role
+        self.my_layer = my_layer
+        self.topology = topology
+        self.max_hop_delay = max_hop_delay
+        self.loop_mailbox = loop_mailbox
+        self._hosts_mailbox = hosts_mailbox
+        self.received = 0
+        self.drops: Counter[DropReason] = Counter()
+        self.outcomes: Counter[str] = Counter()
+
+    def receive(self, packet: bytes, now: float) -> Event:
+        self.received += 1
+        event = self._receive(packet, now)
+        if isinstance(event, Dropped):
+            self.drops[event.reason] += 1
+        else:
+            self.outcomes[type(event).__name__] += 1
+        return event
+
+    def _unwrap(self, packet: bytes, now: float) -> tuple[int, ProcessResult] | DropReason:
+        """Peel a layer with the first live key whose header MAC verifies."""
+        try:
+            self.sphinx.parse(packet)
+        except PacketError:
+            return DropReason.MALFORMED
+        for epoch, key in self.keyring.live(now):
+            result = self._try(key, packet)
+            if result is not None:
+                return result if isinstance(result, DropReason) else (epoch, result)
+        for _epoch, key in self.keyring.retired(now):
+            if self._try(key, packet) is not None:
+                return DropReason.EXPIRED_KEY
+        return DropReason.BAD_MAC
+
+    def _try(self, key: MixPrivateKey, packet: bytes) -> ProcessResult | DropReason | None:
+        """The result under ``key``; None when the header is not for this key."""
+        try:
+            return self.sphinx.process(key, packet)
+        except HeaderMacError:
+            return None
+        except BodyMacError:
+            return DropReason.BAD_PAYLOAD
+        except PacketError:
+            return DropReason.MALFORMED
+
+    def _receive(self, packet: bytes, now: float) -> Event:
+        unwrapped = self._unwrap(packet, now)
+        if isinstance(unwrapped, DropReason):
+            return Dropped(unwrapped)
+        epoch, result = unwrapped
+        if not self._replay_filter(epoch).check_and_add(result.replay_tag):
+            return Dropped(DropReason.REPLAY)
+        if isinstance(result, Relay):
+            layer = self.topology.layers.get(result.next_node)
+            if layer is None:
+                return Dropped(DropReason.UNKNOWN_NEXT_HOP)
+            if layer != self.topology.expected_next_layer(self.my_layer):
+                return Dropped(DropReason.WRONG_LAYER)
+            if result.delay > self.max_hop_delay:
+                return Dropped(DropReason.DELAY_TOO_LONG)
+            return Forward(result.next_node, now + result.delay, result.packet)
+        if result.mailbox == self.loop_mailbox and isinstance(result, Deliver):
+            return LoopReturned(result.payload)
+        if self.role is not Role.PROVIDER or not self._hosts_mailbox(result.mailbox):
+            return Dropped(DropReason.UNKNOWN_MAILBOX)
+        if isinstance(result, Deliver):
+            return StoreMessage(result.mailbox, result.payload)
+        return StoreReply(result.mailbox, result.surb_id, result.body)
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "received": self.received,
+            "outcomes": dict(self.outcomes),
+            "dropped": {reason.value: n for reason, n in self.drops.items()},
+        }

@@ -1,0 +1,162 @@
+"""The sans-IO processor along a real stratified path, and every drop reason it counts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mixcore.epochs import EpochClock
+from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx
+from mixnode.keyring import KeyRing
+from mixnode.processor import (
+    Dropped,
+    DropReason,
+    Forward,
+    LoopReturned,
+    PacketProcessor,
+    Role,
+    StoreMessage,
+    StoreReply,
+    Topology,
+)
+from mixnode.replay import ReplayFilter
+
+CLOCK = EpochClock(genesis_time=0.0, epoch_length=1000.0)
+GRACE = 20.0
+SX = Sphinx()
+NAMES = ["p1", "m1", "m2", "m3", "p2"]
+LAYERS = {"p1": 0, "m1": 1, "m2": 2, "m3": 3, "p2": 0}
+IDS = {name: name.encode().ljust(32, b"\x00") for name in NAMES}
+TOPOLOGY = Topology({IDS[n]: layer for n, layer in LAYERS.items()}, num_layers=3)
+BOB = b"B" * 16
+
+
+class Node:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.keys = {epoch: MixPrivateKey.generate() for epoch in (0, 1)}
+        ring = KeyRing(CLOCK, GRACE)
+        for epoch, key in self.keys.items():
+            ring.add(epoch, key)
+        self.filters: dict[int, ReplayFilter] = {}
+        self.loop_mailbox = os.urandom(16)
+        self.processor = PacketProcessor(
+            sphinx=SX,
+            keyring=ring,
+            replay_filter=lambda e: self.filters.setdefault(e, ReplayFilter(10_000)),
+            role=Role.PROVIDER if LAYERS[name] == 0 else Role.MIX,
+            my_layer=LAYERS[name],
+            topology=TOPOLOGY,
+            max_hop_delay=60.0,
+            loop_mailbox=self.loop_mailbox,
+            hosts_mailbox=lambda m: name == "p2" and m == BOB,
+        )
+
+    def hop(self, epoch: int = 0) -> PathHop:
+        return PathHop(IDS[self.name], self.keys[epoch].public)
+
+
+NODES = {name: Node(name) for name in NAMES}
+BY_ID = {IDS[name]: node for name, node in NODES.items()}
+
+
+def path(*names: str, epoch: int = 0) -> list[PathHop]:
+    return [NODES[n].hop(epoch) for n in names]
+
+
+def test_forward_packet_crosses_the_network_with_its_delays() -> None:
+    delays = [0.0, 1.5, 2.5, 0.5]
+    packet = SX.create_forward(path(*NAMES), delays, BOB, b"hi bob")
+    now, node = 100.0, NODES["p1"]
+    for expected_delay, next_name in zip(delays, NAMES[1:], strict=True):
+        event = node.processor.receive(packet, now)
+        assert isinstance(event, Forward)
+        assert event.next_node == IDS[next_name]
+        assert event.due == pytest.approx(now + expected_delay, abs=1e-6)
+        now, node, packet = event.due, BY_ID[event.next_node], event.packet
+    final = node.processor.receive(packet, now)
+    assert final == StoreMessage(BOB, b"hi bob")
+
+
+def test_replay_is_dropped_and_counted() -> None:
+    packet = SX.create_forward(path("m1", "m2", "m3", "p2"), [0.1] * 3, BOB, b"x")
+    m1 = NODES["m1"].processor
+    assert isinstance(m1.receive(packet, 100.0), Forward)
+    before = m1.drops[DropReason.REPLAY]
+    assert m1.receive(packet, 100.5) == Dropped(DropReason.REPLAY)
+    assert m1.drops[DropReason.REPLAY] == before + 1
+
+
+def test_tampered_and_garbage_packets_are_dropped() -> None:
+    packet = SX.create_forward(path("m1", "m2", "m3", "p2"), [0.1] * 3, BOB, b"x")
+    m1 = NODES["m1"].processor
+    tampered = packet[:40] + bytes([packet[40] ^ 1]) + packet[41:]
+    assert m1.receive(tampered, 100.0) == Dropped(DropReason.BAD_MAC)
+    assert m1.receive(b"short", 100.0) == Dropped(DropReason.MALFORMED)
+    assert m1.receive(os.urandom(len(packet)), 100.0).reason in {  # type: ignore[union-attr]
+        DropReason.MALFORMED,
+        DropReason.BAD_MAC,
+    }
+
+
+def test_skipping_a_layer_is_dropped() -> None:
+    packet = SX.create_forward(path("p1", "m2", "m3", "p2"), [0.1] * 3, BOB, b"x")
+    assert NODES["p1"].processor.receive(packet, 100.0) == Dropped(DropReason.WRONG_LAYER)
+
+
+def test_unknown_next_hop_is_dropped() -> None:
+    stranger = PathHop(b"z" * 32, MixPrivateKey.generate().public)
+    packet = SX.create_forward([NODES["m1"].hop(), stranger], [0.1], BOB, b"x")
+    assert NODES["m1"].processor.receive(packet, 100.0) == Dropped(DropReason.UNKNOWN_NEXT_HOP)
+
+
+def test_delay_over_the_bound_is_dropped() -> None:
+    packet = SX.create_forward(path("m1", "m2"), [61.0], BOB, b"x")
+    assert NODES["m1"].processor.receive(packet, 100.0) == Dropped(DropReason.DELAY_TOO_LONG)
+
+
+def test_mailbox_not_hosted_here_is_dropped() -> None:
+    packet = SX.create_forward(path("p2"), [], b"C" * 16, b"x")
+    assert NODES["p2"].processor.receive(packet, 100.0) == Dropped(DropReason.UNKNOWN_MAILBOX)
+    packet = SX.create_forward(path("m3"), [], BOB, b"x")
+    assert NODES["m3"].processor.receive(packet, 100.0) == Dropped(DropReason.UNKNOWN_MAILBOX)
+
+
+def test_own_loop_returns() -> None:
+    m2 = NODES["m2"]
+    loop = SX.create_forward(path("m2"), [], m2.loop_mailbox, b"loop 1")
+    assert m2.processor.receive(loop, 100.0) == LoopReturned(b"loop 1")
+
+
+def test_surb_reply_is_stored_for_its_creator() -> None:
+    surb, keys = SX.create_surb(path("m1", "m2", "m3", "p2"), [0.0] * 3, BOB)
+    packet, node = SX.package_reply(surb, b"ack"), BY_ID[surb.first_hop]
+    for _ in range(3):
+        event = node.processor.receive(packet, 100.0)
+        assert isinstance(event, Forward)
+        packet, node = event.packet, BY_ID[event.next_node]
+    stored = node.processor.receive(packet, 100.0)
+    assert isinstance(stored, StoreReply)
+    assert stored.surb_id == keys.surb_id
+    assert SX.decode_reply(keys, stored.body) == b"ack"
+
+
+def test_key_rotation_grace_then_expired_then_unknown() -> None:
+    m1 = NODES["m1"].processor
+
+    def build() -> bytes:
+        return SX.create_forward(path("m1", "m2"), [0.1], BOB, b"x")
+
+    assert isinstance(m1.receive(build(), CLOCK.end(0) + GRACE / 2), Forward)
+    assert m1.receive(build(), CLOCK.end(0) + GRACE * 1.5) == Dropped(DropReason.EXPIRED_KEY)
+    assert m1.receive(build(), CLOCK.end(0) + GRACE * 2.5) == Dropped(DropReason.BAD_MAC)
+    next_epoch = SX.create_forward(path("m1", "m2", epoch=1), [0.1], BOB, b"x")
+    assert isinstance(m1.receive(next_epoch, CLOCK.end(0) - GRACE / 2), Forward)
+
+
+def test_statistics_are_counts_only() -> None:
+    stats = NODES["m1"].processor.statistics()
+    assert stats["received"] >= 1
+    assert set(stats) == {"received", "outcomes", "dropped"}
+    assert all(isinstance(v, int) for v in stats["dropped"].values())  # type: ignore[union-attr]

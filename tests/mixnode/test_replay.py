@@ -1,0 +1,53 @@
+"""Replay filter: detects repeats, survives save and load, refuses a corrupt file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mixnode.replay import ReplayFilter, ReplayFilterError
+
+
+def test_repeat_is_detected() -> None:
+    f = ReplayFilter(1000)
+    tag = os.urandom(16)
+    assert f.check_and_add(tag)
+    assert not f.check_and_add(tag)
+    assert f.check_and_add(os.urandom(16))
+    assert f.inserted == 2
+
+
+def test_false_positive_rate_is_near_the_configured_rate() -> None:
+    f = ReplayFilter(20_000, fp_rate=0.01)
+    for _ in range(20_000):
+        f.check_and_add(os.urandom(16))
+    false_positives = sum(os.urandom(16) in f for _ in range(20_000))
+    assert false_positives < 20_000 * 0.03  # 1% configured; 3x margin for chance
+
+
+def test_save_and_load_keep_every_tag(tmp_path: Path) -> None:
+    f = ReplayFilter(5000)
+    tags = [os.urandom(16) for _ in range(1000)]
+    for tag in tags:
+        f.check_and_add(tag)
+    f.save(tmp_path / "replay.bin")
+    loaded = ReplayFilter.load(tmp_path / "replay.bin")
+    assert loaded.inserted == 1000
+    assert not any(loaded.check_and_add(tag) for tag in tags)
+    assert loaded.check_and_add(os.urandom(16))
+
+
+def test_missing_or_corrupt_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ReplayFilterError):
+        ReplayFilter.load(tmp_path / "missing.bin")
+    f = ReplayFilter(5000)
+    f.save(tmp_path / "replay.bin")
+    data = (tmp_path / "replay.bin").read_bytes()
+    (tmp_path / "truncated.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReplayFilterError):
+        ReplayFilter.load(tmp_path / "truncated.bin")
+    (tmp_path / "garbage.bin").write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ReplayFilterError):
+        ReplayFilter.load(tmp_path / "garbage.bin")
