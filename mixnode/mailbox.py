@@ -1,0 +1,172 @@
+"""Durable mailboxes at a provider (SQLite, WAL, synchronous commits).
+
+A delivered payload is committed to disk before the provider counts it delivered or sends its
+SURB-ACK, so a provider killed at any instant has lost nothing it acknowledged. An item leaves
+only when its owner acknowledges a pull that returned it, or when its TTL runs out.
+
+A mailbox belongs to the client whose link (Noise static) key derives its address: the address
+is the first 16 bytes of SHA-256("mixnet-mailbox-v1" || link key). Only a link authenticated with
+that key can pull or acknowledge it, so no separate password exists to leak.
+
+This is the only module of the provider that speaks SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from mixcore.routing import MAILBOX_LEN, SURB_ID_LEN
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailboxes (
+    address BLOB PRIMARY KEY,
+    credential BLOB NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    address BLOB NOT NULL REFERENCES mailboxes(address),
+    kind INTEGER NOT NULL,
+    surb_id BLOB,
+    data BLOB NOT NULL,
+    stored REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_by_address ON items(address, id);
+CREATE INDEX IF NOT EXISTS items_by_time ON items(stored);
+"""
+
+
+class ItemKind(IntEnum):
+    MESSAGE = 1
+    REPLY = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxItem:
+    item_id: int
+    kind: ItemKind
+    surb_id: bytes
+    data: bytes
+
+
+def mailbox_address(credential: bytes) -> bytes:
+    """The mailbox address owned by the client with link key ``credential``."""
+    return hashlib.sha256(b"mixnet-mailbox-v1" + credential).digest()[:MAILBOX_LEN]
+
+
+class MailboxFull(Exception):
+    """The mailbox holds its maximum number of items; the payload is not stored."""
+
+
+class MailboxStore:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        ttl: float,
+        max_items_per_mailbox: int = 10_000,
+        max_mailboxes: int = 100_000,
+    ) -> None:
+        self.ttl = ttl
+        self.max_items = max_items_per_mailbox
+        self.max_mailboxes = max_mailboxes
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._hosted: set[bytes] = {
+            row[0] for row in self._db.execute("SELECT address FROM mailboxes")
+        }
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- mailboxes ---------------------------------------------------------------------------
+
+    def register(self, credential: bytes, now: float) -> bytes:
+        """Host the mailbox of ``credential`` (idempotent); returns its address."""
+        address = mailbox_address(credential)
+        if address in self._hosted:
+            return address
+        if len(self._hosted) >= self.max_mailboxes:
+            raise MailboxFull("provider hosts its maximum number of mailboxes")
+        self._db.execute(
+            "INSERT OR IGNORE INTO mailboxes(address, credential, created) VALUES (?, ?, ?)",
+            (address, credential, now),
+        )
+        self._hosted.add(address)
+        return address
+
+    def hosts(self, address: bytes) -> bool:
+        return address in self._hosted
+
+    # -- storing -------------------------------------------------------------------------------
+
+    def _count(self, address: bytes) -> int:
+        query = "SELECT COUNT(*) FROM items WHERE address = ?"
+        (n,) = self._db.execute(query, (address,)).fetchone()
+        return int(n)
+
+    def _store(
+        self, address: bytes, kind: ItemKind, surb_id: bytes, data: bytes, now: float
+    ) -> int:
+        if address not in self._hosted:
+            raise KeyError("mailbox not hosted here")
+        if self._count(address) >= self.max_items:
+            raise MailboxFull("mailbox is full")
+        cur = self._db.execute(
+            "INSERT INTO items(address, kind, surb_id, data, stored) VALUES (?, ?, ?, ?, ?)",
+            (address, int(kind), surb_id, data, now),
+        )
+        return int(cur.lastrowid or 0)
+
+    def store_message(self, address: bytes, payload: bytes, now: float) -> int:
+        """Commit ``payload`` durably (returns once it is on disk)."""
+        return self._store(address, ItemKind.MESSAGE, b"", payload, now)
+
+    def store_reply(self, address: bytes, surb_id: bytes, body: bytes, now: float) -> int:
+        if len(surb_id) != SURB_ID_LEN:
+            raise ValueError("bad SURB id length")
+        return self._store(address, ItemKind.REPLY, surb_id, body, now)
+
+    # -- pulling -------------------------------------------------------------------------------
+
+    def fetch(self, address: bytes, limit: int) -> list[MailboxItem]:
+        """Up to ``limit`` oldest items; nothing is deleted until :meth:`ack`."""
+        rows = self._db.execute(
+            "SELECT id, kind, surb_id, data FROM items WHERE address = ? ORDER BY id LIMIT ?",
+            (address, limit),
+        ).fetchall()
+        return [MailboxItem(int(i), ItemKind(k), bytes(s or b""), bytes(d)) for i, k, s, d in rows]
+
+    def ack(self, address: bytes, item_ids: list[int]) -> int:
+        """Delete acknowledged items of this mailbox only; returns how many went."""
+        if not item_ids:
+            return 0
+        deleted = 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for item_id in item_ids:
+                cur = self._db.execute(
+                    "DELETE FROM items WHERE id = ? AND address = ?", (item_id, address)
+                )
+                deleted += cur.rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return deleted
+
+    def expire(self, now: float) -> int:
+        """Delete items older than the TTL; returns how many."""
+        cur = self._db.execute("DELETE FROM items WHERE stored < ?", (now - self.ttl,))
+        return cur.rowcount
+
+    def statistics(self) -> dict[str, int]:
+        (items,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+        return {"mailboxes": len(self._hosted), "stored_items": int(items)}
