@@ -68,6 +68,11 @@ class LinkError(MixnetError):
     """A link broke: bad handshake, bad cell, closed by the peer, or timed out."""
 
 
+class InvalidCellError(LinkError, ValueError):
+    """The caller asked to send a cell that cannot be sent (body too long, a packet of the wrong
+    size, a kind out of range). Nothing was encrypted and the link remains usable."""
+
+
 class LinkHandshakeError(LinkError):
     """The Noise handshake failed (wrong static key, garbage, or a protocol violation)."""
 
