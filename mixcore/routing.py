@@ -15,6 +15,7 @@ refuse much less than that (their ``max_hop_delay``).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -32,6 +33,12 @@ _SURB_REPLY = struct.Struct(f">B{MAILBOX_LEN}s{SURB_ID_LEN}s")
 
 RELAY_LEN = _RELAY.size
 MAX_FINAL_LEN = max(_DELIVER.size, _SURB_REPLY.size)
+
+
+def mailbox_address(link_public_key: bytes) -> bytes:
+    """The mailbox a client owns at its provider: derived from its link (Noise static) key, so
+    the provider needs no separate credential, and only that key's link may pull it."""
+    return hashlib.sha256(b"mixnet-mailbox-v1" + link_public_key).digest()[:MAILBOX_LEN]
 
 
 class CommandType(IntEnum):

@@ -13,13 +13,12 @@ This is the only module of the provider that speaks SQL.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from mixcore.routing import MAILBOX_LEN, SURB_ID_LEN
+from mixcore.routing import SURB_ID_LEN, mailbox_address
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (
@@ -51,11 +50,6 @@ class MailboxItem:
     kind: ItemKind
     surb_id: bytes
     data: bytes
-
-
-def mailbox_address(credential: bytes) -> bytes:
-    """The mailbox address owned by the client with link key ``credential``."""
-    return hashlib.sha256(b"mixnet-mailbox-v1" + credential).digest()[:MAILBOX_LEN]
 
 
 class MailboxFull(Exception):
