@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mixcore.errors import BodyMacError, HeaderMacError, PacketError
+from mixcore.payload import DROP_MAILBOX
 from mixcore.sphinx import Deliver, MixPrivateKey, ProcessResult, Relay, Sphinx
 from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
@@ -38,6 +39,8 @@ class DropReason(StrEnum):
     UNKNOWN_MAILBOX = "unknown_mailbox"
     POOL_FULL = "pool_full"
     NO_ROUTE = "no_route"
+    COVER = "cover"
+    """A drop cover packet reached its exit and was discarded, as designed (not an error)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,11 @@ Event = Forward | StoreMessage | StoreReply | LoopReturned | Dropped
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """Who is where, from the consensus: node id -> layer (0 for providers)."""
+    """Who is where in one epoch, from its consensus: node id -> layer (0 for providers).
+
+    Layers are reassigned every epoch, so a packet is checked against the topology of the epoch
+    whose key opened it, not today's: packets in flight across a boundary stay valid.
+    """
 
     layers: Mapping[bytes, int]
     num_layers: int
@@ -103,8 +110,8 @@ class PacketProcessor:
         keyring: KeyRing,
         replay_filter: Callable[[int], ReplayFilter],
         role: Role,
-        my_layer: int,
-        topology: Topology,
+        node_id: bytes,
+        topology: Callable[[int], Topology | None],
         max_hop_delay: float,
         loop_mailbox: bytes,
         hosts_mailbox: Callable[[bytes], bool] = lambda _m: False,
@@ -113,8 +120,8 @@ class PacketProcessor:
         self.keyring = keyring
         self._replay_filter = replay_filter
         self.role = role
-        self.my_layer = my_layer
-        self.topology = topology
+        self.node_id = node_id
+        self._topology = topology
         self.max_hop_delay = max_hop_delay
         self.loop_mailbox = loop_mailbox
         self._hosts_mailbox = hosts_mailbox
@@ -165,16 +172,22 @@ class PacketProcessor:
         if not self._replay_filter(epoch).check_and_add(result.replay_tag):
             return Dropped(DropReason.REPLAY)
         if isinstance(result, Relay):
-            layer = self.topology.layers.get(result.next_node)
+            topology = self._topology(epoch)
+            my_layer = topology.layers.get(self.node_id) if topology else None
+            if topology is None or my_layer is None:
+                return Dropped(DropReason.NO_ROUTE)
+            layer = topology.layers.get(result.next_node)
             if layer is None:
                 return Dropped(DropReason.UNKNOWN_NEXT_HOP)
-            if layer != self.topology.expected_next_layer(self.my_layer):
+            if layer != topology.expected_next_layer(my_layer):
                 return Dropped(DropReason.WRONG_LAYER)
             if result.delay > self.max_hop_delay:
                 return Dropped(DropReason.DELAY_TOO_LONG)
             return Forward(result.next_node, now + result.delay, result.packet)
         if result.mailbox == self.loop_mailbox and isinstance(result, Deliver):
             return LoopReturned(result.payload)
+        if result.mailbox == DROP_MAILBOX and isinstance(result, Deliver):
+            return Dropped(DropReason.COVER)
         if self.role is not Role.PROVIDER or not self._hosts_mailbox(result.mailbox):
             return Dropped(DropReason.UNKNOWN_MAILBOX)
         if isinstance(result, Deliver):

@@ -46,8 +46,8 @@ class Node:
             keyring=ring,
             replay_filter=lambda e: self.filters.setdefault(e, ReplayFilter(10_000)),
             role=Role.PROVIDER if LAYERS[name] == 0 else Role.MIX,
-            my_layer=LAYERS[name],
-            topology=TOPOLOGY,
+            node_id=IDS[name],
+            topology=lambda _epoch: TOPOLOGY,
             max_hop_delay=60.0,
             loop_mailbox=self.loop_mailbox,
             hosts_mailbox=lambda m: name == "p2" and m == BOB,
@@ -121,6 +121,21 @@ def test_mailbox_not_hosted_here_is_dropped() -> None:
     assert NODES["p2"].processor.receive(packet, 100.0) == Dropped(DropReason.UNKNOWN_MAILBOX)
     packet = SX.create_forward(path("m3"), [], BOB, b"x")
     assert NODES["m3"].processor.receive(packet, 100.0) == Dropped(DropReason.UNKNOWN_MAILBOX)
+
+
+def test_drop_cover_is_discarded_and_counted() -> None:
+    p2 = NODES["p2"].processor
+    before = p2.drops[DropReason.COVER]
+    packet = SX.create_forward(path("p2"), [], bytes(16), os.urandom(100))
+    assert p2.receive(packet, 100.0) == Dropped(DropReason.COVER)
+    assert p2.drops[DropReason.COVER] == before + 1
+
+
+def test_no_topology_for_the_epoch_is_no_route() -> None:
+    node = Node("m1")
+    node.processor._topology = lambda _epoch: None
+    packet = SX.create_forward([node.hop(), NODES["m2"].hop()], [0.1], BOB, b"x")
+    assert node.processor.receive(packet, 100.0) == Dropped(DropReason.NO_ROUTE)
 
 
 def test_own_loop_returns() -> None:

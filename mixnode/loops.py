@@ -1,0 +1,84 @@
+"""Mix and provider loops: the node's own packets that travel every other layer and return.
+
+Loopix section 4.1: a node sends loops at ``mix_loop_rate`` (Poisson). If an adversary starts
+delaying or dropping the node's input to isolate one target packet (an (n-1) attack), the node's
+own loops stop coming back, so the share of loops returned is the alarm. Loops are
+indistinguishable from other packets to every node they cross.
+
+Sans-IO: :class:`LoopSchedule` says when to send; :class:`LoopTracker` remembers the loops in
+flight (bounded) and counts returns and losses.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import OrderedDict
+
+LOOP_ID_LEN = 16
+
+
+class LoopSchedule:
+    """Poisson departures at ``rate`` per second; ``rate`` 0 never fires."""
+
+    def __init__(self, rate: float, rng: random.Random, now: float) -> None:
+        self.rate = rate
+        self._rng = rng
+        self.next_time = self._draw(now)
+
+    def _draw(self, now: float) -> float:
+        return now + self._rng.expovariate(self.rate) if self.rate > 0 else float("inf")
+
+    def due(self, now: float) -> int:
+        """How many loops are due by ``now`` (advancing the schedule past them)."""
+        n = 0
+        while self.next_time <= now:
+            n += 1
+            self.next_time = self._draw(self.next_time)
+        return n
+
+
+class LoopTracker:
+    def __init__(self, max_in_flight: int = 10_000) -> None:
+        self._in_flight: OrderedDict[bytes, float] = OrderedDict()
+        self.max_in_flight = max_in_flight
+        self.sent = 0
+        self.returned = 0
+        self.lost = 0
+        self.unknown = 0
+
+    def new(self, deadline: float) -> bytes:
+        """A fresh loop id, expected back by ``deadline``."""
+        loop_id = os.urandom(LOOP_ID_LEN)
+        if len(self._in_flight) >= self.max_in_flight:
+            self._in_flight.popitem(last=False)
+            self.lost += 1
+        self._in_flight[loop_id] = deadline
+        self.sent += 1
+        return loop_id
+
+    def on_return(self, payload: bytes) -> bool:
+        loop_id = payload[:LOOP_ID_LEN]
+        if self._in_flight.pop(loop_id, None) is None:
+            self.unknown += 1
+            return False
+        self.returned += 1
+        return True
+
+    def expire(self, now: float) -> int:
+        """Count loops past their deadline as lost (a late return is then 'unknown')."""
+        gone = [k for k, deadline in self._in_flight.items() if deadline < now]
+        for k in gone:
+            del self._in_flight[k]
+        self.lost += len(gone)
+        return len(gone)
+
+    def statistics(self) -> dict[str, float | int]:
+        settled = self.returned + self.lost
+        return {
+            "loops_sent": self.sent,
+            "loops_returned": self.returned,
+            "loops_lost": self.lost,
+            "loops_in_flight": len(self._in_flight),
+            "loop_return_share": (self.returned / settled) if settled else 1.0,
+        }
