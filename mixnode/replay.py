@@ -6,9 +6,14 @@ it twice and watching which output repeats. Tags are only valid per key, and key
 epoch, so one filter per mix key suffices and is erased with its key.
 
 Sizing: ``capacity`` tags at false-positive rate ``fp_rate`` (a false positive drops one honest
-packet, which ARQ resends). The filter is saved periodically and on shutdown and loaded at start,
-so a restart opens no replay window; a missing or corrupt file on load is an error the operator
-sees, never a silently empty filter.
+packet, which ARQ resends).
+
+Persistence without a replay window: the whole filter is saved periodically and on shutdown, and
+every new tag is also appended (one unbuffered ``write``) to a journal beside it, which a save
+truncates. Loading reads the filter and replays the journal, so a node killed with SIGKILL
+between two saves still remembers every tag it acted on. (A power loss can lose the journal's
+unflushed tail; the operating system, not the process, holds it.) A corrupt file on load is an
+error the operator sees, never a silently empty filter.
 
 Tags are outputs of a keyed hash, already uniform, so the filter hashes a tag by taking its first
 16 bytes as an integer: deterministic across processes (Python's ``hash`` is salted) and free.
@@ -33,6 +38,9 @@ def _tag_hash(tag: bytes) -> int:
     return int.from_bytes(tag[:16], "big", signed=True)
 
 
+TAG_LEN = 16
+
+
 class ReplayFilter:
     def __init__(self, capacity: int, fp_rate: float = 1e-6) -> None:
         if capacity < 1 or not 0 < fp_rate < 1:
@@ -41,6 +49,7 @@ class ReplayFilter:
         self.fp_rate = fp_rate
         self._bloom = Bloom(capacity, fp_rate, hash_func=_tag_hash)
         self.inserted = 0
+        self._journal: int | None = None
 
     def check_and_add(self, tag: bytes) -> bool:
         """True if ``tag`` is new (and now remembered); False if it was (probably) seen."""
@@ -48,7 +57,35 @@ class ReplayFilter:
             return False
         self._bloom.add(tag)
         self.inserted += 1
+        if self._journal is not None:
+            os.write(self._journal, tag[:TAG_LEN])
         return True
+
+    @staticmethod
+    def journal_path(path: str | os.PathLike[str]) -> Path:
+        return Path(f"{os.fspath(path)}.journal")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], capacity: int, fp_rate: float) -> ReplayFilter:
+        """The filter persisted at ``path`` (plus its journal), or a new one; journaling on."""
+        path = Path(path)
+        instance = cls.load(path) if path.exists() else cls(capacity, fp_rate)
+        journal = cls.journal_path(path)
+        if journal.exists():
+            data = journal.read_bytes()
+            for i in range(0, len(data) - len(data) % TAG_LEN, TAG_LEN):
+                tag = data[i : i + TAG_LEN]
+                if tag not in instance._bloom:
+                    instance._bloom.add(tag)
+                    instance.inserted += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        instance._journal = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return instance
+
+    def close(self) -> None:
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
 
     def __contains__(self, tag: bytes) -> bool:
         return tag in self._bloom
@@ -73,6 +110,8 @@ class ReplayFilter:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if self._journal is not None:  # everything journaled is now in the saved filter
+            os.ftruncate(self._journal, 0)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReplayFilter:

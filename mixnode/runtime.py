@@ -126,11 +126,12 @@ class NodeRuntime:
         existing = self.filters.get(epoch)
         if existing is not None:
             return existing
-        path = self._filter_path(epoch)
-        if path.exists():
-            loaded = ReplayFilter.load(path)  # a corrupt file is an error, never a silent reset
-        else:
-            loaded = ReplayFilter(self.settings.replay_capacity, self.settings.replay_fp_rate)
+        # A corrupt file is an error, never a silent reset (that would reopen a replay window).
+        loaded = ReplayFilter.open(
+            self._filter_path(epoch),
+            self.settings.replay_capacity,
+            self.settings.replay_fp_rate,
+        )
         self.filters[epoch] = loaded
         return loaded
 
@@ -145,8 +146,12 @@ class NodeRuntime:
         """Forget keys past retirement, their replay filters and their files."""
         gone = self.keyring.erase_expired(self.now())
         for epoch in gone:
-            self.filters.pop(epoch, None)
-            self._filter_path(epoch).unlink(missing_ok=True)
+            old = self.filters.pop(epoch, None)
+            if old is not None:
+                old.close()
+            path = self._filter_path(epoch)
+            path.unlink(missing_ok=True)
+            ReplayFilter.journal_path(path).unlink(missing_ok=True)
         return gone
 
     # -- packets in ---------------------------------------------------------------------------

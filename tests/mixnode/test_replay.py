@@ -51,3 +51,35 @@ def test_missing_or_corrupt_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "garbage.bin").write_bytes(b"\xff\xfe garbage")
     with pytest.raises(ReplayFilterError):
         ReplayFilter.load(tmp_path / "garbage.bin")
+
+
+def test_journal_survives_a_kill_between_saves(tmp_path: Path) -> None:
+    path = tmp_path / "replay-3.bloom"
+    first = ReplayFilter.open(path, 5000, 1e-6)
+    saved = [os.urandom(16) for _ in range(50)]
+    for tag in saved:
+        first.check_and_add(tag)
+    first.save(path)
+    assert ReplayFilter.journal_path(path).stat().st_size == 0  # a save empties the journal
+    unsaved = [os.urandom(16) for _ in range(50)]
+    for tag in unsaved:
+        first.check_and_add(tag)
+    # No save, no close: as if SIGKILLed here. A new process opens the same files.
+    second = ReplayFilter.open(path, 5000, 1e-6)
+    assert not any(second.check_and_add(tag) for tag in saved + unsaved)
+    assert second.inserted == 100
+    first.close()
+    second.close()
+
+
+def test_journal_with_a_torn_last_tag_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "replay.bloom"
+    f = ReplayFilter.open(path, 5000, 1e-6)
+    tag = os.urandom(16)
+    f.check_and_add(tag)
+    f.close()
+    with open(ReplayFilter.journal_path(path), "ab") as journal:
+        journal.write(b"\x01\x02\x03")  # a write cut short
+    again = ReplayFilter.open(path, 5000, 1e-6)
+    assert tag in again
+    again.close()

@@ -1,0 +1,270 @@
+"""A whole mix network of real OS processes on loopback: create, start, watch, kill, stop.
+
+The harness behind ``mixnet testnet`` and every integration test that needs real nodes: each
+authority, mix and provider is a separate ``python -m mixnet.cli ...`` process with its own data
+directory, configured through the same ``init`` commands an operator uses. Processes are tracked
+by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so no test or run
+leaves one behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixcore.errors import MixnetError
+from mixcore.params import NetworkParams
+from mixnet.cli import main as cli_main
+
+
+class NetworkError(MixnetError):
+    """A process of the local network failed to start or to become ready."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli_json(argv: list[str]) -> dict[str, Any]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli_main(argv)
+    if status != 0:
+        raise NetworkError(f"mixnet {' '.join(argv[:2])} failed")
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+@dataclass
+class Process:
+    name: str
+    kind: str  # "authority", "mix", "provider", "client"
+    data_dir: Path
+    argv: list[str]
+    port: int
+    info: dict[str, Any] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "process.log"
+
+    @property
+    def out_path(self) -> Path:
+        return self.data_dir / "process.out"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stats(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.data_dir / "stats.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+
+class LocalNetwork:
+    """Authorities, ``layers`` x ``mixes_per_layer`` mixes and providers under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        params: NetworkParams,
+        authorities: int = 3,
+        mixes_per_layer: int = 2,
+        providers: int = 2,
+        python: str = sys.executable,
+    ) -> None:
+        self.root = Path(root)
+        self.params = params
+        self.n_authorities = authorities
+        self.mixes_per_layer = mixes_per_layer
+        self.n_providers = providers
+        self.python = python
+        self.processes: dict[str, Process] = {}
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _mixnet(self, *args: str) -> list[str]:
+        return [self.python, "-m", "mixnet.cli", *args]
+
+    def create(self) -> None:
+        """Write every key and config (no process started)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        params_file = self.root / "params.json"
+        params_file.write_text(json.dumps(self.params.to_dict()))
+        auths: list[Process] = []
+        for i in range(1, self.n_authorities + 1):
+            name, port = f"auth{i}", free_port()
+            data = self.root / name
+            info = _cli_json(
+                ["directory", "init", "--dir", str(data), "--name", name,
+                 "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json"]
+            )
+            argv = self._mixnet("directory", "serve", "--config", info["config"], "--json")
+            auths.append(Process(name, "authority", data, argv, port, info))
+        for auth in auths:
+            peers = [p.info["peer_spec"] for p in auths if p is not auth]
+            if peers:
+                args = ["directory", "add-peer", "--config", auth.info["config"], "--json"]
+                for spec in peers:
+                    args += ["--peer", spec]
+                auth.info = _cli_json(args)
+        authority_args: list[str] = []
+        for auth in auths:
+            authority_args += ["--authority", f"{auth.info['identity_key']}@{auth.info['url']}"]
+        nodes: list[tuple[str, str]] = [
+            (f"mix{i}", "mix") for i in range(1, self.params.layers * self.mixes_per_layer + 1)
+        ] + [(f"provider{i}", "provider") for i in range(1, self.n_providers + 1)]
+        for name, role in nodes:
+            port, data = free_port(), self.root / name
+            info = _cli_json(
+                ["mixnode", "init", "--dir", str(data), "--role", role, "--name", name,
+                 "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json",
+                 *authority_args]
+            )
+            argv = self._mixnet("mixnode", "run", "--config", info["config"])
+            self.processes[name] = Process(name, role, data, argv, port, info)
+        for auth in auths:
+            self.processes[auth.name] = auth
+
+    def authority_args(self) -> list[str]:
+        args: list[str] = []
+        for p in self.of_kind("authority"):
+            args += ["--authority", f"{p.info['identity_key']}@{p.info['url']}"]
+        return args
+
+    def of_kind(self, kind: str) -> list[Process]:
+        return [p for p in self.processes.values() if p.kind == kind]
+
+    # -- processes ---------------------------------------------------------------------------------
+
+    def start(self, name: str) -> Process:
+        proc = self.processes[name]
+        if proc.running():
+            raise NetworkError(f"{name} is already running")
+        with open(proc.log_path, "ab") as log, open(proc.out_path, "wb") as out:
+            proc.popen = subprocess.Popen(  # noqa: S603  # our own interpreter and arguments
+                proc.argv,
+                stdout=out,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches only the launcher
+            )
+        proc.starts += 1
+        return proc
+
+    def wait_ready(self, names: list[str], timeout: float = 60.0) -> None:
+        """Wait until each named process printed its "serving" line."""
+        deadline = time.monotonic() + timeout
+        waiting = set(names)
+        while waiting:
+            for name in sorted(waiting):
+                proc = self.processes[name]
+                if proc.popen is not None and proc.popen.poll() is not None:
+                    tail = proc.log_path.read_text(errors="replace")[-600:]
+                    raise NetworkError(f"{name} exited with {proc.popen.returncode}: {tail}")
+                if '"serving"' in proc.out_path.read_text(errors="replace"):
+                    waiting.discard(name)
+            if waiting and time.monotonic() > deadline:
+                raise NetworkError(f"not ready after {timeout:.0f} s: {', '.join(sorted(waiting))}")
+            if waiting:
+                time.sleep(0.1)
+
+    def start_all(self, timeout: float = 60.0) -> None:
+        order = [p.name for p in self.of_kind("authority")]
+        for name in order:
+            self.start(name)
+        self.wait_ready(order, timeout)
+        nodes = [p.name for p in self.processes.values() if p.kind in ("mix", "provider")]
+        for name in nodes:
+            self.start(name)
+        self.wait_ready(nodes, timeout)
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.processes[name]
+        if proc.running():
+            assert proc.popen is not None
+            os.kill(proc.popen.pid, sig)
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM, wait, then SIGKILL: the process is gone when this returns."""
+        proc = self.processes[name]
+        if proc.popen is None:
+            return
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL (a crash: nothing is flushed)."""
+        proc = self.processes[name]
+        if proc.popen is not None and proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait()
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        self.stop(name)
+        self.start(name)
+        self.wait_ready([name], timeout)
+
+    def close(self) -> None:
+        """Stop every process this network started (nodes first, authorities last)."""
+        order = sorted(self.processes.values(), key=lambda p: p.kind == "authority")
+        for proc in order:
+            if proc.popen is not None and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        for proc in order:
+            if proc.popen is None:
+                continue
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+
+    def pids(self) -> list[int]:
+        return [p.popen.pid for p in self.processes.values() if p.popen is not None]
+
+    def __enter__(self) -> LocalNetwork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone once it has been reaped or is a zombie.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,179 @@
+"""A mix node's or provider's configuration file (JSON), with defaults derived from the params.
+
+Everything an operator sets lives in one file next to the node's keys; a bad value fails at load
+with the field named, never later in the middle of traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mixcore.consensus import AuthoritySet
+from mixcore.descriptor import check_host, check_name
+from mixcore.errors import DescriptorError, MixnetError, ParamsError
+from mixcore.params import NetworkParams
+from mixnode.processor import Role
+
+CONFIG_NAME = "node.json"
+
+
+class ConfigError(MixnetError):
+    """The node configuration file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityRef:
+    url: str
+    identity_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    role: Role
+    data_dir: Path
+    listen_host: str
+    listen_port: int
+    authorities: tuple[AuthorityRef, ...]
+    threshold: int
+    params: NetworkParams
+    public_host: str = ""
+    """Host written into the descriptor; defaults to ``listen_host``."""
+    key_grace: float = 0.0
+    """Seconds a previous epoch's key keeps working (0: a quarter epoch, at most 600 s)."""
+    max_hop_delay: float = 0.0
+    """Longest per-hop delay accepted (0: half the key grace)."""
+    pool_capacity: int = 100_000
+    peak_rate: float = 1000.0
+    """Packets/s the replay filter is sized for, over an epoch plus grace."""
+    replay_fp_rate: float = 1e-6
+    mailbox_ttl: float = 7 * 24 * 3600.0
+    max_items_per_mailbox: int = 10_000
+    link_backlog: int = 2000
+    handshake_timeout: float = 10.0
+    stats_interval: float = 1.0
+    replay_save_interval: float = 30.0
+    metrics_port: int = 0
+    """Serve Prometheus metrics on 127.0.0.1:PORT when non-zero."""
+
+    def __post_init__(self) -> None:
+        try:
+            check_name(self.name)
+            check_host(self.listen_host)
+            if self.public_host:
+                check_host(self.public_host)
+        except DescriptorError as exc:
+            raise ConfigError(str(exc)) from None
+        if not 0 <= self.listen_port <= 65535:
+            raise ConfigError("listen_port must be between 0 and 65535")
+        if not self.authorities:
+            raise ConfigError("at least one authority is needed")
+        try:
+            AuthoritySet(tuple(a.identity_key for a in self.authorities), self.threshold)
+        except ParamsError as exc:
+            raise ConfigError(str(exc)) from None
+        grace = self.effective_grace
+        if not 0 < grace < self.params.epoch_length:
+            raise ConfigError("key_grace must be > 0 and shorter than an epoch")
+        if not 0 < self.effective_max_hop_delay <= grace:
+            raise ConfigError("max_hop_delay must be > 0 and at most the key grace")
+        for name in ("pool_capacity", "max_items_per_mailbox", "link_backlog"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("peak_rate", "mailbox_ttl", "handshake_timeout", "stats_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0")
+        if not 0 < self.replay_fp_rate < 1:
+            raise ConfigError("replay_fp_rate must be in (0, 1)")
+
+    @property
+    def effective_grace(self) -> float:
+        return self.key_grace or min(self.params.epoch_length / 4, 600.0)
+
+    @property
+    def effective_max_hop_delay(self) -> float:
+        return self.max_hop_delay or self.effective_grace / 2
+
+    @property
+    def advertised_host(self) -> str:
+        return self.public_host or self.listen_host
+
+    @property
+    def replay_capacity(self) -> int:
+        window = self.params.epoch_length + 2 * self.effective_grace
+        return max(10_000, int(self.peak_rate * window))
+
+    @property
+    def authority_set(self) -> AuthoritySet:
+        return AuthoritySet(tuple(a.identity_key for a in self.authorities), self.threshold)
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "role":
+                value = value.value
+            elif f.name == "data_dir":
+                value = str(value)
+            elif f.name == "authorities":
+                value = [{"url": a.url, "identity_key": a.identity_key.hex()} for a in value]
+            elif f.name == "params":
+                value = value.to_dict()
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, base: Path | None = None) -> NodeConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field {unknown[0]!r}")
+        try:
+            values = dict(data)
+            values["role"] = Role(data["role"])
+            data_dir = Path(data["data_dir"])
+            if not data_dir.is_absolute() and base is not None:
+                data_dir = base / data_dir
+            values["data_dir"] = data_dir
+            values["authorities"] = tuple(
+                AuthorityRef(str(a["url"]), bytes.fromhex(a["identity_key"]))
+                for a in data["authorities"]
+            )
+            values["params"] = NetworkParams.from_dict(data["params"])
+            return cls(**values)
+        except ConfigError:
+            raise
+        except ParamsError as exc:
+            raise ConfigError(str(exc)) from None
+        except KeyError as exc:
+            raise ConfigError(f"missing config field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"malformed config: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".node-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_json(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        return cls.from_json(data, base=path.parent)

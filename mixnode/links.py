@@ -1,0 +1,112 @@
+"""Outbound links to next hops: one reused Noise link per peer, reconnecting with backoff.
+
+Sending never blocks the pool scheduler: each peer has a bounded queue drained by its own task;
+a full queue refuses the packet (counted by the caller), so a dead or slow peer costs bounded
+memory. Only nodes of a current consensus can be dialled: the peer's address and link key come
+from the consensus, and the Noise XK handshake fails unless the peer holds that key.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+
+import trio
+
+from mixcore.errors import LinkError
+from mixcore.keys import LinkKey
+from mixcore.net.link import Link, connect_link
+from mixnode.view import Peer
+
+INITIAL_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
+
+
+class OutboundLinks:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        local_key: LinkKey,
+        body_size: int,
+        resolve: Callable[[bytes], Peer | None],
+        backlog: int,
+        handshake_timeout: float,
+        rng: random.Random,
+    ) -> None:
+        self._nursery = nursery
+        self._local_key = local_key
+        self._body_size = body_size
+        self._resolve = resolve
+        self._backlog = backlog
+        self._timeout = handshake_timeout
+        self._rng = rng
+        self._queues: dict[bytes, trio.MemorySendChannel[bytes]] = {}
+        self.counts: Counter[str] = Counter()
+
+    def send(self, node_id: bytes, packet: bytes) -> bool:
+        """Queue ``packet`` for ``node_id``; False if the peer is unknown or its queue is full."""
+        queue = self._queues.get(node_id)
+        if queue is None:
+            if self._resolve(node_id) is None:
+                self.counts["unknown_peer"] += 1
+                return False
+            send, receive = trio.open_memory_channel[bytes](self._backlog)
+            self._queues[node_id] = queue = send
+            self._nursery.start_soon(self._run_peer, node_id, receive)
+        try:
+            queue.send_nowait(packet)
+        except trio.WouldBlock:
+            self.counts["backlog_full"] += 1
+            return False
+        return True
+
+    async def _connect(self, node_id: bytes) -> Link | None:
+        peer = self._resolve(node_id)
+        if peer is None:
+            return None
+        try:
+            link = await connect_link(
+                peer.host,
+                peer.port,
+                local_key=self._local_key,
+                remote_static=peer.link_key,
+                body_size=self._body_size,
+                handshake_timeout=self._timeout,
+            )
+        except LinkError:
+            self.counts["connect_failed"] += 1
+            return None
+        self.counts["connected"] += 1
+        return link
+
+    async def _run_peer(self, node_id: bytes, queue: trio.MemoryReceiveChannel[bytes]) -> None:
+        backoff = INITIAL_BACKOFF
+        pending: bytes | None = None
+        while True:
+            link = await self._connect(node_id)
+            if link is None:
+                if self._resolve(node_id) is None:  # left the consensus: stop and forget it
+                    self._queues.pop(node_id, None)
+                    self.counts["dropped_on_exit"] += queue.statistics().current_buffer_used
+                    return
+                await trio.sleep(backoff * (0.5 + self._rng.random()))
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            backoff = INITIAL_BACKOFF
+            try:
+                async with link:
+                    while True:
+                        if pending is None:
+                            pending = await queue.receive()
+                        await link.send_packet(pending)
+                        pending = None
+                        self.counts["packets_sent"] += 1
+            except LinkError:
+                self.counts["link_broken"] += 1
+                # ``pending`` is resent once on the next link: a packet is never half-lost.
+
+    def statistics(self) -> dict[str, int]:
+        queued = sum(q.statistics().current_buffer_used for q in self._queues.values())
+        return {**self.counts, "peers": len(self._queues), "queued": queued}

@@ -1,0 +1,259 @@
+"""Real node processes on loopback: one authority, one mix per layer, two providers.
+
+What a client relies on from its provider and the mixes, end to end over real Noise links:
+a message crosses the network, is stored durably, is acknowledged through the SURB, survives a
+SIGKILL of the provider, and leaves only after the owner acknowledges the pull; nobody else can
+pull it; garbage on a link closes that link only; keys rotate under traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from mixcore.consensus import AuthoritySet
+from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
+from mixcore.epochs import EpochClock
+from mixcore.keys import LinkKey
+from mixcore.net.directory_client import ConsensusFetcher
+from mixcore.net.link import Link, connect_link
+from mixcore.params import NetworkParams
+from mixcore.payload import ACK_PAYLOAD, MailboxPayload, data_capacity
+from mixcore.routing import mailbox_address
+from mixcore.sphinx import PathHop, Sphinx, SphinxGeometry, SurbKeys
+from mixnet.network import LocalNetwork, pid_alive
+from mixnode.view import EpochView
+
+pytestmark = pytest.mark.slow
+
+EPOCH = 8.0
+PARAMS = NetworkParams(
+    epoch_length=EPOCH,
+    genesis_time=float(int(time.time()) - 2),
+    mean_hop_delay=0.05,
+    mix_loop_rate=2.0,
+    pull_batch=4,
+)
+SX = Sphinx(SphinxGeometry.from_params(PARAMS))
+CLOCK = EpochClock.from_params(PARAMS)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
+    network = LocalNetwork(
+        tmp_path_factory.mktemp("net"), params=PARAMS, authorities=1, mixes_per_layer=1,
+        providers=2,
+    )
+    network.create()
+    try:
+        network.start_all()
+        yield network
+    finally:
+        pids = network.pids()
+        network.close()
+        assert not [p for p in pids if pid_alive(p)], "a node process survived"
+
+
+def _authorities(net: LocalNetwork) -> tuple[list[str], AuthoritySet]:
+    auths = net.of_kind("authority")
+    urls = [a.info["url"] for a in auths]
+    keys = tuple(bytes.fromhex(a.info["identity_key"]) for a in auths)
+    return urls, AuthoritySet.majority(keys)
+
+
+async def listed_view(net: LocalNetwork, timeout: float = 40.0) -> EpochView:
+    """The current epoch's view once it lists every node and every node installed it."""
+    urls, authorities = _authorities(net)
+    fetcher = ConsensusFetcher(urls, authorities, CLOCK, rng=random.Random(1), timeout=3.0)
+    nodes = [p for p in net.processes.values() if p.kind in ("mix", "provider")]
+    deadline = trio.current_time() + timeout
+    while trio.current_time() < deadline:
+        epoch = CLOCK.epoch_at(time.time())
+        # Leave room before the boundary for the test's packets.
+        if CLOCK.end(epoch) - time.time() > 2.5:
+            try:
+                verified = await fetcher.fetch(epoch)
+            except Exception:  # not published yet
+                verified = None
+            if verified is not None and len(verified.document.nodes) == len(nodes):
+                stats = [p.stats() or {} for p in nodes]
+                if all(epoch in s.get("consensus_epochs", []) for s in stats):
+                    return EpochView.from_document(verified.document)
+        await trio.sleep(0.3)
+    raise AssertionError("the network never listed every node")
+
+
+def provider(net: LocalNetwork, view: EpochView, index: int) -> tuple[bytes, Any]:
+    name = f"provider{index}"
+    node_id = bytes.fromhex(net.processes[name].info["identity_key"])
+    return node_id, view.peers[node_id]
+
+
+async def client_link(view: EpochView, provider_id: bytes, key: LinkKey) -> Link:
+    peer = view.peers[provider_id]
+    return await connect_link(
+        peer.host, peer.port, local_key=key, remote_static=peer.link_key,
+        body_size=SX.geometry.packet_len,
+    )
+
+
+async def pull(link: Link, seq: int) -> list[PullItem]:
+    await link.send_cell(ControlKind.PULL_REQUEST, PullRequest(seq).encode())
+    items = []
+    with trio.fail_after(10):
+        while len(items) < PARAMS.pull_batch:
+            kind, body = await link.receive_cell()
+            assert kind == ControlKind.PULL_ITEM
+            item = PullItem.decode(body)
+            assert item.seq == seq
+            assert item.count == PARAMS.pull_batch
+            items.append(item)
+    return items
+
+
+async def pull_until(link: Link, want: ItemType, timeout: float = 15.0) -> list[PullItem]:
+    deadline = trio.current_time() + timeout
+    seq = 0
+    while trio.current_time() < deadline:
+        seq += 1
+        real = [i for i in await pull(link, seq) if i.item_type is want]
+        if real:
+            return real
+        await trio.sleep(0.3)
+    raise AssertionError(f"no {want.name} item arrived")
+
+
+def route(view: EpochView, src: bytes, dst: bytes) -> list[PathHop]:
+    mixes = [view.layer_members(layer)[0] for layer in range(1, PARAMS.layers + 1)]
+    return [view.hops[n] for n in (src, *mixes, dst)]
+
+
+Address = tuple[bytes, bytes]  # (provider node id, mailbox)
+
+
+def send_message(
+    view: EpochView, alice: Address, bob: Address, data: bytes
+) -> tuple[bytes, SurbKeys]:
+    """A fragment from Alice to Bob with a SURB-ACK back to Alice."""
+    (alice_provider, alice_mailbox), (bob_provider, bob_mailbox) = alice, bob
+    ack_route = route(view, bob_provider, alice_provider)[1:]
+    surb, keys = SX.create_surb(ack_route, [0.05] * 3, alice_mailbox)
+    payload = MailboxPayload(surb, data).encode(SX.geometry)
+    forward = route(view, alice_provider, bob_provider)
+    packet = SX.create_forward(forward, [0.0, 0.05, 0.05, 0.05], bob_mailbox, payload)
+    return packet, keys
+
+
+async def test_message_is_stored_acked_survives_sigkill_and_leaves_only_after_ack(
+    net: LocalNetwork,
+) -> None:
+    view = await listed_view(net)
+    p1, _ = provider(net, view, 1)
+    p2, _ = provider(net, view, 2)
+    alice_key, bob_key = LinkKey.generate(), LinkKey.generate()
+    alice = (p1, mailbox_address(alice_key.public))
+    bob = (p2, mailbox_address(bob_key.public))
+    data = os.urandom(data_capacity(SX.geometry))
+    async with await client_link(view, p1, alice_key) as alice_link:
+        async with await client_link(view, p2, bob_key) as bob_link:
+            await pull(bob_link, 0)  # registers Bob's mailbox before anything is sent to it
+            packet, surb_keys = send_message(view, alice, bob, data)
+            await alice_link.send_packet(packet)
+            [item] = await pull_until(bob_link, ItemType.MESSAGE)
+            assert item.data == data
+        [ack] = await pull_until(alice_link, ItemType.REPLY)
+        assert ack.surb_id == surb_keys.surb_id
+        assert SX.decode_reply(surb_keys, ack.data) == ACK_PAYLOAD
+
+    net.kill("provider2")  # SIGKILL before Bob acknowledged: nothing may be lost
+    net.start("provider2")
+    net.wait_ready(["provider2"])
+    async with await client_link(view, p2, bob_key) as bob_link:
+        [again] = await pull_until(bob_link, ItemType.MESSAGE)
+        assert again.data == data and again.item_id == item.item_id
+        await bob_link.send_cell(ControlKind.PULL_ACK, PullAck(99, (again.item_id,)).encode())
+        await trio.sleep(0.5)
+        assert all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, 100))
+
+
+async def test_another_key_cannot_pull_and_every_response_has_the_same_size(
+    net: LocalNetwork,
+) -> None:
+    view = await listed_view(net)
+    p1, _ = provider(net, view, 1)
+    p2, _ = provider(net, view, 2)
+    alice_key, bob_key, mallory_key = LinkKey.generate(), LinkKey.generate(), LinkKey.generate()
+    alice = (p1, mailbox_address(alice_key.public))
+    bob = (p2, mailbox_address(bob_key.public))
+    async with await client_link(view, p2, bob_key) as bob_link:
+        await pull(bob_link, 0)
+        async with await client_link(view, p1, alice_key) as alice_link:
+            packet, _ = send_message(view, alice, bob, b"for bob only")
+            await alice_link.send_packet(packet)
+        bob_items = await pull_until(bob_link, ItemType.MESSAGE)
+        assert bob_items[0].data == b"for bob only"
+    async with await client_link(view, p2, mallory_key) as mallory_link:
+        items = await pull(mallory_link, 1)
+        assert [i.item_type for i in items] == [ItemType.DUMMY] * PARAMS.pull_batch
+        # Acknowledging Bob's item ids from Mallory's link deletes nothing of Bob's.
+        await mallory_link.send_cell(
+            ControlKind.PULL_ACK, PullAck(2, (bob_items[0].item_id,)).encode()
+        )
+        stats = mallory_link.statistics()
+    assert stats.cells_received == PARAMS.pull_batch  # a fixed number of fixed-size cells
+    async with await client_link(view, p2, bob_key) as bob_link:
+        assert (await pull_until(bob_link, ItemType.MESSAGE))[0].data == b"for bob only"
+
+
+async def test_garbage_closes_only_that_link_and_the_node_keeps_serving(
+    net: LocalNetwork,
+) -> None:
+    view = await listed_view(net)
+    mix = net.processes["mix1"]
+    before = (mix.stats() or {}).get("links_rejected", 0)
+    for _ in range(3):
+        assert await trio.to_thread.run_sync(_node_hangs_up_on_garbage, mix.port)
+    await trio.sleep(1.5)
+    stats = mix.stats() or {}
+    assert stats["links_rejected"] >= before + 3
+    assert mix.running()
+    # Traffic still flows through it: its own loops keep coming back.
+    returned = stats["loops_returned"]
+    await trio.sleep(3)
+    assert (mix.stats() or {})["loops_returned"] > returned
+    assert view.peers  # the consensus still lists it
+
+
+def _node_hangs_up_on_garbage(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(os.urandom(300))
+        s.settimeout(5)
+        try:
+            return s.recv(100) == b""
+        except ConnectionResetError:
+            return True
+
+
+async def test_keys_rotate_under_traffic_and_loops_keep_returning(net: LocalNetwork) -> None:
+    await listed_view(net)
+    start_epoch = CLOCK.epoch_at(time.time())
+    await trio.sleep_until(trio.current_time() + (CLOCK.end(start_epoch + 1) - time.time()) + 2.0)
+    for proc in net.processes.values():
+        if proc.kind == "authority":
+            continue
+        stats = proc.stats() or {}
+        epoch = stats["epoch"]
+        assert epoch >= start_epoch + 2
+        assert epoch in stats["mix_key_epochs"] and epoch + 1 in stats["mix_key_epochs"]
+        assert min(stats["mix_key_epochs"]) >= epoch - 1  # old keys erased after their grace
+        assert stats["loops_returned"] > 0
+        assert stats["loop_return_share"] >= 0.9, (proc.name, stats)
+        assert "bad_mac" not in stats["dropped"] and "expired_key" not in stats["dropped"]
+    assert all(p.running() for p in net.processes.values())
