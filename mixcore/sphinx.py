@@ -239,6 +239,8 @@ class SurbReply:
 
 
 ProcessResult = Relay | Deliver | SurbReply
+#: A packet split by :meth:`Sphinx.parse`: ((alpha, beta, gamma), body).
+ParsedPacket = tuple[tuple[EcPt, bytes, bytes], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +345,7 @@ class Sphinx:
         gamma = header[MIX_PUBLIC_KEY_LEN + g.beta_len :]
         return alpha, beta, gamma
 
-    def parse(self, packet: bytes) -> tuple[tuple[EcPt, bytes, bytes], bytes]:
+    def parse(self, packet: bytes) -> ParsedPacket:
         """Split a packet into its (alpha, beta, gamma) header and body, checking sizes."""
         g = self.geometry
         if not isinstance(packet, bytes) or len(packet) != g.packet_len:
@@ -455,7 +457,12 @@ class Sphinx:
 
     def process(self, key: MixPrivateKey, packet: bytes) -> ProcessResult:
         """Remove one layer. Raises a :class:`PacketError` subclass on any bad input."""
-        header, body = self.parse(packet)
+        return self.process_parsed(key, self.parse(packet))
+
+    def process_parsed(self, key: MixPrivateKey, parsed: ParsedPacket) -> ProcessResult:
+        """:meth:`process` for a packet already split by :meth:`parse` (a node trying several
+        keys near an epoch boundary parses once)."""
+        header, body = parsed
         p = self._params
         try:
             tag, routing, ((alpha, beta, gamma), delta), mac_key = sphinx_process(

@@ -21,6 +21,7 @@ from mixnode.view import Peer
 
 INITIAL_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
+MAX_BATCH = 64
 
 
 class OutboundLinks:
@@ -83,7 +84,7 @@ class OutboundLinks:
 
     async def _run_peer(self, node_id: bytes, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         backoff = INITIAL_BACKOFF
-        pending: bytes | None = None
+        pending: list[bytes] = []
         while True:
             link = await self._connect(node_id)
             if link is None:
@@ -98,14 +99,21 @@ class OutboundLinks:
             try:
                 async with link:
                     while True:
-                        if pending is None:
-                            pending = await queue.receive()
-                        await link.send_packet(pending)
-                        pending = None
-                        self.counts["packets_sent"] += 1
+                        if not pending:
+                            pending.append(await queue.receive())
+                            # Drain what else is waiting: one write per batch, not per packet,
+                            # so a busy node's output keeps pace with its input.
+                            while len(pending) < MAX_BATCH:
+                                try:
+                                    pending.append(queue.receive_nowait())
+                                except trio.WouldBlock:
+                                    break
+                        await link.send_packets(pending)
+                        self.counts["packets_sent"] += len(pending)
+                        pending = []
             except LinkError:
                 self.counts["link_broken"] += 1
-                # ``pending`` is resent once on the next link: a packet is never half-lost.
+                # ``pending`` is resent on the next link: a batch is never half-lost.
 
     def statistics(self) -> dict[str, int]:
         queued = sum(q.statistics().current_buffer_used for q in self._queues.values())

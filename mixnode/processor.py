@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from mixcore.errors import BodyMacError, HeaderMacError, PacketError
 from mixcore.payload import DROP_MAILBOX
-from mixcore.sphinx import Deliver, MixPrivateKey, ProcessResult, Relay, Sphinx
+from mixcore.sphinx import Deliver, MixPrivateKey, ParsedPacket, ProcessResult, Relay, Sphinx
 from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
 
@@ -141,22 +141,22 @@ class PacketProcessor:
     def _unwrap(self, packet: bytes, now: float) -> tuple[int, ProcessResult] | DropReason:
         """Peel a layer with the first live key whose header MAC verifies."""
         try:
-            self.sphinx.parse(packet)
+            parsed = self.sphinx.parse(packet)  # once, however many keys are tried
         except PacketError:
             return DropReason.MALFORMED
         for epoch, key in self.keyring.live(now):
-            result = self._try(key, packet)
+            result = self._try(key, parsed)
             if result is not None:
                 return result if isinstance(result, DropReason) else (epoch, result)
         for _epoch, key in self.keyring.retired(now):
-            if self._try(key, packet) is not None:
+            if self._try(key, parsed) is not None:
                 return DropReason.EXPIRED_KEY
         return DropReason.BAD_MAC
 
-    def _try(self, key: MixPrivateKey, packet: bytes) -> ProcessResult | DropReason | None:
+    def _try(self, key: MixPrivateKey, parsed: ParsedPacket) -> ProcessResult | DropReason | None:
         """The result under ``key``; None when the header is not for this key."""
         try:
-            return self.sphinx.process(key, packet)
+            return self.sphinx.process_parsed(key, parsed)
         except HeaderMacError:
             return None
         except BodyMacError:

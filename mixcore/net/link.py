@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import trio
@@ -107,6 +107,14 @@ class Link:
             if self._closed:
                 raise LinkClosed("link is closed")
             await self._send_raw(self._connection.send_packet(packet))
+
+    async def send_packets(self, packets: Sequence[bytes]) -> None:
+        """Send several packets with one write: a node draining a queue under load spends one
+        system call and one scheduling round on a batch instead of one per packet."""
+        async with self._send_lock:
+            if self._closed:
+                raise LinkClosed("link is closed")
+            await self._send_raw(b"".join(self._connection.send_packet(p) for p in packets))
 
     async def send_dummy(self) -> None:
         """Send one DUMMY cell (link padding)."""

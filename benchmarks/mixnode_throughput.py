@@ -1,0 +1,219 @@
+"""Sustained forwarding rate of a real provider process, beside raw Sphinx processing.
+
+Setup, all on loopback: a one-authority network (3 layers x 1 mix, 1 provider) with zero delays;
+once the consensus lists every node, the layer-1 mix is stopped and this process takes its
+place as a *sink* (it holds that mix's link key, so the provider's Noise handshake succeeds and
+counts every packet that arrives). This process then pushes pre-built 2-hop packets
+(provider -> layer-1 mix) into the provider over a client link as fast as the link takes them.
+The provider peels a Sphinx layer per packet, checks its replay filter, pools it for 0 s and
+forwards it: the figure is forwarded packets per second seen at the sink at saturation.
+
+The bound, measured in this same run on one core: raw ``sphinxmix`` ``sphinx_process`` calls per
+second on the same kind of packet. The ratio says how much of the crypto ceiling the whole node
+(links, parsing, replay filter, pool, scheduling) keeps.
+
+    python benchmarks/mixnode_throughput.py --json [--packets 12000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from mixcore.consensus import AuthoritySet
+from mixcore.epochs import EpochClock
+from mixcore.errors import ConsensusError
+from mixcore.keys import LinkKey, load_link_key
+from mixcore.net.directory_client import ConsensusFetcher
+from mixcore.net.link import Link, accept_link, connect_link
+from mixcore.params import NetworkParams
+from mixcore.sphinx import Sphinx, SphinxGeometry
+from mixnet.network import LocalNetwork
+from mixnode.view import EpochView
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _bound_per_s(sx: Sphinx, view: EpochView, provider: bytes, mix: bytes, key: object) -> float:
+    from sphinxmix.SphinxNode import sphinx_process  # the bound itself
+
+    packet = sx.create_forward([view.hops[provider], view.hops[mix]], [0.0], bytes(16), b"x")
+    header, body = sx.parse(packet)
+    secret = key._secret  # type: ignore[attr-defined]
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        sphinx_process(sx._params, secret, header, body)
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, object]:
+    params = NetworkParams(
+        epoch_length=120.0,
+        genesis_time=float(int(time.time()) - 1),
+        mean_hop_delay=0.0,
+        mix_loop_rate=0.0,
+        pull_batch=1,
+    )
+    sx = Sphinx(SphinxGeometry.from_params(params))
+    clock = EpochClock.from_params(params)
+    with tempfile.TemporaryDirectory() as tmp, LocalNetwork(
+        Path(tmp), params=params, authorities=1, mixes_per_layer=1, providers=1
+    ) as net:
+        net.create()
+        net.start_all()
+        auth = net.of_kind("authority")[0]
+        fetcher = ConsensusFetcher(
+            [auth.info["url"]],
+            AuthoritySet.majority([bytes.fromhex(auth.info["identity_key"])]),
+            clock,
+        )
+        view = None
+        for _ in range(200):
+            with contextlib.suppress(ConsensusError):  # not yet published
+                verified = await fetcher.fetch(clock.epoch_at(time.time()))
+                if len(verified.document.nodes) == 4:
+                    view = EpochView.from_document(verified.document)
+                    break
+            await trio.sleep(0.25)
+        if view is None:
+            raise SystemExit("consensus never listed every node")
+        provider = view.layer_members(0)[0]
+        mix = view.layer_members(1)[0]
+        mix_proc = next(p for p in net.of_kind("mix") if p.info["identity_key"] == mix.hex())
+        prov_proc = net.of_kind("provider")[0]
+        await trio.sleep(1.0)  # the provider installs the view
+        net.stop(mix_proc.name)
+
+        built_at = time.perf_counter()
+        packets = [
+            sx.create_forward([view.hops[provider], view.hops[mix]], [0.0], os.urandom(16), b"")
+            for _ in range(args.packets)
+        ]
+        build_s = time.perf_counter() - built_at
+        sink = subprocess.Popen(  # noqa: S603  # this very script, as the sink
+            [sys.executable, __file__, "--sink", str(mix_proc.port),
+             str(mix_proc.data_dir / "link.key"), str(sx.geometry.packet_len)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        await trio.sleep(1.5)  # the sink is listening
+        peer = view.peers[provider]
+        client = await connect_link(
+            peer.host, peer.port, local_key=LinkKey.generate(),
+            remote_static=peer.link_key, body_size=sx.geometry.packet_len,
+        )
+        sent_at = time.perf_counter()
+        async with client:
+            for packet in packets:
+                await client.send_packet(packet)
+            send_s = time.perf_counter() - sent_at
+            await trio.sleep(3.0)
+        rss = _rss_mb(prov_proc.pid or 0)
+        sink.send_signal(signal.SIGTERM)
+        out, _ = sink.communicate(timeout=30)
+        arrivals = json.loads(out)["arrivals"]
+        await trio.sleep(1.5)  # one more stats write
+        stats = prov_proc.stats() or {}
+        bound = _bound_per_s(sx, view, provider, mix, _provider_key(prov_proc, view.epoch))
+
+    # Saturation window: drop the first and last 5% of arrivals (ramp up, tail).
+    n = len(arrivals)
+    lo, hi = int(n * 0.05), max(int(n * 0.95) - 1, 0)
+    window = arrivals[hi] - arrivals[lo] if n > 20 else float("nan")
+    forwarded = (hi - lo) / window if n > 20 and window > 0 else 0.0
+    dropped = sum((stats.get("dropped") or {}).values())
+    return {
+        "benchmark": "mixnode_throughput",
+        "forwarded_per_s": round(forwarded, 1),
+        "bound_per_s": round(bound, 1),
+        "ratio": round(forwarded / bound, 3) if bound else None,
+        "rss_mb": round(rss, 1),
+        "dropped": dropped,
+        "dropped_by_reason": stats.get("dropped", {}),
+        "packets_offered": len(packets),
+        "packets_forwarded": n,
+        "client_send_per_s": round(len(packets) / send_s, 1),
+        "build_s": round(build_s, 1),
+        "pool_refused": stats.get("pool_refused"),
+        "node_packets_in": stats.get("packets_in"),
+        "node_sent": stats.get("sent"),
+        "node_send_failed": stats.get("send_failed", 0),
+        "node_links": stats.get("links"),
+        "packet_bytes": sx.geometry.packet_len,
+        "node": "provider (entry hop: Sphinx, replay filter, pool, Noise link out)",
+    }
+
+
+def _provider_key(proc: object, epoch: int) -> object:
+    from mixcore.sphinx import load_mix_key
+
+    _, key = load_mix_key(proc.data_dir / "mixkeys" / f"mix-{epoch}.key")  # type: ignore[attr-defined]
+    return key
+
+
+def _sink(port: int, key_file: str, body_size: int) -> None:
+    """Accept the provider's link as the stopped mix would; print arrival times at SIGTERM."""
+    key = load_link_key(key_file)
+    arrivals: list[float] = []
+
+    async def conn(stream: trio.SocketStream) -> None:
+        try:
+            link: Link = await accept_link(stream, local_key=key, body_size=body_size)
+            async with link:
+                while True:
+                    await link.receive_cell()
+                    arrivals.append(time.perf_counter())
+        except Exception:  # the provider went away: the run is over
+            return
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+            nursery.start_soon(trio.serve_listeners, conn, listeners)
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve)
+    print(json.dumps({"arrivals": arrivals}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--packets", type=int, default=12_000)
+    parser.add_argument(
+        "--sink", nargs=3, metavar=("PORT", "KEYFILE", "BODY"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.sink:
+        _sink(int(args.sink[0]), args.sink[1], int(args.sink[2]))
+        return 0
+    result = trio.run(_run, args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, value in result.items():
+            print(f"{name:20} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
