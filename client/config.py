@@ -1,0 +1,64 @@
+"""Client-side knobs that are not network parameters (those come signed in the consensus).
+
+They bound memory and retries; none of them changes what an observer sees of the client's
+traffic, which depends only on the consensus parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    max_attempts: int = 5
+    """Sends per fragment (the first plus up to ``max_attempts - 1`` retransmissions)."""
+    max_pending_fragments: int = 1024
+    """Unfinished outgoing fragments (queued or awaiting an ACK) across all messages."""
+    max_message_fragments: int = 64
+    """Fragments per message, sent or accepted (about 106 KB with the default geometry)."""
+    transit_allowance: float = 2.0
+    """Seconds added to every retransmission timeout for links, processing and disk writes."""
+    extra_delay_mean: float | None = None
+    """Mean of the random extra in the timeout; None: ``2 * layers * mean_hop_delay +
+    pull_interval``."""
+    max_hop_delay: float = 60.0
+    """Per-hop delays are Exp truncated here (nodes refuse longer ones)."""
+    loop_ttl: float = 600.0
+    """Seconds after which a loop that has not come back is counted lost and forgotten."""
+    max_pending_loops: int = 4096
+    max_partial_messages: int = 256
+    max_partial_bytes: int = 8 * 1024 * 1024
+    partial_ttl: float = 3600.0
+    """Incomplete received messages are dropped this long after their first fragment."""
+    delivered_ttl: float = 7200.0
+    """Delivered message ids are remembered this long, to drop late duplicates."""
+    max_delivered_ids: int = 65536
+    max_retired_surbs: int = 4096
+    """SURB ids of finished fragments kept to recognise late ACKs (counted as stale)."""
+    max_finished_messages: int = 1024
+    """Final states of finished outgoing messages kept for ``message_state`` queries."""
+    max_catch_up: float = 5.0
+    """If the shell wakes more than this late, streams restart from now instead of sending the
+    missed packets in a burst."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        for name in ("max_pending_fragments", "max_message_fragments", "max_pending_loops",
+                     "max_partial_messages", "max_partial_bytes", "max_delivered_ids",
+                     "max_retired_surbs", "max_finished_messages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_message_fragments > 0xFFFF:
+            raise ValueError("max_message_fragments must be <= 65535")
+        if self.max_message_fragments > self.max_pending_fragments:
+            raise ValueError("max_message_fragments must not exceed max_pending_fragments")
+        if self.delivered_ttl < self.partial_ttl:
+            raise ValueError("delivered_ttl must be >= partial_ttl")
+        for name in ("transit_allowance", "max_hop_delay", "loop_ttl", "partial_ttl",
+                     "max_catch_up"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.extra_delay_mean is not None and self.extra_delay_mean < 0:
+            raise ValueError("extra_delay_mean must be >= 0")

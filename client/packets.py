@@ -1,0 +1,54 @@
+"""Building the client's three kinds of packets from routes.
+
+The core depends on a :class:`PacketBuilder` (``mixcore.sphinx.Sphinx`` in production) rather
+than on the Sphinx class itself, so the timing tests can drive 10^4 virtual seconds with a
+stand-in that skips the public-key work; every other test uses the real packets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+from client.paths import Route
+from mixcore.payload import DROP_MAILBOX, MailboxPayload
+from mixcore.sphinx import PathHop, SphinxGeometry, Surb, SurbKeys
+
+
+class PacketBuilder(Protocol):
+    geometry: SphinxGeometry
+
+    def create_forward(
+        self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes, payload: bytes
+    ) -> bytes: ...
+
+    def create_surb(
+        self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes
+    ) -> tuple[Surb, SurbKeys]: ...
+
+    def decode_reply(self, keys: SurbKeys, body: bytes) -> bytes: ...
+
+
+def mailbox_packet(
+    builder: PacketBuilder,
+    forward: Route,
+    surb_route: Route,
+    *,
+    mailbox: bytes,
+    own_mailbox: bytes,
+    data: bytes,
+) -> tuple[bytes, SurbKeys]:
+    """A packet storing ``data`` in ``mailbox`` at the end of ``forward``, carrying a SURB-ACK
+    that travels ``surb_route`` back to ``own_mailbox``. Returns the packet and the SURB's keys.
+    Real fragments and loops are both built here, so they cannot differ in form."""
+    surb, keys = builder.create_surb(surb_route.hops, surb_route.delays, own_mailbox)
+    payload = MailboxPayload(surb, data).encode(builder.geometry)
+    packet = builder.create_forward(forward.hops, forward.delays, mailbox, payload)
+    return packet, keys
+
+
+def drop_packet(builder: PacketBuilder, route: Route) -> bytes:
+    """Drop cover: random bytes to the drop mailbox of the route's exit provider."""
+    payload = os.urandom(builder.geometry.payload_capacity)
+    return builder.create_forward(route.hops, route.delays, DROP_MAILBOX, payload)

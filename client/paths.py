@@ -1,0 +1,128 @@
+"""Path choice from the current consensus: stratified routes with sender-chosen delays.
+
+Every route is ``entry provider -> one mix per layer -> exit provider``, each mix drawn uniformly
+from its layer, so every packet (real, drop, loop, SURB-ACK) has the same shape. Delays
+(Loopix): a mix holds a packet for Exp(mean ``mean_hop_delay``) seconds, chosen here by the
+sender and written into the routing command; providers hold for 0. A draw above
+``max_hop_delay`` (what nodes refuse) is redrawn, i.e. the delay is Exp truncated there, which
+at the default 60 s and mean 0.2 s changes nothing measurable.
+
+Only nodes of the current document are used. :meth:`PathSelector.mark_failed` takes a node out
+of the choice until the next consensus (a link that would not open, say); if every mix of a layer
+is marked failed, the whole layer is used again rather than sending nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from client.errors import NoRouteError
+from mixcore.consensus import ConsensusDocument
+from mixcore.descriptor import NodeDescriptor
+from mixcore.sphinx import PathHop
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A path and the delays its hops hold the packet: ``delays[i]`` is for ``hops[i]``."""
+
+    hops: tuple[PathHop, ...]
+    delays: tuple[float, ...]
+
+    @property
+    def first_hop(self) -> bytes:
+        return self.hops[0].node_id
+
+    @property
+    def total_delay(self) -> float:
+        """Sum of the sampled holding delays: the route's latency without link transit."""
+        return sum(self.delays)
+
+
+class PathSelector:
+    def __init__(
+        self, consensus: ConsensusDocument, rng: random.Random, *, max_hop_delay: float = 60.0
+    ) -> None:
+        self.rng = rng
+        self.max_hop_delay = max_hop_delay
+        self.fallbacks = 0
+        self._failed: set[bytes] = set()
+        self.update(consensus)
+
+    @property
+    def consensus(self) -> ConsensusDocument:
+        return self._consensus
+
+    def update(self, consensus: ConsensusDocument) -> None:
+        """Use a new document; failure marks are forgotten (the document is fresher news)."""
+        self._consensus = consensus
+        self._epoch = consensus.epoch
+        self._providers = {d.node_id: self._hop(d) for d in consensus.providers()}
+        self._layers = [
+            tuple(self._hop(d) for d in consensus.mixes_in_layer(i))
+            for i in range(1, consensus.params.layers + 1)
+        ]
+        self._failed.clear()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute the hops paths may use (after a new document or a failure mark)."""
+        self._alive = [
+            tuple(h for h in hops if h.node_id not in self._failed) for hops in self._layers
+        ]
+        ids = sorted(self._providers)
+        self._drop_targets = [i for i in ids if i not in self._failed] or ids
+
+    def mark_failed(self, node_id: bytes) -> None:
+        if self._consensus.node_by_id(node_id) is not None:
+            self._failed.add(node_id)
+            self._refresh()
+
+    @property
+    def failed(self) -> frozenset[bytes]:
+        return frozenset(self._failed)
+
+    def is_provider(self, node_id: bytes) -> bool:
+        return node_id in self._providers
+
+    def random_provider(self) -> bytes:
+        """A provider for drop cover, avoiding failed ones when any other is left."""
+        if not self._drop_targets:
+            raise NoRouteError("the consensus lists no provider")
+        return self._drop_targets[self.rng.randrange(len(self._drop_targets))]
+
+    def _hop(self, desc: NodeDescriptor) -> PathHop:
+        key = desc.mix_key(self._epoch)
+        if key is None:  # the document's invariants exclude this; be explicit anyway
+            raise NoRouteError("a node in the consensus has no key for its epoch")
+        return PathHop(desc.node_id, key)
+
+    def _delay(self, mean: float) -> float:
+        if mean <= 0:
+            return 0.0
+        while True:
+            delay = self.rng.expovariate(1.0 / mean)
+            if delay <= self.max_hop_delay:
+                return delay
+
+    def route(self, entry: bytes, exit_: bytes) -> Route:
+        """A fresh route from provider ``entry`` to provider ``exit_``."""
+        try:
+            first, last = self._providers[entry], self._providers[exit_]
+        except KeyError:
+            raise NoRouteError("a provider of the route is not in the consensus") from None
+        mean = self._consensus.params.mean_hop_delay
+        hops = [first]
+        delays = [0.0]
+        for layer, (mixes, alive) in enumerate(zip(self._layers, self._alive, strict=True), 1):
+            if not mixes:
+                raise NoRouteError(f"mix layer {layer} is empty in this consensus")
+            choices = alive
+            if not choices:
+                self.fallbacks += 1
+                choices = mixes
+            hops.append(choices[self.rng.randrange(len(choices))])
+            delays.append(self._delay(mean))
+        hops.append(last)
+        return Route(tuple(hops), tuple(delays))

@@ -1,0 +1,418 @@
+"""Shared pieces of the client tests: a real consensus, a fast stand-in packet builder, and an
+in-memory network of nodes that process real Sphinx packets (``mixcore.sphinx``: layer peeling,
+sender-chosen delays, replay tags, SURB replies), with loss and reordering, driven in virtual
+time by the cores' own ``next_deadline``.
+
+The node model is deliberately small and built on mixcore only, so these tests check the client
+against the packet format and the stratified topology, not against one version of the mix node
+server; SURB-ACKs, loops and pulls are exercised end to end with real cryptography.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from client.actions import (
+    Action,
+    MessageDelivered,
+    MessageReceived,
+    MessageUndeliverable,
+    SendControl,
+    SendPacket,
+)
+from client.config import ClientConfig
+from client.core import ClientCore
+from mixcore.consensus import ConsensusDocument, build_consensus
+from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
+from mixcore.descriptor import NodeDescriptor, NodeRole, make_signed_descriptor
+from mixcore.errors import PacketError
+from mixcore.keys import IdentityKey, LinkKey
+from mixcore.params import NetworkParams
+from mixcore.payload import ACK_PAYLOAD, DROP_MAILBOX, MailboxPayload
+from mixcore.routing import SURB_ID_LEN, mailbox_address
+from mixcore.sphinx import (
+    Deliver,
+    MixPrivateKey,
+    PathHop,
+    Relay,
+    Sphinx,
+    SphinxGeometry,
+    Surb,
+    SurbKeys,
+    SurbReply,
+)
+
+EPOCH = 0
+START = 1000.0
+PARAMS = NetworkParams(
+    layers=3,
+    payload_rate=4.0,
+    loop_rate=0.5,
+    drop_rate=0.5,
+    mean_hop_delay=0.05,
+    epoch_length=1_000_000.0,
+    genesis_time=0.0,
+    pull_interval=1.0,
+    pull_batch=8,
+)
+
+
+@dataclass(eq=False)
+class NodeKeys:
+    name: str
+    role: NodeRole
+    identity: IdentityKey
+    link: LinkKey
+    mix_keys: dict[int, MixPrivateKey]
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.public
+
+    def descriptor(self, index: int) -> bytes:
+        desc = NodeDescriptor(
+            identity_key=self.identity.public,
+            link_key=self.link.public,
+            role=self.role,
+            layer=0,
+            host=f"10.0.0.{index + 1}",
+            port=3000 + index,
+            epoch=EPOCH,
+            mix_keys=((EPOCH, self.mix_keys[EPOCH].public), (EPOCH + 1, self.mix_keys[1].public)),
+            name=self.name,
+        )
+        return make_signed_descriptor(desc, self.identity).wire
+
+
+def make_nodes(providers: int, mixes: int) -> list[NodeKeys]:
+    nodes = []
+    for i in range(providers + mixes):
+        role = NodeRole.PROVIDER if i < providers else NodeRole.MIX
+        name = f"p{i}" if role is NodeRole.PROVIDER else f"m{i - providers}"
+        nodes.append(
+            NodeKeys(
+                name,
+                role,
+                IdentityKey.generate(),
+                LinkKey.generate(),
+                {e: MixPrivateKey.generate() for e in (EPOCH, EPOCH + 1)},
+            )
+        )
+    return nodes
+
+
+def make_consensus(
+    nodes: Sequence[NodeKeys], params: NetworkParams = PARAMS
+) -> ConsensusDocument:
+    wires = [n.descriptor(i) for i, n in enumerate(nodes)]
+    return build_consensus(EPOCH, params, wires)
+
+
+NODES = make_nodes(providers=3, mixes=6)
+CONSENSUS = make_consensus(NODES)
+
+
+# -- a stand-in packet builder for long timing runs -------------------------------------------
+
+
+class FakeSphinx:
+    """Same geometry and interfaces as ``mixcore.sphinx.Sphinx`` without the public-key work:
+    for the 10^4-second timing runs, whose subject is *when* packets leave, not what they are.
+    It records the routes it was asked to build."""
+
+    def __init__(self, geometry: SphinxGeometry) -> None:
+        self.geometry = geometry
+        self.forward_paths: list[tuple[bytes, ...]] = []
+        self.surb_paths: list[tuple[bytes, ...]] = []
+        self.delays: list[tuple[float, ...]] = []
+
+    def create_forward(
+        self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes, payload: bytes
+    ) -> bytes:
+        self.forward_paths.append(tuple(h.node_id for h in path))
+        self.delays.append(tuple(delays))
+        return bytes(self.geometry.packet_len)
+
+    def create_surb(
+        self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes
+    ) -> tuple[Surb, SurbKeys]:
+        self.surb_paths.append(tuple(h.node_id for h in path))
+        g = self.geometry
+        surb = Surb(path[0].node_id, bytes(g.header_len), bytes(16))
+        return surb, SurbKeys(os.urandom(SURB_ID_LEN), (bytes(16), bytes(16)))
+
+    def decode_reply(self, keys: SurbKeys, body: bytes) -> bytes:
+        return ACK_PAYLOAD
+
+
+# -- driving a core alone -----------------------------------------------------------------------
+
+
+def open_pull(core: ClientCore, now: float) -> tuple[int, float]:
+    """Run the core's timers until it sends a pull request; returns (seq, time)."""
+    while True:
+        t = core.next_deadline()
+        for action in core.poll(t):
+            if isinstance(action, SendControl) and action.kind is ControlKind.PULL_REQUEST:
+                return PullRequest.decode(action.body).seq, t
+
+
+def batch_items(
+    seq: int, batch: int, real: Sequence[tuple[ItemType, bytes, bytes]], first_id: int = 1
+) -> list[bytes]:
+    """Encoded PULL_ITEM bodies: ``real`` items (type, surb id, data) then dummies."""
+    out = []
+    for index in range(batch):
+        if index < len(real):
+            kind, surb_id, data = real[index]
+            item = PullItem(seq, index, batch, kind, first_id + index, surb_id, data)
+        else:
+            item = PullItem(seq, index, batch, ItemType.DUMMY, 0, bytes(SURB_ID_LEN), b"")
+        out.append(item.encode())
+    return out
+
+
+# -- the in-memory network ------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ClientHandle:
+    name: str
+    core: ClientCore
+    provider: bytes
+    mailbox: bytes
+    received: list[MessageReceived] = field(default_factory=list)
+    delivered: list[MessageDelivered] = field(default_factory=list)
+    undeliverable: list[MessageUndeliverable] = field(default_factory=list)
+    sent: Counter[str] = field(default_factory=Counter)
+
+
+class Network:
+    """Real processors for every node; links with random latency (which reorders packets) and
+    a loss probability applied to every packet on every hop. A node id in ``dead`` swallows
+    everything sent to it."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeKeys],
+        consensus: ConsensusDocument,
+        *,
+        seed: int,
+        loss: float = 0.0,
+        max_latency: float = 0.3,
+    ) -> None:
+        self.consensus = consensus
+        self.params = consensus.params
+        self.geometry = SphinxGeometry.from_params(self.params)
+        self.sphinx = Sphinx(self.geometry)
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.loss = loss
+        self.max_latency = max_latency
+        self.dead: set[bytes] = set()
+        self.now = START
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self.clients: list[ClientHandle] = []
+        self.mailboxes: dict[bytes, list[tuple[int, ItemType, bytes, bytes]]] = defaultdict(list)
+        self.owner: dict[bytes, bytes] = {}  # mailbox -> provider id
+        self._item_ids = itertools.count(1)
+        self.counts: Counter[str] = Counter()
+        self.layers = {e.identity_key: e.layer for e in consensus.nodes}
+        self.keys = {n.node_id: n.mix_keys[consensus.epoch] for n in nodes}
+        self.tags: dict[bytes, set[bytes]] = defaultdict(set)
+
+    def add_client(
+        self, name: str, provider: bytes, *, config: ClientConfig | None = None, seed: int = 0
+    ) -> ClientHandle:
+        mailbox = mailbox_address(LinkKey.generate().public)
+        self.owner[mailbox] = provider
+        core = ClientCore(
+            self.consensus,
+            provider=provider,
+            mailbox=mailbox,
+            rng=random.Random(seed),
+            now=self.now,
+            config=config,
+            sphinx=self.sphinx,
+        )
+        handle = ClientHandle(name, core, provider, mailbox)
+        self.clients.append(handle)
+        return handle
+
+    def update_consensus(self, consensus: ConsensusDocument) -> None:
+        """The nodes move to a new document too (layers are re-dealt when membership changes;
+        keys stay, as the tests keep the epoch)."""
+        assert consensus.epoch == self.consensus.epoch
+        self.consensus = consensus
+        self.layers = {e.identity_key: e.layer for e in consensus.nodes}
+        for client in self.clients:
+            client.core.update_consensus(consensus, self.now)
+
+    # -- scheduling
+
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (when, next(self._seq), fn))
+
+    def latency(self) -> float:
+        return self.rng.uniform(0.001, self.max_latency)
+
+    def transmit(self, to: bytes, packet: bytes, when: float) -> None:
+        """A packet on a link: lost with probability ``loss``, else delayed randomly."""
+        if self.rng.random() < self.loss:
+            self.counts["lost"] += 1
+            return
+        self.at(when + self.latency(), lambda: self.node_receive(to, packet))
+
+    def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
+        while True:
+            t_net = self._events[0][0] if self._events else float("inf")
+            t_cli, who = min(
+                ((c.core.next_deadline(), c) for c in self.clients), key=lambda x: x[0]
+            )
+            t = min(t_net, t_cli)
+            if t > end:
+                self.now = end
+                return
+            self.now = t
+            if t_net <= t_cli:
+                _, _, fn = heapq.heappop(self._events)
+                fn()
+            else:
+                self.dispatch(who, who.core.poll(t))
+            if stop is not None and stop():
+                return
+
+    # -- clients
+
+    def dispatch(self, client: ClientHandle, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendPacket):
+                client.sent[action.kind.value] += 1
+                assert action.first_hop == client.provider
+                self.transmit(action.first_hop, action.packet, self.now)
+            elif isinstance(action, SendControl):
+                self.control(client, action)
+            elif isinstance(action, MessageReceived):
+                client.received.append(action)
+            elif isinstance(action, MessageDelivered):
+                client.delivered.append(action)
+            elif isinstance(action, MessageUndeliverable):
+                client.undeliverable.append(action)
+
+    def control(self, client: ClientHandle, action: SendControl) -> None:
+        box = self.mailboxes[client.mailbox]
+        if action.kind is ControlKind.PULL_REQUEST:
+            seq = PullRequest.decode(action.body).seq
+            batch = self.params.pull_batch
+            real = box[:batch]
+            items = []
+            for index in range(batch):
+                if index < len(real):
+                    item_id, kind, surb_id, data = real[index]
+                    items.append(PullItem(seq, index, batch, kind, item_id, surb_id, data))
+                else:
+                    items.append(
+                        PullItem(seq, index, batch, ItemType.DUMMY, 0, bytes(SURB_ID_LEN), b"")
+                    )
+            self.rng.shuffle(items)  # the core must not depend on the order within a batch
+            when = self.now + self.latency()
+            for item in items:
+                body = item.encode()
+                self.at(
+                    when,
+                    lambda b=body: self.dispatch(
+                        client, client.core.receive_control(ControlKind.PULL_ITEM, b, self.now)
+                    ),
+                )
+        elif action.kind is ControlKind.PULL_ACK:
+            ack = PullAck.decode(action.body)
+            gone = set(ack.item_ids)
+            self.mailboxes[client.mailbox] = [i for i in box if i[0] not in gone]
+
+    # -- nodes
+
+    def expected_next_layer(self, layer: int) -> int:
+        return 1 if layer == 0 else (layer + 1 if layer < self.params.layers else 0)
+
+    def node_receive(self, node_id: bytes, packet: bytes) -> None:
+        """What a node does (as in ``mixnode.processor``): peel, drop replays, check the
+        stratified order, hold for the sender's delay, deliver or store the SURB reply."""
+        if node_id in self.dead:
+            self.counts["swallowed_by_dead_node"] += 1
+            return
+        try:
+            result = self.sphinx.process(self.keys[node_id], packet)
+        except PacketError:
+            self.counts["node_drop_bad_packet"] += 1
+            return
+        if result.replay_tag in self.tags[node_id]:
+            self.counts["node_drop_replay"] += 1
+            return
+        self.tags[node_id].add(result.replay_tag)
+        my_layer = self.layers[node_id]
+        if isinstance(result, Relay):
+            if self.layers.get(result.next_node) != self.expected_next_layer(my_layer):
+                self.counts["node_drop_wrong_layer"] += 1
+                return
+            due = self.now + result.delay
+            self.at(due, lambda: self.transmit(result.next_node, result.packet, self.now))
+            return
+        if my_layer != 0 or self.owner.get(result.mailbox) != node_id:
+            if isinstance(result, Deliver) and result.mailbox == DROP_MAILBOX and my_layer == 0:
+                self.counts["drop_cover_arrived"] += 1
+            else:
+                self.counts["node_drop_unknown_mailbox"] += 1
+            return
+        if isinstance(result, SurbReply):
+            self.mailboxes[result.mailbox].append(
+                (next(self._item_ids), ItemType.REPLY, result.surb_id, result.body)
+            )
+            return
+        payload = MailboxPayload.decode(result.payload, self.geometry)
+        self.mailboxes[result.mailbox].append(
+            (next(self._item_ids), ItemType.MESSAGE, bytes(SURB_ID_LEN), payload.data)
+        )
+        self.counts["stored"] += 1
+        # stored durably: acknowledge through the SURB (the provider sends it to its first hop)
+        reply = self.sphinx.package_reply(payload.surb, ACK_PAYLOAD)
+        self.transmit(payload.surb.first_hop, reply, self.now)
+
+
+# -- fixtures handing the helpers to test modules (importlib mode: no imports from conftest) ----
+
+
+@dataclass(frozen=True)
+class Kit:
+    """Everything a test module needs from here, in one fixture."""
+
+    nodes: list[NodeKeys]
+    consensus: ConsensusDocument
+    start: float
+    fake_sphinx: Callable[[], FakeSphinx]
+    network: Callable[..., Network]
+    make_consensus: Callable[..., ConsensusDocument]
+    open_pull: Callable[[ClientCore, float], tuple[int, float]]
+    batch_items: Callable[..., list[bytes]]
+
+
+@pytest.fixture(scope="session")
+def kit() -> Kit:
+    return Kit(
+        nodes=NODES,
+        consensus=CONSENSUS,
+        start=START,
+        fake_sphinx=lambda: FakeSphinx(SphinxGeometry.from_params(PARAMS)),
+        network=lambda consensus=CONSENSUS, **kw: Network(NODES, consensus, **kw),
+        make_consensus=make_consensus,
+        open_pull=open_pull,
+        batch_items=batch_items,
+    )
