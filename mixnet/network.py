@@ -145,6 +145,26 @@ class LocalNetwork:
         for auth in auths:
             self.processes[auth.name] = auth
 
+    def add_client(self, name: str, provider: str) -> Process:
+        """Create a client of ``provider`` (a provider's name); start it with :meth:`start`."""
+        data = self.root / name
+        params_file = self.root / "params.json"
+        info = _cli_json(
+            ["client", "init", "--dir", str(data), "--provider", provider, "--name", name,
+             "--params", str(params_file), "--json", *self.authority_args()]
+        )
+        argv = self._mixnet("client", "run", "--dir", str(data))
+        proc = Process(name, "client", data, argv, 0, info)
+        self.processes[name] = proc
+        return proc
+
+    def address(self, name: str) -> str:
+        """A running client's address, from its "serving" line."""
+        for line in self.processes[name].out_path.read_text().splitlines():
+            if '"serving"' in line:
+                return str(json.loads(line)["address"])
+        raise NetworkError(f"{name} has not announced its address")
+
     def authority_args(self) -> list[str]:
         args: list[str] = []
         for p in self.of_kind("authority"):
@@ -231,7 +251,8 @@ class LocalNetwork:
 
     def close(self) -> None:
         """Stop every process this network started (nodes first, authorities last)."""
-        order = sorted(self.processes.values(), key=lambda p: p.kind == "authority")
+        rank = {"client": 0, "mix": 1, "provider": 1, "authority": 2}
+        order = sorted(self.processes.values(), key=lambda p: rank.get(p.kind, 1))
         for proc in order:
             if proc.popen is not None and proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGTERM)

@@ -1,0 +1,402 @@
+"""The client daemon (trio): keeps the Poisson streams going and serves the local API.
+
+A thin shell around :class:`client.core.ClientCore`: it fetches the consensus, keeps one Noise
+link to the client's provider (reconnecting with backoff), sleeps until the core's next
+deadline, and carries out the core's actions in order: packets and control cells onto the link,
+received messages into SQLite *before* the pull acknowledgement that lets the provider delete
+them, delivery states into the outbox. The API socket lives in the 0700 data directory and is
+itself 0600, so other local users cannot reach it.
+
+The streams keep their Poisson timing while the link is down: a packet due then is dropped and
+counted rather than sent later in a burst, which would mark the moment of reconnection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from contextlib import suppress
+from typing import Any
+
+import trio
+
+from client.actions import (
+    MessageDelivered,
+    MessageReceived,
+    MessageUndeliverable,
+    SendControl,
+    SendPacket,
+)
+from client.api import FrameReader, decode_body, encode_frame
+from client.core import ClientCore
+from client.daemon_config import DaemonConfig
+from client.errors import ClientError
+from client.transport_db import TransportDB
+from mixcore.consensus import ConsensusDocument, VerifiedConsensus
+from mixcore.epochs import EpochClock
+from mixcore.errors import DecodeError, LinkError, MixnetError
+from mixcore.keys import LinkKey, load_link_key
+from mixcore.net.directory_client import ConsensusFetcher
+from mixcore.net.link import Link, connect_link
+from mixcore.routing import mailbox_address
+from mixcore.sphinx import SphinxGeometry
+
+log = logging.getLogger("mixnet.client")
+
+RECONNECT_MIN = 0.2
+RECONNECT_MAX = 10.0
+
+
+def format_address(provider: bytes, mailbox: bytes) -> str:
+    return f"{provider.hex()}:{mailbox.hex()}"
+
+
+def parse_address(text: str) -> tuple[bytes, bytes]:
+    provider_hex, sep, mailbox_hex = text.strip().partition(":")
+    try:
+        provider, mailbox = bytes.fromhex(provider_hex), bytes.fromhex(mailbox_hex)
+    except ValueError:
+        provider = mailbox = b""
+    if not sep or len(provider) != 32 or len(mailbox) != 16:
+        raise ClientError("an address is PROVIDER_ID_HEX:MAILBOX_HEX (64 and 32 hex digits)")
+    return provider, mailbox
+
+
+class ClientDaemon:
+    def __init__(self, config: DaemonConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.rng = rng or random.SystemRandom()
+        self.link_key: LinkKey = load_link_key(config.link_key_path)
+        self.mailbox = mailbox_address(self.link_key.public)
+        self.db = TransportDB(config.database_path)
+        self.core: ClientCore | None = None
+        self.provider_id: bytes | None = None
+        self.link: Link | None = None
+        self.time_offset = time.time() - trio.current_time()
+        self.counts: Counter[str] = Counter()
+        self._wake = trio.Event()
+        self._link_up = trio.Event()
+        self._geometry = SphinxGeometry.from_params(config.params)
+
+    def now(self) -> float:
+        return self.time_offset + trio.current_time()
+
+    # -- consensus and provider ----------------------------------------------------------------
+
+    def _resolve_provider(self, doc: ConsensusDocument) -> bytes:
+        wanted = self.config.provider
+        for desc in doc.providers():
+            if desc.name == wanted or desc.identity_key.hex() == wanted.lower():
+                return desc.identity_key
+        raise ClientError(f"provider {wanted!r} is not in the consensus of epoch {doc.epoch}")
+
+    def on_consensus(self, verified: VerifiedConsensus) -> None:
+        if self.core is not None:
+            try:
+                self.core.update_consensus(verified.document, self.now())
+            except MixnetError as exc:
+                log.error("consensus %d not usable: %s", verified.epoch, exc)
+            self._wake.set()
+
+    def _start_core(self, doc: ConsensusDocument) -> None:
+        self.provider_id = self._resolve_provider(doc)
+        self.core = ClientCore(
+            doc,
+            provider=self.provider_id,
+            mailbox=self.mailbox,
+            rng=self.rng if isinstance(self.rng, random.Random) else random.Random(),
+            now=self.now(),
+        )
+        for message in self.db.outgoing(state="pending"):  # queued before a restart
+            try:
+                self.core.send_message(
+                    message.provider, message.mailbox, message.data, self.now(),
+                    message_id=message.message_id,
+                )
+            except MixnetError as exc:
+                self.db.set_state(message.message_id, "undeliverable", str(exc), self.now())
+
+    # -- the link to our provider ----------------------------------------------------------------
+
+    async def run_link(self) -> None:
+        backoff = RECONNECT_MIN
+        while True:
+            link = await self._connect()
+            if link is None:
+                self.counts["connect_failed"] += 1
+                await trio.sleep(backoff * (0.5 + self.rng.random()))
+                backoff = min(RECONNECT_MAX, backoff * 2)
+                continue
+            backoff = RECONNECT_MIN
+            self.link = link
+            self._link_up.set()
+            self.counts["connected"] += 1
+            try:
+                async with link:
+                    while True:
+                        kind, body = await link.receive_cell()
+                        assert self.core is not None
+                        await self._execute(self.core.receive_control(kind, body, self.now()))
+            except LinkError:
+                self.counts["link_lost"] += 1
+            finally:
+                self.link = None
+                self._link_up = trio.Event()
+
+    async def _connect(self) -> Link | None:
+        assert self.core is not None and self.provider_id is not None
+        desc = self.core.consensus.node_by_id(self.provider_id)
+        if desc is None:
+            return None
+        try:
+            return await connect_link(
+                desc.host, desc.port, local_key=self.link_key, remote_static=desc.link_key,
+                body_size=self._geometry.packet_len, handshake_timeout=10.0,
+            )
+        except LinkError:
+            return None
+
+    # -- the core's clock ----------------------------------------------------------------
+
+    async def run_core(self) -> None:
+        assert self.core is not None
+        while True:
+            deadline = self.core.next_deadline()
+            if math.isfinite(deadline):
+                with trio.move_on_at(deadline - self.time_offset):
+                    await self._wake.wait()
+            else:
+                await self._wake.wait()
+            self._wake = trio.Event()
+            await self._execute(self.core.poll(self.now()))
+
+    async def _execute(self, actions: list[Any]) -> None:
+        """Carry out the core's actions in order (a received message is committed before the
+        acknowledgement that follows it)."""
+        now = self.now()
+        for action in actions:
+            if isinstance(action, SendPacket):
+                await self._send(lambda link, a=action: link.send_packet(a.packet), "packets")
+                self.counts[f"sent_{action.kind.value}"] += 1
+            elif isinstance(action, SendControl):
+                await self._send(
+                    lambda link, a=action: link.send_cell(a.kind, a.body), "controls"
+                )
+            elif isinstance(action, MessageReceived):
+                if self.db.add_incoming(action.message_id, action.data, action.received_at):
+                    self.counts["messages_received"] += 1
+            elif isinstance(action, MessageDelivered):
+                self.db.set_state(action.message_id, "delivered", "", now)
+            elif isinstance(action, MessageUndeliverable):
+                reason = f"{action.reason.value}: {action.detail}"
+                self.db.set_state(action.message_id, "undeliverable", reason, now)
+
+    async def _send(self, op: Any, what: str) -> None:
+        link = self.link
+        if link is None:
+            self.counts[f"{what}_unsent_link_down"] += 1
+            return
+        try:
+            await op(link)
+        except LinkError:
+            self.counts[f"{what}_unsent_link_broke"] += 1
+
+    # -- the API ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        params = self.config.params
+        out: dict[str, Any] = {
+            "connected": self.link is not None,
+            "address": format_address(self.provider_id, self.mailbox) if self.provider_id else "",
+            "epoch": core.consensus.epoch if core else None,
+            "rates_per_s": {
+                "payload": params.payload_rate,
+                "loop": params.loop_rate,
+                "drop": params.drop_rate,
+            },
+            "daemon": dict(self.counts),
+            **self.db.counts(),
+        }
+        if core is not None:
+            out["transport"] = core.statistics().to_dict()
+        return out
+
+    def handle_request(self, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        core = self.core
+        if core is None or self.provider_id is None:
+            raise ClientError("the daemon has no consensus yet; try again in a moment")
+        if op == "status":
+            return self.status()
+        if op == "address":
+            return {
+                "provider": self.provider_id,
+                "mailbox": self.mailbox,
+                "text": format_address(self.provider_id, self.mailbox),
+            }
+        if op == "send":
+            provider = request.get("provider")
+            mailbox, data = request.get("mailbox"), request.get("data")
+            if not all(isinstance(v, bytes) for v in (provider, mailbox, data)):
+                raise ClientError("send needs provider, mailbox and data as bytes")
+            message_id = core.send_message(provider, mailbox, data, self.now())
+            self.db.add_outgoing(message_id, provider, mailbox, data, self.now())
+            self._wake.set()
+            return {"message_id": message_id}
+        if op == "message":
+            message_id = request.get("message_id")
+            if not isinstance(message_id, bytes):
+                raise ClientError("message needs message_id as bytes")
+            stored = self.db.get_outgoing(message_id)
+            if stored is None:
+                state = core.message_state(message_id)
+                if state is None:
+                    raise ClientError("unknown message id")
+                return {"state": state.value, "reason": ""}
+            return {"state": stored.state, "reason": stored.reason}
+        if op == "inbox":
+            after, limit = request.get("after", 0), request.get("limit", 100)
+            if not isinstance(after, int) or not isinstance(limit, int) or not 0 < limit <= 1000:
+                raise ClientError("inbox needs integer after and 0 < limit <= 1000")
+            unread_only = bool(request.get("unread_only"))
+            rows = self.db.incoming(after=after, unread_only=unread_only, limit=limit)
+            return [
+                {"seq": r.seq, "message_id": r.message_id, "data": r.data,
+                 "received_at": r.received_at, "read": r.read}
+                for r in rows
+            ]
+        if op == "mark_read":
+            seqs = request.get("seqs")
+            if not isinstance(seqs, list) or not all(isinstance(s, int) for s in seqs):
+                raise ClientError("mark_read needs a list of integer seqs")
+            return {"marked": self.db.mark_read(seqs)}
+        if op == "outbox":
+            state = request.get("state")
+            return [
+                {"message_id": m.message_id, "state": m.state, "reason": m.reason,
+                 "created": m.created, "updated": m.updated, "size": len(m.data)}
+                for m in self.db.outgoing(state=state if isinstance(state, str) else None)
+            ]
+        raise ClientError(f"unknown operation {op!r}")
+
+    async def serve_api_connection(self, stream: trio.SocketStream) -> None:
+        reader = FrameReader()
+        async with stream:
+            while True:
+                try:
+                    data = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    return
+                if not data:
+                    return
+                try:
+                    frames = reader.feed(data)
+                except DecodeError:
+                    self.counts["api_oversized"] += 1
+                    return  # cannot resynchronise after a bad length: close this connection
+                for frame in frames:
+                    reply = self._reply(frame)
+                    try:
+                        await stream.send_all(encode_frame(reply))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+
+    def _reply(self, frame: bytes) -> dict[str, Any]:
+        request_id: Any = None
+        try:
+            request = decode_body(frame)
+            request_id = request.get("id")
+            return {"id": request_id, "ok": True, "result": self.handle_request(request)}
+        except MixnetError as exc:
+            self.counts["api_errors"] += 1
+            return {"id": request_id, "ok": False, "error": str(exc)}
+
+    async def run_api(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        path = self.config.socket_path
+        with suppress(FileNotFoundError):
+            path.unlink()
+        os.chmod(self.config.data_dir, 0o700)
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        old = os.umask(0o177)  # the socket file is created 0600
+        try:
+            await sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        listener = trio.SocketListener(sock)
+        task_status.started()
+        await trio.serve_listeners(self.serve_api_connection, [listener])
+
+    # -- statistics file ----------------------------------------------------------------
+
+    async def run_stats(self) -> None:
+        while True:
+            self.write_stats()
+            await trio.sleep(1.0)
+
+    def write_stats(self) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=self.config.data_dir)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.status(), f, default=_jsonable)
+        os.replace(tmp, self.config.data_dir / "stats.json")
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.write_stats()
+        self.db.close()
+        with suppress(FileNotFoundError):
+            self.config.socket_path.unlink()
+
+
+def _jsonable(value: object) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+async def serve(
+    config: DaemonConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the daemon until cancelled; ``started(address)`` once it has a consensus and the
+    API socket listens."""
+    daemon = ClientDaemon(config)
+    fetcher = ConsensusFetcher(
+        [a.url for a in config.authorities],
+        config.authority_set,
+        clock=EpochClock.from_params(config.params),
+        rng=random.Random(),
+        on_consensus=daemon.on_consensus,
+        now=daemon.now,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fetcher.run)
+            # A starting network may publish documents that do not list our provider yet.
+            waited = 0
+            while True:
+                verified = fetcher.cached(fetcher.clock.epoch_at(daemon.now()))
+                if verified is not None:
+                    try:
+                        daemon._start_core(verified.document)
+                        break
+                    except ClientError as exc:
+                        if waited % 30 == 0:
+                            log.warning("%s; waiting for the next consensus", exc)
+                waited += 1
+                await trio.sleep(1.0)
+            await nursery.start(daemon.run_api)
+            nursery.start_soon(daemon.run_link)
+            nursery.start_soon(daemon.run_core)
+            nursery.start_soon(daemon.run_stats)
+            assert daemon.provider_id is not None
+            task_status.started(format_address(daemon.provider_id, daemon.mailbox))
+    finally:
+        daemon.close()
+
+

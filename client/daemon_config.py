@@ -1,0 +1,130 @@
+"""The client daemon's configuration file (``client.json``) in its data directory.
+
+The data directory holds the link key (the mailbox credential), the transport database and the
+API socket; it is created 0700 so that the socket inside it is reachable by its owner only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mixcore.consensus import AuthoritySet
+from mixcore.errors import MixnetError, ParamsError
+from mixcore.params import NetworkParams
+
+CONFIG_NAME = "client.json"
+LINK_KEY_NAME = "link.key"
+SOCKET_NAME = "api.sock"
+DATABASE_NAME = "transport.db"
+
+
+class ClientConfigError(MixnetError):
+    """The client configuration is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityEntry:
+    url: str
+    identity_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    data_dir: Path
+    provider: str
+    """The provider's node name or its identity key in hex, resolved in the consensus."""
+    authorities: tuple[AuthorityEntry, ...]
+    threshold: int
+    params: NetworkParams
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.provider:
+            raise ClientConfigError("provider: a provider name or node id is required")
+        if not self.authorities:
+            raise ClientConfigError("authorities: at least one is required")
+        try:
+            self.authority_set  # noqa: B018  # validates the threshold
+        except ParamsError as exc:
+            raise ClientConfigError(str(exc)) from None
+
+    @property
+    def authority_set(self) -> AuthoritySet:
+        return AuthoritySet(tuple(a.identity_key for a in self.authorities), self.threshold)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / SOCKET_NAME
+
+    @property
+    def link_key_path(self) -> Path:
+        return self.data_dir / LINK_KEY_NAME
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / DATABASE_NAME
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "data_dir": str(self.data_dir),
+            "provider": self.provider,
+            "authorities": [
+                {"url": a.url, "identity_key": a.identity_key.hex()} for a in self.authorities
+            ],
+            "threshold": self.threshold,
+            "params": self.params.to_dict(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, base: Path) -> DaemonConfig:
+        try:
+            data_dir = Path(data["data_dir"])
+            return cls(
+                data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
+                provider=str(data["provider"]),
+                authorities=tuple(
+                    AuthorityEntry(str(a["url"]), bytes.fromhex(a["identity_key"]))
+                    for a in data["authorities"]
+                ),
+                threshold=int(data["threshold"]),
+                params=NetworkParams.from_dict(data["params"]),
+                name=str(data.get("name", "")),
+            )
+        except ClientConfigError:
+            raise
+        except ParamsError as exc:
+            raise ClientConfigError(str(exc)) from None
+        except KeyError as exc:
+            raise ClientConfigError(f"missing config field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ClientConfigError(f"malformed client config: {exc}") from None
+
+    def save(self) -> Path:
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        path = self.data_dir / CONFIG_NAME
+        fd, tmp = tempfile.mkstemp(prefix=".client-", dir=self.data_dir)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_json(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, data_dir: str | os.PathLike[str]) -> DaemonConfig:
+        path = Path(data_dir) / CONFIG_NAME
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ClientConfigError(
+                f"no client in {data_dir} (create one with: mixnet client init --dir {data_dir})"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ClientConfigError(f"cannot read {path}: {exc}") from None
+        return cls.from_json(data, path.parent)
