@@ -70,7 +70,7 @@ from client.fragments import (
     split_message,
 )
 from client.packets import PacketBuilder, drop_packet, mailbox_packet
-from client.paths import PathSelector
+from client.paths import PathSelector, Route
 from client.reassembly import Outcome, Reassembler
 from client.streams import PoissonStream, StreamKind, fork_rng
 from mixcore.consensus import ConsensusDocument
@@ -81,6 +81,11 @@ from mixcore.routing import MAILBOX_LEN, NODE_ID_LEN
 from mixcore.sphinx import Sphinx, SphinxGeometry, SurbKeys
 
 _SEQ_MODULUS = 1 << 32
+
+
+def _mixes(route: Route) -> tuple[bytes, ...]:
+    """The mix node ids of a route (its hops between the two providers)."""
+    return tuple(hop.node_id for hop in route.hops[1:-1])
 
 
 def _first(candidate: tuple[float, object]) -> float:
@@ -214,6 +219,7 @@ class ClientCore:
         self._timers: list[tuple[float, int, OutgoingFragment]] = []
         self._timer_seq = 0
         self._surbs: dict[bytes, tuple[OutgoingFragment, SurbKeys]] = {}
+        self._attempt_mixes: dict[bytes, tuple[bytes, ...]] = {}
         self._retired_surbs: OrderedDict[bytes, None] = OrderedDict()
         self._loops: OrderedDict[bytes, float] = OrderedDict()
         self._loop_surbs: OrderedDict[bytes, tuple[SurbKeys, float]] = OrderedDict()
@@ -520,6 +526,8 @@ class ClientCore:
                 actions,
             )
         else:
+            if fragment.surb_ids:  # the attempt's mixes may be dead: prefer others next time
+                self._paths.suspect(self._attempt_mixes.get(fragment.surb_ids[-1], ()))
             fragment.apply(ArqInput.RETRY)
             self._retry_queue.append(fragment)
 
@@ -591,6 +599,7 @@ class ClientCore:
             self._n["retransmissions"] += 1
         fragment.surb_ids.append(keys.surb_id)
         self._surbs[keys.surb_id] = (fragment, keys)
+        self._attempt_mixes[keys.surb_id] = _mixes(forward) + _mixes(back)
         extra = self.config.extra_delay_mean
         timeout = retransmit_timeout(
             forward,
@@ -614,6 +623,7 @@ class ClientCore:
         self._unfinished -= 1
         for surb_id in fragment.surb_ids:
             self._surbs.pop(surb_id, None)
+            self._attempt_mixes.pop(surb_id, None)
             self._retired_surbs[surb_id] = None
         fragment.surb_ids.clear()
         while len(self._retired_surbs) > self.config.max_retired_surbs:
@@ -696,6 +706,7 @@ class ClientCore:
             self._n["loop_acks"] += 1
             return
         fragment = entry[0]
+        self._paths.vouch(self._attempt_mixes.get(surb_id, ()))
         self._fragment_done(fragment, ArqInput.ACK)
         message = fragment.message
         if all(f.state is FragmentState.ACKED for f in message.fragments):

@@ -15,6 +15,7 @@ is marked failed, the whole layer is used again rather than sending nothing.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from client.errors import NoRouteError
@@ -48,6 +49,7 @@ class PathSelector:
         self.max_hop_delay = max_hop_delay
         self.fallbacks = 0
         self._failed: set[bytes] = set()
+        self._suspicion: dict[bytes, int] = {}
         self.update(consensus)
 
     @property
@@ -64,7 +66,31 @@ class PathSelector:
             for i in range(1, consensus.params.layers + 1)
         ]
         self._failed.clear()
+        self._suspicion.clear()
         self._refresh()
+
+    def suspect(self, node_ids: Iterable[bytes]) -> None:
+        """An attempt through these mixes went unacknowledged: prefer others for a while.
+
+        A retransmission then avoids the mixes of the failed attempt when the layer has others
+        (a mix that died mid-epoch stays in the consensus until its descriptor expires, up to
+        two epochs). Suspicion only orders choices inside a layer, never empties one, and is
+        cleared by an acknowledgement through the node or by the next consensus, so an
+        adversary who drops packets can push a client away from a node for at most an epoch.
+        """
+        for node_id in node_ids:
+            self._suspicion[node_id] = self._suspicion.get(node_id, 0) + 1
+
+    def vouch(self, node_ids: Iterable[bytes]) -> None:
+        """An attempt through these mixes was acknowledged: they work."""
+        for node_id in node_ids:
+            self._suspicion.pop(node_id, None)
+
+    def _least_suspect(self, choices: tuple[PathHop, ...]) -> tuple[PathHop, ...]:
+        if not self._suspicion:
+            return choices
+        lowest = min(self._suspicion.get(h.node_id, 0) for h in choices)
+        return tuple(h for h in choices if self._suspicion.get(h.node_id, 0) == lowest)
 
     def _refresh(self) -> None:
         """Recompute the hops paths may use (after a new document or a failure mark)."""
@@ -122,6 +148,7 @@ class PathSelector:
             if not choices:
                 self.fallbacks += 1
                 choices = mixes
+            choices = self._least_suspect(choices)
             hops.append(choices[self.rng.randrange(len(choices))])
             delays.append(self._delay(mean))
         hops.append(last)
