@@ -1,0 +1,223 @@
+"""``mixnet directory ...``: create, inspect and run a directory authority.
+
+* ``init --dir DIR --name NAME --listen HOST:PORT [--url URL] [--params FILE]
+  [--peer NAME=KEYHEX@URL ...] [--threshold N]``: writes ``DIR/identity.key`` (0600) and
+  ``DIR/authority.json``; refuses to overwrite an existing authority;
+* ``add-peer --config FILE --peer NAME=KEYHEX@URL [--threshold N]``: adds (or updates) peers;
+* ``info --config FILE``: the public key and URL a launcher collects to configure the others;
+* ``serve --config FILE``: runs the authority until SIGINT or SIGTERM.
+
+Every command takes ``--json`` and then prints exactly one JSON object on stdout (``serve`` prints
+it once it is listening). Errors are one line on stderr via :mod:`mixnet.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from directory.config import (
+    CONFIG_FILE_NAME,
+    IDENTITY_FILE_NAME,
+    AuthorityConfig,
+    PeerConfig,
+    load_config,
+    parse_listen,
+    save_config,
+)
+from directory.errors import DirectoryConfigError, DirectoryError
+from mixcore.errors import MixnetError, ParamsError
+from mixcore.keys import IdentityKey, load_identity_key, save_identity_key
+from mixcore.params import NetworkParams
+
+
+def _load_params(path: str | None) -> NetworkParams:
+    if path is None:
+        return NetworkParams()
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DirectoryConfigError(f"params file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise DirectoryConfigError(f"params file {path} is not readable JSON: {exc}") from None
+    try:
+        return NetworkParams.from_dict(data)
+    except (ParamsError, TypeError) as exc:
+        raise DirectoryConfigError(f"params file {path}: {exc}") from None
+
+
+def _info(config: AuthorityConfig, identity: IdentityKey, config_path: Path) -> dict[str, Any]:
+    return {
+        "name": config.name,
+        "identity_key": identity.public.hex(),
+        "url": config.url,
+        "listen": f"{config.listen_host}:{config.listen_port}",
+        "config": str(config_path),
+        "threshold": config.effective_threshold,
+        "authorities": len(config.peers) + 1,
+        "peers": [p.to_dict() for p in config.peers],
+        "peer_spec": f"{config.name}={identity.public.hex()}@{config.url}",
+    }
+
+
+def _print(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info))
+        return
+    for key, value in info.items():
+        if key == "peers":
+            for peer in value:
+                print(f"{'peer':14} {peer['name']} {peer['identity_key']} {peer['url']}")
+        else:
+            print(f"{key:14} {value}")
+
+
+def _init(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    config_path = directory / CONFIG_FILE_NAME
+    key_path = directory / IDENTITY_FILE_NAME
+    if config_path.exists() or key_path.exists():
+        raise DirectoryConfigError(f"{directory} already holds an authority; refusing to overwrite")
+    host, port = parse_listen(args.listen)
+    url = args.url or f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    config = AuthorityConfig(
+        name=args.name,
+        identity_key_file=key_path.resolve(),
+        listen_host=host,
+        listen_port=port,
+        url=url,
+        data_dir=directory.resolve(),
+        params=_load_params(args.params),
+        peers=tuple(PeerConfig.parse(spec) for spec in args.peer or ()),
+        threshold=args.threshold,
+    )
+    identity = IdentityKey.generate()
+    config.authority_set(identity.public)  # checks the threshold against the peers
+    directory.mkdir(parents=True, exist_ok=True)
+    save_identity_key(key_path, identity)
+    save_config(config_path, config)
+    _print(_info(config, identity, config_path.resolve()), args.json)
+    return 0
+
+
+def _add_peer(args: argparse.Namespace) -> int:
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    identity = load_identity_key(config.identity_key_file)
+    for spec in args.peer:
+        config = config.with_peer(PeerConfig.parse(spec))
+    if args.threshold is not None:
+        values = {n: getattr(config, n) for n in AuthorityConfig.__dataclass_fields__}
+        values["threshold"] = args.threshold
+        config = AuthorityConfig(**values)
+    config.authority_set(identity.public)
+    save_config(config_path, config)
+    _print(_info(config, identity, config_path.resolve()), args.json)
+    return 0
+
+
+def _show_info(args: argparse.Namespace) -> int:
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    identity = load_identity_key(config.identity_key_file)
+    _print(_info(config, identity, config_path.resolve()), args.json)
+    return 0
+
+
+async def _serve_until_signal(config: AuthorityConfig, announce: dict[str, Any] | None) -> None:
+    from directory.service import serve  # noqa: PLC0415  # hypercorn only needed to serve
+
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    shutdown.set()
+                    return
+
+        nursery.start_soon(watch_signals)
+        await nursery.start(
+            lambda task_status: serve(config, shutdown=shutdown, task_status=task_status)
+        )
+        if announce is not None:
+            print(json.dumps({**announce, "status": "serving"}), flush=True)
+        await shutdown.wait()
+    # leaving the nursery waited for serve() to finish its graceful shutdown
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    identity = load_identity_key(config.identity_key_file)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO: which peer was asked what, when. Metadata; keep it out.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    announce = _info(config, identity, config_path.resolve()) if args.json else None
+    try:
+        trio.run(_serve_until_signal, config, announce)
+    except BaseException as exc:
+        inner = _single(exc)
+        if isinstance(inner, OSError):
+            raise DirectoryError(
+                f"cannot serve on {config.listen_host}:{config.listen_port}: "
+                f"{inner.strerror or inner}"
+            ) from None
+        if isinstance(inner, MixnetError):
+            raise inner from None
+        raise
+    return 0
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("directory", help="run a directory authority")
+    sub = parser.add_subparsers(dest="directory_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
+
+    init = sub.add_parser("init", help="create an authority's identity key and config")
+    init.add_argument("--dir", required=True, help="folder for the key, config and database")
+    init.add_argument("--name", required=True)
+    init.add_argument("--listen", required=True, metavar="HOST:PORT")
+    init.add_argument("--url", help="public base URL (default http://HOST:PORT)")
+    init.add_argument("--params", metavar="FILE", help="network parameters (JSON object)")
+    init.add_argument("--peer", action="append", metavar="NAME=KEYHEX@URL")
+    init.add_argument("--threshold", type=int, help="signatures needed (default: majority)")
+    init.add_argument("--json", action="store_true", help="print one JSON object")
+    init.set_defaults(func=_init)
+
+    add = sub.add_parser("add-peer", help="add or update peer authorities")
+    add.add_argument("--config", required=True, metavar="FILE")
+    add.add_argument("--peer", action="append", required=True, metavar="NAME=KEYHEX@URL")
+    add.add_argument("--threshold", type=int)
+    add.add_argument("--json", action="store_true", help="print one JSON object")
+    add.set_defaults(func=_add_peer)
+
+    info = sub.add_parser("info", help="print the public key and URL of an authority")
+    info.add_argument("--config", required=True, metavar="FILE")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=_show_info)
+
+    run = sub.add_parser("serve", help="run the authority until SIGINT or SIGTERM")
+    run.add_argument("--config", required=True, metavar="FILE")
+    run.add_argument("--json", action="store_true", help="print one JSON object when listening")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=_serve)

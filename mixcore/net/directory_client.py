@@ -1,0 +1,292 @@
+"""Talking to the directory authorities over HTTP: upload a descriptor, fetch the consensus.
+
+Nodes and clients use this module; they never import the directory role. It only moves bytes:
+whether a document is acceptable is decided by :func:`mixcore.consensus.verify_consensus`
+(I/O-free), against the :class:`~mixcore.consensus.AuthoritySet` the caller was configured with.
+An authority is trusted for nothing: a document that does not verify is skipped like an
+unreachable server, and the next authority is tried.
+
+HTTP goes through ``httpx.AsyncClient``, which runs under trio (via anyio). Every response body
+is read with a hard size bound, so a hostile server cannot make us buffer more than
+:data:`~mixcore.encoding.MAX_DOCUMENT_BYTES`. Nothing here logs per request: which authority a
+client asked when is metadata; :meth:`ConsensusFetcher.statistics` has counts instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+from mixcore.consensus import AuthoritySet, VerifiedConsensus, verify_consensus
+from mixcore.encoding import MAX_DOCUMENT_BYTES
+from mixcore.epochs import EpochClock
+from mixcore.errors import ConsensusError
+
+API_PREFIX = "/v1"
+DEFAULT_TIMEOUT = 10.0
+#: Epochs of verified documents kept in memory.
+CACHE_EPOCHS = 4
+#: Bytes of an upload answer we read (a one-line reason).
+MAX_REASON_BYTES = 4096
+
+
+class ResponseTooLarge(Exception):
+    """The server sent more than we agreed to read."""
+
+
+class ConsensusUnavailable(ConsensusError):
+    """No configured authority served a verifying document for the epoch (reasons attached)."""
+
+    def __init__(self, epoch: int, reasons: Sequence[tuple[str, str]]) -> None:
+        detail = "; ".join(f"{url}: {reason}" for url, reason in reasons) or "no authorities"
+        super().__init__(f"no valid consensus for epoch {epoch} ({detail})")
+        self.epoch = epoch
+        self.reasons = tuple(reasons)
+
+
+async def get_limited(
+    client: httpx.AsyncClient, url: str, *, max_bytes: int, timeout: float
+) -> tuple[int, bytes]:
+    """GET ``url`` and return ``(status, body)``; raise ResponseTooLarge past ``max_bytes``."""
+    return await request_limited(client, "GET", url, max_bytes=max_bytes, timeout=timeout)
+
+
+async def request_limited(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """One request; ``(status, body)``, reading at most ``max_bytes`` of the answer."""
+    async with client.stream(
+        method, url, timeout=timeout, content=content, headers=headers
+    ) as response:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise ResponseTooLarge(f"response of {declared} bytes, limit {max_bytes}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ResponseTooLarge(f"response over {max_bytes} bytes")
+            chunks.append(chunk)
+        return response.status_code, b"".join(chunks)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOutcome:
+    """What one authority answered to a descriptor upload."""
+
+    url: str
+    status: int | None
+    """HTTP status, or None when the authority could not be reached."""
+    reason: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 200
+
+
+async def upload_descriptor(
+    urls: Sequence[str],
+    signed_descriptor: bytes,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    client: httpx.AsyncClient | None = None,
+) -> tuple[UploadOutcome, ...]:
+    """Upload a signed descriptor to every authority concurrently; one outcome per URL, in order.
+
+    Never raises for a server's answer or absence: the caller decides what "enough authorities
+    accepted" means (a node is listed when a majority of all authorities hold its descriptor).
+    """
+    outcomes: list[UploadOutcome | None] = [None] * len(urls)
+
+    async def one(index: int, base: str, http: httpx.AsyncClient) -> None:
+        url = base.rstrip("/")
+        try:
+            status, body = await request_limited(
+                http,
+                "POST",
+                f"{url}{API_PREFIX}/descriptor",
+                max_bytes=MAX_REASON_BYTES,
+                timeout=timeout,
+                content=signed_descriptor,
+                headers={"content-type": "application/octet-stream"},
+            )
+        except (httpx.HTTPError, ResponseTooLarge) as exc:
+            outcomes[index] = UploadOutcome(url, None, f"unreachable: {type(exc).__name__}")
+            return
+        text = body.decode("utf-8", errors="replace")
+        outcomes[index] = UploadOutcome(url, status, _one_line(text))
+
+    async def run(http: httpx.AsyncClient) -> None:
+        async with trio.open_nursery() as nursery:
+            for index, base in enumerate(urls):
+                nursery.start_soon(one, index, base, http)
+
+    if client is not None:
+        await run(client)
+    else:
+        async with httpx.AsyncClient() as http:
+            await run(http)
+    return tuple(o for o in outcomes if o is not None)
+
+
+class ConsensusFetcher:
+    """Fetches, verifies and caches the consensus per epoch from any reachable authority.
+
+    Authorities are tried in a random order (from the injected ``rng``) so load spreads and no
+    single authority learns every client's schedule; ones that fail or serve a document that
+    does not verify (too few signatures, wrong epoch, malformed) are skipped. :meth:`run` keeps
+    the current epoch's document and fetches the next one ``refresh_lead`` of an epoch before
+    the current one ends (authorities publish it about 0.3 epoch ahead).
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        authorities: AuthoritySet,
+        clock: EpochClock,
+        *,
+        rng: random.Random | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        refresh_lead: float = 0.2,
+        retry_interval: float | None = None,
+        client: httpx.AsyncClient | None = None,
+        now: Callable[[], float] = time.time,
+        on_consensus: Callable[[VerifiedConsensus], None] | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one authority URL is needed")
+        if not 0 < refresh_lead < 1:
+            raise ValueError("refresh_lead must be a fraction of an epoch in (0, 1)")
+        self.urls = tuple(u.rstrip("/") for u in urls)
+        self.authorities = authorities
+        self.clock = clock
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.timeout = timeout
+        self.refresh_lead = refresh_lead
+        self.retry_interval = (
+            retry_interval if retry_interval is not None else min(5.0, clock.epoch_length / 20)
+        )
+        self._client = client
+        self._now = now
+        self._on_consensus = on_consensus
+        self._cache: OrderedDict[int, VerifiedConsensus] = OrderedDict()
+        self._stats = {"fetched": 0, "rejected": 0, "unreachable": 0, "not_published": 0}
+
+    def cached(self, epoch: int) -> VerifiedConsensus | None:
+        return self._cache.get(epoch)
+
+    def statistics(self) -> dict[str, int]:
+        return {**self._stats, "cached": len(self._cache)}
+
+    def _remember(self, verified: VerifiedConsensus) -> None:
+        self._cache[verified.epoch] = verified
+        self._cache.move_to_end(verified.epoch)
+        while len(self._cache) > CACHE_EPOCHS:
+            self._cache.popitem(last=False)
+        if self._on_consensus is not None:
+            self._on_consensus(verified)
+
+    async def fetch(self, epoch: int) -> VerifiedConsensus:
+        """The verified document for ``epoch`` (cached), or raise ConsensusUnavailable."""
+        hit = self._cache.get(epoch)
+        if hit is not None:
+            return hit
+        if self._client is not None:
+            return await self._fetch_with(self._client, epoch)
+        async with httpx.AsyncClient() as client:
+            return await self._fetch_with(client, epoch)
+
+    def _epoch_at(self, now: float) -> int:
+        """The current epoch, or -1 before the network's genesis."""
+        return -1 if now < self.clock.genesis_time else self.clock.epoch_at(now)
+
+    async def current(self) -> VerifiedConsensus:
+        """The document for the epoch now running (before genesis: the first epoch's)."""
+        return await self.fetch(max(0, self._epoch_at(self._now())))
+
+    async def _fetch_with(self, client: httpx.AsyncClient, epoch: int) -> VerifiedConsensus:
+        order = list(self.urls)
+        self.rng.shuffle(order)
+        reasons: list[tuple[str, str]] = []
+        for url in order:
+            try:
+                status, data = await get_limited(
+                    client,
+                    f"{url}{API_PREFIX}/consensus/{epoch}",
+                    max_bytes=MAX_DOCUMENT_BYTES,
+                    timeout=self.timeout,
+                )
+            except (httpx.HTTPError, ResponseTooLarge) as exc:
+                self._stats["unreachable"] += 1
+                reasons.append((url, f"unreachable: {type(exc).__name__}"))
+                continue
+            if status != 200:
+                self._stats["not_published"] += 1
+                reasons.append((url, f"HTTP {status}"))
+                continue
+            try:
+                verified = verify_consensus(data, self.authorities, expected_epoch=epoch)
+            except ConsensusError as exc:
+                self._stats["rejected"] += 1
+                reasons.append((url, str(exc)))
+                continue
+            self._stats["fetched"] += 1
+            self._remember(verified)
+            return verified
+        raise ConsensusUnavailable(epoch, reasons)
+
+    async def _fetch_until(self, epoch: int, give_up_at: float) -> VerifiedConsensus | None:
+        while True:
+            try:
+                return await self.fetch(epoch)
+            except ConsensusUnavailable:
+                if self._now() + self.retry_interval >= give_up_at:
+                    return None
+                await trio.sleep(self.retry_interval)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the current and the next epoch's documents fresh, forever.
+
+        ``task_status.started()`` fires after the first attempt to get the current epoch's
+        document, successful or not (``cached`` tells which); retries continue in the loop.
+        """
+        length = self.clock.epoch_length
+        if self._epoch_at(self._now()) >= 0:
+            with contextlib.suppress(ConsensusUnavailable):
+                await self.current()
+        task_status.started()
+        while True:
+            now = self._now()
+            epoch = self._epoch_at(now)
+            if epoch >= 0 and self.cached(epoch) is None:
+                await self._fetch_until(epoch, self.clock.end(epoch))
+            refresh_at = self.clock.end(epoch) - self.refresh_lead * length
+            delay = refresh_at - self._now()
+            if delay > 0:
+                await trio.sleep(delay)
+            if self.cached(epoch + 1) is None:
+                await self._fetch_until(epoch + 1, self.clock.end(epoch + 1))
+            delay = self.clock.end(epoch) - self._now()
+            if delay > 0 and not math.isinf(delay):
+                await trio.sleep(delay)

@@ -1,0 +1,222 @@
+"""Done-when: three authorities as real processes on loopback, with 4-second epochs.
+
+Nodes (this test) upload descriptors to all three; all three publish identical documents signed
+by all of them for consecutive epochs; one authority is stopped and the other two still publish
+the next epoch's document with 2 of 3 signatures, which clients fetch through the survivors;
+the stopped authority is restarted mid-epoch, serves the very bytes it served before, catches
+up on the current epoch and rejoins (its signature is on the next document it votes on).
+About 20 s; the epoch arithmetic adapts to slow process starts on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from directory.voting import VotingSchedule
+from mixcore.consensus import AuthoritySet, split_signed_document, verify_consensus
+from mixcore.epochs import EpochClock
+from mixcore.net.directory_client import ConsensusFetcher, UploadOutcome, upload_descriptor
+from mixcore.params import NetworkParams
+
+EPOCH_LENGTH = 4.0
+SCHEDULE = VotingSchedule(
+    vote_lead=0.3, consensus_lead=0.15, bootstrap_delay=0.1, poll_interval=0.1
+)
+
+
+class Processes:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, config: Path) -> None:
+        log = (self.base / f"{name}.log").open("ab")
+        self.running[name] = subprocess.Popen(
+            [sys.executable, "-m", "mixnet.cli", "directory", "serve", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def stop(self, name: str) -> int:
+        proc = self.running.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return -9
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def wait_healthy(url: str, procs: Processes, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procs.running[name].poll() is not None:
+            log = (procs.base / f"{name}.log").read_text()
+            raise AssertionError(f"{name} exited: {log[-2000:]}")
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not become healthy")
+
+
+def get_document(url: str, epoch: int) -> bytes | None:
+    try:
+        response = httpx.get(f"{url}/v1/consensus/{epoch}", timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    return response.content if response.status_code == 200 else None
+
+
+def wait_documents(
+    urls: list[str], epoch: int, authorities: AuthoritySet, signers: int, timeout: float
+) -> list[bytes]:
+    """Poll until every URL serves a verifying document for ``epoch`` with ``signers`` sigs."""
+    deadline = time.monotonic() + timeout
+    docs: list[bytes | None] = []
+    while time.monotonic() < deadline:
+        docs = [get_document(url, epoch) for url in urls]
+        if all(
+            d is not None
+            and len(verify_consensus(d, authorities, expected_epoch=epoch).signers) >= signers
+            for d in docs
+        ):
+            return [d for d in docs if d is not None]
+        time.sleep(0.1)
+    raise AssertionError(f"epoch {epoch}: not every authority published ({docs!r:.200})")
+
+
+def accepted(outcomes: list[UploadOutcome]) -> None:
+    assert outcomes and all(o.accepted for o in outcomes), [
+        (o.url, o.status, o.reason) for o in outcomes if not o.accepted
+    ]
+
+
+def wait_until(clock: EpochClock, when: float) -> None:
+    delay = when - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+@pytest.mark.slow
+def test_three_authorities_publish_survive_a_stop_and_rejoin(
+    processes: Processes, authority_files, make_nodes
+) -> None:
+    # Genesis a little ahead: the authorities prepare the first document before it starts.
+    params = NetworkParams(
+        epoch_length=EPOCH_LENGTH, genesis_time=time.time() + 1.5, mean_hop_delay=0.05, layers=3
+    )
+    clock = EpochClock.from_params(params)
+    length = EPOCH_LENGTH
+    written = authority_files(3, params, schedule=SCHEDULE)
+    configs = {c.name: (path, c) for path, c, _ in written}
+    urls = [c.url for _, c, _ in written]
+    authorities = AuthoritySet.majority(identity.public for _, _, identity in written)
+    for name, (path, _) in configs.items():
+        processes.start(name, path)
+    for name, (_, config) in configs.items():
+        wait_healthy(config.url, processes, name)
+
+    nodes = make_nodes(mixes=3, providers=2)
+
+    async def upload_all(epoch: int, targets: list[str]) -> list[UploadOutcome]:
+        signed = [node.signed(epoch) for node in nodes]
+        results: list[UploadOutcome] = []
+
+        async def one(wire: bytes) -> None:
+            results.extend(await upload_descriptor(targets, wire, timeout=10.0))
+
+        async with trio.open_nursery() as nursery:
+            for wire in signed:
+                nursery.start_soon(one, wire)
+        return results
+
+    def current() -> int:
+        now = time.time()
+        return -1 if now < params.genesis_time else clock.epoch_at(now)
+
+    # Nodes register for the current epoch (epoch 0 before genesis) and the next one.
+    first = max(0, current())
+    accepted(trio.run(upload_all, first, urls))
+    wait_until(clock, clock.start(first))
+    accepted(trio.run(upload_all, first + 1, urls))
+    uploaded_at = time.time()
+    # The first epoch whose vote was taken after the uploads lists every node.
+    full = first
+    while clock.start(full) - SCHEDULE.vote_lead * length <= uploaded_at:
+        full += 1
+    if full > first + 1:  # registered late in the epoch: the next descriptor is needed too
+        wait_until(clock, clock.start(first + 1))
+        accepted(trio.run(upload_all, first + 2, urls))
+
+    # Every authority publishes the same document, signed by all three, epoch after epoch.
+    # (Earlier epochs may have been voted on before the uploads, or bootstrapped mid-upload.)
+    for epoch in (full, full + 1):
+        docs = wait_documents(urls, epoch, authorities, signers=3, timeout=length * 2.5)
+        assert docs[0] == docs[1] == docs[2]
+        verified = verify_consensus(docs[0], authorities, expected_epoch=epoch)
+        assert len(verified.document.nodes) == 5
+        assert verified.document.empty_layers() == ()
+
+    async def fetch(epoch: int) -> int:
+        fetcher = ConsensusFetcher(urls, authorities, clock, timeout=2.0)
+        return (await fetcher.fetch(epoch)).epoch
+
+    assert trio.run(fetch, full + 1) == full + 1
+    last = full + 1
+    served_before = get_document(urls[2], last)
+
+    # One authority down: the other two publish the next epoch with 2 of 3 signatures.
+    assert processes.stop("auth3") == 0
+    wait_until(clock, clock.start(last - 1) + 0.05)
+    outcomes = trio.run(upload_all, last, urls)
+    accepted([o for o in outcomes if o.url != urls[2]])
+    # auth3 is reported unreachable for each upload.
+    assert [o.status for o in outcomes if o.url == urls[2]] == [None] * len(nodes)
+    docs = wait_documents(urls[:2], last + 1, authorities, signers=2, timeout=length * 2)
+    assert docs[0] == docs[1]
+    assert len(verify_consensus(docs[0], authorities).document.nodes) == 5
+    assert trio.run(fetch, last + 1) == last + 1  # via the survivors, whatever the order
+
+    # Restarted: serves the bytes it served before, catches up on the current epoch by adopting
+    # the others' document, and signs again from the next vote on.
+    processes.start("auth3", configs["auth3"][0])
+    wait_healthy(urls[2], processes, "auth3")
+    back = time.time()
+    assert get_document(urls[2], last) == served_before
+    now_epoch = clock.epoch_at(back)
+    docs = wait_documents(urls, now_epoch, authorities, signers=2, timeout=length * 2)
+    assert len({split_signed_document(d)[0] for d in docs}) == 1
+    rejoin = now_epoch + 1
+    while clock.start(rejoin) - SCHEDULE.vote_lead * length <= back:
+        rejoin += 1
+    docs = wait_documents(urls, rejoin, authorities, signers=3, timeout=length * 2.5)
+    assert docs[0] == docs[1] == docs[2]

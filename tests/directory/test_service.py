@@ -1,0 +1,100 @@
+"""Three in-process authorities (hypercorn on loopback, real HTTP between them), one of which
+signs a different document: the honest two publish, clients accept only their document."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+
+import httpx
+import pytest
+import trio
+
+from directory.authority import Authority
+from directory.service import serve
+from directory.votes import Vote
+from directory.voting import VotingCore, VotingSchedule
+from mixcore.consensus import AuthoritySet, verify_consensus
+from mixcore.descriptor import SignedDescriptor, parse_signed_descriptor
+from mixcore.epochs import EpochClock
+from mixcore.net.directory_client import ConsensusFetcher, upload_descriptor
+from mixcore.params import NetworkParams
+
+
+class OneExtraNode(VotingCore):
+    """Misbehaving authority: adds a node nobody else voted for to its document."""
+
+    extra: bytes = b""
+
+    def tally(self, epoch: int, votes: list[Vote]) -> list[SignedDescriptor]:
+        return [*super().tally(epoch, votes), parse_signed_descriptor(self.extra)]
+
+
+async def test_dissenting_authority_is_ignored_over_http(authority_files, make_nodes) -> None:
+    length = 3.0
+    params = NetworkParams(
+        epoch_length=length, genesis_time=time.time() - 0.1, mean_hop_delay=0.05, layers=2
+    )
+    clock = EpochClock.from_params(params)
+    schedule = VotingSchedule(poll_interval=0.05, bootstrap_delay=0.2)
+    written = authority_files(3, params, schedule=schedule)
+    authorities = AuthoritySet.majority(identity.public for _, _, identity in written)
+    urls = [config.url for _, config, _ in written]
+    nodes = make_nodes(mixes=2, providers=1)
+    sneaky = make_nodes(1, 0)[0]
+    OneExtraNode.extra = sneaky.signed(0)
+    wires = [node.signed(0) for node in nodes]
+    shutdown = trio.Event()
+    running: list[Authority] = []
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            for index, (_, config, _) in enumerate(written):
+                factory = OneExtraNode if index == 2 else VotingCore
+                running.append(
+                    await nursery.start(
+                        lambda task_status, c=config, f=factory: serve(
+                            c, shutdown=shutdown, core_factory=f, task_status=task_status
+                        )
+                    )
+                )
+            outcomes = []
+
+            async def upload(wire: bytes) -> None:
+                outcomes.extend(await upload_descriptor(urls, wire, timeout=2.0))
+
+            async with trio.open_nursery() as uploads:
+                for wire in wires:
+                    uploads.start_soon(upload, wire)
+            assert all(o.accepted for o in outcomes), outcomes
+
+            async with httpx.AsyncClient() as http:
+                while True:
+                    got = [await http.get(f"{url}/v1/consensus/0") for url in urls[:2]]
+                    if all(r.status_code == 200 for r in got):
+                        break
+                    await trio.sleep(0.05)
+                assert got[0].content == got[1].content
+                verified = verify_consensus(got[0].content, authorities, expected_epoch=0)
+                honest_keys = sorted(identity.public for _, _, identity in written[:2])
+                assert list(verified.signers) == honest_keys
+                assert len(verified.document.nodes) == 3
+                # The dissenter ends up serving the majority's document, not its own.
+                while (await http.get(f"{urls[2]}/v1/consensus/0")).status_code != 200:
+                    await trio.sleep(0.05)
+                served = (await http.get(f"{urls[2]}/v1/consensus/0")).content
+                assert verify_consensus(served, authorities).body == verified.body
+                info = (await http.get(f"{urls[0]}/v1/health")).json()
+                assert info["statistics"]["voting"]["peer_disagreements"] == 1
+
+            for seed in range(3):
+                fetcher = ConsensusFetcher(urls, authorities, clock, rng=random.Random(seed))
+                fetched = await fetcher.fetch(0)
+                assert sneaky.identity.public not in {
+                    e.identity_key for e in fetched.document.nodes
+                }
+            shutdown.set()
+    # Graceful shutdown returned from every serve() and closed the stores.
+    for authority in running:
+        with pytest.raises(sqlite3.ProgrammingError):
+            authority.store.latest_document_epoch()
