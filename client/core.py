@@ -207,7 +207,9 @@ class ClientCore:
         pull_rng = fork_rng(rng)
         self._next_pull = now + pull_rng.uniform(0.0, self.params.pull_interval)
         self._paths = PathSelector(
-            consensus, fork_rng(rng), max_hop_delay=self.config.max_hop_delay
+            consensus,
+            fork_rng(rng),
+            max_hop_delay=min(self.config.max_hop_delay, consensus.params.max_hop_delay),
         )
         self._arq_rng = fork_rng(rng)
         # outgoing

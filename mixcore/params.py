@@ -99,6 +99,19 @@ class NetworkParams:
         """Sphinx hops of a full path: entry provider, one mix per layer, exit provider."""
         return self.layers + 2
 
+    @property
+    def key_grace(self) -> float:
+        """Default seconds a node keeps using the previous epoch's key (a quarter epoch, at
+        most 10 minutes)."""
+        return min(self.epoch_length / 4, 600.0)
+
+    @property
+    def max_hop_delay(self) -> float:
+        """Default longest per-hop delay: half the key grace, so a packet held the longest at
+        every hop still meets a key that can open it. Nodes refuse longer delays and senders
+        redraw them, so both sides derive the same bound from the consensus."""
+        return self.key_grace / 2
+
     def replace(self, **changes: Any) -> NetworkParams:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

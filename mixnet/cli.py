@@ -32,6 +32,51 @@ def _params_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _testnet_command(args: argparse.Namespace) -> int:
+    from mixnet.testnet import Options, _print, run_testnet  # noqa: PLC0415  # heavy imports
+
+    options = Options(
+        duration=args.duration,
+        clients=args.clients,
+        layers=args.layers,
+        mixes_per_layer=args.mixes_per_layer,
+        mean_hop_delay=args.mean_hop_delay,
+        epoch_length=args.epoch_length,
+        message_interval=args.message_interval,
+        seed=args.seed,
+        chaos=args.chaos,
+        keep_running=args.keep_running,
+        directory=args.dir,
+        json=args.json,
+    )
+    summary = run_testnet(options)
+    if not args.keep_running:
+        _print(summary, args.json)
+    messages = summary["messages"]
+    return 0 if messages["lost"] == 0 and messages["delivered"] > 0 else 1
+
+
+def _register_testnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    p = sub.add_parser("testnet", help="run a whole network on this machine and report")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--mixes-per-layer", type=int, default=2)
+    p.add_argument("--mean-hop-delay", type=float, default=0.1, metavar="S")
+    p.add_argument("--epoch-length", type=float, default=20.0, metavar="S")
+    p.add_argument("--message-interval", type=float, default=3.0, metavar="S",
+                   help="mean seconds between two messages of one client")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--chaos", action="store_true",
+                   help="SIGKILL and restart a mix and a provider, stop an authority")
+    p.add_argument("--keep-running", action="store_true")
+    p.add_argument("--dir", type=Path, default=None, help="keep configs, keys and logs here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_testnet_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixnet", description="Metadata-minimizing mixnet messenger."
@@ -41,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     params = sub.add_parser("params", help="print the default network parameters")
     params.add_argument("--json", action="store_true", help="print one JSON object")
     params.set_defaults(func=_params_command)
+    _register_testnet(sub)
     for role in ROLE_CLIS:
         try:
             module = importlib.import_module(f"{role}.cli")

@@ -93,11 +93,11 @@ class NodeConfig:
 
     @property
     def effective_grace(self) -> float:
-        return self.key_grace or min(self.params.epoch_length / 4, 600.0)
+        return self.key_grace or self.params.key_grace
 
     @property
     def effective_max_hop_delay(self) -> float:
-        return self.max_hop_delay or self.effective_grace / 2
+        return self.max_hop_delay or self.params.max_hop_delay
 
     @property
     def advertised_host(self) -> str:

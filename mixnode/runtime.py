@@ -274,15 +274,22 @@ class NodeRuntime:
             return False
         hops = [view.hops[i] for i in ids]
         delays = [
-            self._rng.expovariate(1 / self.settings.mean_hop_delay)
-            if self.settings.mean_hop_delay > 0 and view.topology.layers[i] != 0
-            else 0.0
-            for i in ids[:-1]
+            self._hop_delay() if view.topology.layers[i] != 0 else 0.0 for i in ids[:-1]
         ]
         loop_id = self.loops.new(now + sum(delays) + self.settings.loop_slack)
         packet = self.sphinx.create_forward(hops, delays, self.loop_mailbox, loop_id)
         self._pool_push(ids[0], packet, now)
         return True
+
+    def _hop_delay(self) -> float:
+        """Exp(mean_hop_delay) redrawn above the bound, exactly as clients draw theirs."""
+        mean = self.settings.mean_hop_delay
+        if mean <= 0:
+            return 0.0
+        while True:
+            delay = self._rng.expovariate(1 / mean)
+            if delay <= self.settings.max_hop_delay:
+                return delay
 
     # -- statistics ------------------------------------------------------------------------------
 

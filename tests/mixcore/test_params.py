@@ -91,3 +91,12 @@ def test_fuzz_decode(data: bytes) -> None:
     except MixnetError:
         return
     assert params.encode() == data
+
+
+def test_key_grace_and_max_hop_delay_are_derived_so_packets_meet_a_live_key() -> None:
+    short = NetworkParams(epoch_length=8.0, mean_hop_delay=0.1)
+    assert short.key_grace == 2.0
+    assert short.max_hop_delay == 1.0
+    long = NetworkParams(epoch_length=3600.0)
+    assert long.key_grace == 600.0
+    assert long.max_hop_delay * 2 <= long.key_grace

@@ -1,0 +1,463 @@
+"""``mixnet testnet``: the whole network on this machine, clients talking, and a summary.
+
+Starts real processes on loopback (authorities, mixes, providers, client daemons; see
+:mod:`mixnet.network`), waits for a consensus, has every client send messages to random other
+clients at Poisson times through the daemons' local API, shows live progress, optionally injects
+faults (``--chaos``), then waits for the last messages and prints a summary. Every figure is read
+from the processes' own statistics files and the daemons' inboxes and outboxes, never assumed.
+Ctrl-C or the end of the run stops every process it started (by PID).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from client.api import ApiClient
+from client.daemon import parse_address
+from mixcore.errors import MixnetError
+from mixcore.params import NetworkParams
+from mixnet.network import LocalNetwork
+
+MESSAGE_TAG = "tn"
+
+
+@dataclass
+class Options:
+    duration: float = 60.0
+    clients: int = 4
+    layers: int = 3
+    mixes_per_layer: int = 2
+    authorities: int = 3
+    providers: int = 2
+    mean_hop_delay: float = 0.1
+    epoch_length: float = 20.0
+    message_interval: float = 3.0
+    """Mean seconds between two messages of one client (Poisson)."""
+    drain: float = 60.0
+    seed: int | None = None
+    chaos: bool = False
+    keep_running: bool = False
+    directory: Path | None = None
+    json: bool = False
+
+
+@dataclass
+class Sent:
+    token: str
+    sender: str
+    recipient: str
+    t_send: float
+    message_id: bytes = b""
+
+
+@dataclass
+class Run:
+    options: Options
+    net: LocalNetwork
+    params: NetworkParams
+    rng: random.Random
+    clients: list[str] = field(default_factory=list)
+    addresses: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    sent: dict[str, Sent] = field(default_factory=dict)
+    latencies: dict[str, float] = field(default_factory=dict)
+    duplicates: int = 0
+    events: list[str] = field(default_factory=list)
+    started: float = 0.0
+    first_epoch: int = 0
+    send_errors: Counter[str] = field(default_factory=Counter)
+    failed_ids: set[bytes] = field(default_factory=set)
+
+    def log(self, text: str) -> None:
+        self.events.append(f"{time.time() - self.started:6.1f}s {text}")
+
+
+def testnet_params(options: Options) -> NetworkParams:
+    """Short epochs and brisk rates so a minute shows rotation, loops and traffic."""
+    return NetworkParams(
+        layers=options.layers,
+        mean_hop_delay=options.mean_hop_delay,
+        epoch_length=options.epoch_length,
+        genesis_time=float(int(time.time()) - 1),
+        payload_rate=5.0,
+        loop_rate=1.0,
+        drop_rate=1.0,
+        mix_loop_rate=1.0,
+        pull_interval=0.5,
+    )
+
+
+def predicted_latency(
+    params: NetworkParams, samples: int = 20000, seed: int = 0
+) -> dict[str, float]:
+    """What the parameters imply for one message, link overhead excluded: the wait for the next
+    payload-stream slot (Exp, rate ``payload_rate``), one exponential delay per mix layer, and the
+    wait for the recipient's next pull (uniform over ``pull_interval``)."""
+    rng = random.Random(seed)
+    values = sorted(
+        rng.expovariate(params.payload_rate)
+        + sum(rng.expovariate(1 / params.mean_hop_delay) for _ in range(params.layers))
+        + rng.uniform(0, params.pull_interval)
+        for _ in range(samples)
+    )
+    return {
+        "mean": statistics.fmean(values),
+        "p50": values[len(values) // 2],
+        "p95": values[int(len(values) * 0.95)],
+    }
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+async def _api(run: Run, name: str, op: str, **args: Any) -> Any:
+    proc = run.net.processes[name]
+    client = await ApiClient.connect(str(proc.data_dir / "api.sock"), str(proc.data_dir))
+    try:
+        return await client.call(op, **args)
+    finally:
+        await client.aclose()
+
+
+async def _traffic(run: Run, until: float) -> None:
+    """Each client sends to a random other client at Poisson times."""
+
+    async def one_client(name: str) -> None:
+        while True:
+            await trio.sleep(run.rng.expovariate(1 / run.options.message_interval))
+            if time.time() >= until:
+                return
+            recipient = run.rng.choice([c for c in run.clients if c != name])
+            token = f"{MESSAGE_TAG}-{run.rng.getrandbits(64):016x}"
+            provider, mailbox = run.addresses[recipient]
+            entry = Sent(token, name, recipient, time.time())
+            try:
+                result = await _api(
+                    run, name, "send", provider=provider, mailbox=mailbox,
+                    data=f"{token} {entry.t_send:.6f} hello from {name}".encode(),
+                )
+            except MixnetError as exc:  # the daemon is restarting (chaos) or refused
+                run.send_errors[type(exc).__name__] += 1
+                continue
+            entry.message_id = result["message_id"]
+            run.sent[token] = entry
+
+    async with trio.open_nursery() as nursery:
+        for name in run.clients:
+            nursery.start_soon(one_client, name)
+
+
+async def _collect(run: Run) -> None:
+    """Read every client's inbox; match tokens to measure end-to-end latency."""
+    last_seq = dict.fromkeys(run.clients, 0)
+    while True:
+        for name in run.clients:
+            try:
+                rows = await _api(run, name, "inbox", after=last_seq[name], limit=1000)
+            except MixnetError:
+                continue
+            for row in rows:
+                last_seq[name] = max(last_seq[name], row["seq"])
+                text = row["data"].decode(errors="replace")
+                token = text.split(" ", 1)[0]
+                if not token.startswith(MESSAGE_TAG):
+                    continue
+                entry = run.sent.get(token)
+                if token in run.latencies:
+                    run.duplicates += 1
+                elif entry is not None:
+                    run.latencies[token] = row["received_at"] - entry.t_send
+        await trio.sleep(0.5)
+
+
+async def _chaos(run: Run, duration: float) -> None:
+    """SIGKILL and restart one mix and one provider; stop one authority for good."""
+    net = run.net
+    await trio.sleep(duration * 0.25)
+    mix = net.of_kind("mix")[0].name
+    net.kill(mix)
+    run.log(f"chaos: SIGKILL {mix}")
+    await trio.sleep(3.0)
+    await trio.to_thread.run_sync(lambda: net.restart(mix, 90))
+    run.log(f"chaos: restarted {mix}")
+    await trio.sleep(duration * 0.15)
+    provider = net.of_kind("provider")[-1].name
+    net.kill(provider)
+    run.log(f"chaos: SIGKILL {provider}")
+    await trio.sleep(3.0)
+    await trio.to_thread.run_sync(lambda: net.restart(provider, 90))
+    run.log(f"chaos: restarted {provider}")
+    await trio.sleep(duration * 0.1)
+    authority = net.of_kind("authority")[-1].name
+    net.stop(authority)
+    run.log(f"chaos: stopped {authority} (for the rest of the run)")
+
+
+async def _states(run: Run) -> dict[bytes, str]:
+    states: dict[bytes, str] = {}
+    for name in run.clients:
+        try:
+            for row in await _api(run, name, "outbox"):
+                states[row["message_id"]] = row["state"]
+        except MixnetError:
+            continue
+    return states
+
+
+async def _drain(run: Run) -> None:
+    """After the traffic stops: wait until every message is received or given up."""
+    deadline = time.time() + run.options.drain
+    while time.time() < deadline:
+        states = await _states(run)
+        pending = [
+            t for t, s in run.sent.items()
+            if t not in run.latencies and states.get(s.message_id) != "undeliverable"
+        ]
+        if not pending:
+            return
+        await trio.sleep(1.0)
+
+
+def _render_progress(run: Run) -> Any:
+    from rich.table import Table  # noqa: PLC0415  # only for the live view
+
+    table = Table(title=f"mixnet testnet — {time.time() - run.started:5.0f} s")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    lat = list(run.latencies.values())
+    table.add_row("messages sent", str(len(run.sent)))
+    table.add_row("messages received", str(len(run.latencies)))
+    table.add_row("latency p50 (s)", f"{_percentile(lat, 0.5) or 0:.2f}")
+    for proc in run.net.processes.values():
+        if proc.kind in ("mix", "provider"):
+            stats = proc.stats() or {}
+            table.add_row(
+                f"{proc.name} in/loops",
+                f"{stats.get('packets_in', 0)} / {stats.get('loops_returned', 0)}"
+                f" {'(down)' if not proc.running() else ''}",
+            )
+    for line in run.events[-3:]:
+        table.add_row("event", line)
+    return table
+
+
+async def _progress(run: Run) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    with Live(_render_progress(run), console=console, refresh_per_second=2) as live:
+        while True:
+            await trio.sleep(1.0)
+            live.update(_render_progress(run))
+
+
+def summarize(run: Run) -> dict[str, Any]:
+    """Every figure from the processes' own statistics."""
+    net, params = run.net, run.params
+    nodes: dict[str, Any] = {}
+    drops: Counter[str] = Counter()
+    acks = 0
+    epochs: list[int] = []
+    for proc in net.processes.values():
+        if proc.kind not in ("mix", "provider"):
+            continue
+        stats = proc.stats() or {}
+        dropped = stats.get("dropped", {})
+        drops.update(dropped)
+        acks += stats.get("acks_sent", 0)
+        if "epoch" in stats:
+            epochs.append(stats["epoch"])
+        outcomes = sum(stats.get("outcomes", {}).values())
+        nodes[proc.name] = {
+            "role": proc.kind,
+            "packets_in": stats.get("packets_in", 0),
+            "processed": outcomes,
+            "dropped": sum(dropped.values()),
+            "pooled_now": stats.get("pool_size", 0),
+            "sent": stats.get("sent", 0),
+            "in_equals_processed_plus_dropped": stats.get("packets_in", 0)
+            == outcomes + sum(dropped.values()),
+            "loops_sent": stats.get("loops_sent", 0),
+            "loops_returned": stats.get("loops_returned", 0),
+            "loop_return_share": stats.get("loop_return_share"),
+            "restarts": proc.starts - 1,
+        }
+    kinds: Counter[str] = Counter()
+    client_loops = {"sent": 0, "returned": 0}
+    for name in run.clients:
+        stats = net.processes[name].stats() or {}
+        transport = stats.get("transport", {})
+        kinds.update(transport.get("packets_sent", {}))
+        client_loops["sent"] += transport.get("loops_sent", 0)
+        client_loops["returned"] += transport.get("loops_returned", 0)
+    latencies = list(run.latencies.values())
+    failed = sum(
+        1 for s in run.sent.values()
+        if s.token not in run.latencies and s.message_id in run.failed_ids
+    )
+    predicted = predicted_latency(params)
+    return {
+        "messages": {
+            "sent": len(run.sent),
+            "delivered": len(run.latencies),
+            "failed": failed,
+            "lost": len(run.sent) - len(run.latencies) - failed,
+            "duplicates": run.duplicates,
+            "send_errors": dict(run.send_errors),
+        },
+        "latency_s": {
+            "p50": _percentile(latencies, 0.5),
+            "p95": _percentile(latencies, 0.95),
+            "max": max(latencies) if latencies else None,
+            "mean": statistics.fmean(latencies) if latencies else None,
+            "predicted": predicted,
+        },
+        "packets_by_kind": {**dict(kinds), "ack": acks},
+        "client_loops": client_loops,
+        "drops_by_reason": dict(drops),
+        "epochs_rotated": (max(epochs) - run.first_epoch) if epochs else 0,
+        "nodes": nodes,
+        "events": run.events,
+        "parameters": {
+            **params.to_dict(),
+            "clients": len(run.clients),
+            "mixes_per_layer": run.options.mixes_per_layer,
+            "authorities": run.options.authorities,
+            "providers": run.options.providers,
+            "duration": run.options.duration,
+            "message_interval": run.options.message_interval,
+            "chaos": run.options.chaos,
+            "seed": run.options.seed,
+        },
+        "directory": str(net.root),
+        "pids": net.pids(),
+    }
+
+
+async def _main(run: Run) -> dict[str, Any]:
+    options, net = run.options, run.net
+    await trio.to_thread.run_sync(net.create)
+    await trio.to_thread.run_sync(lambda: net.start_all(120))
+    providers = [p.name for p in net.of_kind("provider")]
+    for i in range(options.clients):
+        name = f"client{i + 1}"
+        net.add_client(name, providers[i % len(providers)])
+        net.start(name)
+        run.clients.append(name)
+    await trio.to_thread.run_sync(lambda: net.wait_ready(run.clients, 180))
+    for name in run.clients:
+        run.addresses[name] = parse_address(net.address(name))
+    run.first_epoch = min(
+        (p.stats() or {}).get("epoch", 1 << 30) for p in net.of_kind("mix")
+    )
+    run.log("network up: consensus published, clients connected")
+    until = time.time() + options.duration
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_collect, run)
+        if not options.json:
+            nursery.start_soon(_progress, run)
+        if options.chaos:
+            nursery.start_soon(_chaos, run, options.duration)
+        await _traffic(run, until)
+        run.log("traffic stopped; waiting for the last messages")
+        await _drain(run)
+        states = await _states(run)
+        run.failed_ids = {m for m, s in states.items() if s == "undeliverable"}
+        await trio.sleep(1.5)  # one more statistics write everywhere
+        nursery.cancel_scope.cancel()
+    return summarize(run)
+
+
+def run_testnet(options: Options) -> dict[str, Any]:
+    root = options.directory or Path(tempfile.mkdtemp(prefix="mixnet-testnet-"))
+    params = testnet_params(options)
+    net = LocalNetwork(
+        root, params=params, authorities=options.authorities,
+        mixes_per_layer=options.mixes_per_layer, providers=options.providers,
+    )
+    run = Run(options, net, params, random.Random(options.seed), started=time.time())
+    try:
+        summary = trio.run(_main, run)
+        if options.keep_running:
+            summary["attach"] = {
+                name: f"mixnet client status --dir {net.processes[name].data_dir}"
+                for name in run.clients
+            }
+            _print(summary, options.json)
+            print("network left running; stop it with Ctrl-C", file=sys.stderr)
+            _wait_forever()
+            return summary
+        return summary
+    finally:
+        net.close()
+        if options.directory is None and not options.keep_running:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_forever() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return
+
+
+def _print(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console()
+    m, lat = summary["messages"], summary["latency_s"]
+    pred = lat["predicted"]
+    table = Table(title="mixnet testnet summary")
+    table.add_column("figure")
+    table.add_column("measured", justify="right")
+    table.add_column("parameters predict", justify="right")
+    table.add_row("messages sent / delivered / failed / lost",
+                  f"{m['sent']} / {m['delivered']} / {m['failed']} / {m['lost']}", "")
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} s"
+
+    table.add_row("latency p50", fmt(lat["p50"]), fmt(pred["p50"]))
+    table.add_row("latency p95", fmt(lat["p95"]), fmt(pred["p95"]))
+    table.add_row("latency max / mean", f"{fmt(lat['max'])} / {fmt(lat['mean'])}",
+                  f"mean {fmt(pred['mean'])}")
+    kinds = summary["packets_by_kind"]
+    table.add_row("client packets real / drop / loop",
+                  f"{kinds.get('real', 0)} / {kinds.get('drop', 0)} / {kinds.get('loop', 0)}", "")
+    table.add_row("SURB-ACKs sent by providers", str(kinds.get("ack", 0)), "")
+    table.add_row("epochs rotated", str(summary["epochs_rotated"]), "")
+    table.add_row("drops by reason", ", ".join(f"{k} {v}" for k, v in
+                                              summary["drops_by_reason"].items()) or "none", "")
+    console.print(table)
+    nodes = Table(title="nodes")
+    for col in ("node", "in", "dropped", "sent", "loops returned", "in = processed + dropped"):
+        nodes.add_column(col, justify="right")
+    for name, n in summary["nodes"].items():
+        nodes.add_row(name, str(n["packets_in"]), str(n["dropped"]), str(n["sent"]),
+                      f"{n['loops_returned']}/{n['loops_sent']}",
+                      "yes" if n["in_equals_processed_plus_dropped"] else "NO")
+    console.print(nodes)
+    for event in summary["events"]:
+        console.print(event)

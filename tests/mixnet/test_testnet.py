@@ -1,0 +1,39 @@
+"""``mixnet testnet`` as a user runs it: a real network with chaos and short epochs, zero lost
+messages, a JSON summary whose counts add up, and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mixnet.network import pid_alive
+
+pytestmark = pytest.mark.slow
+
+
+def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mixnet.cli", "testnet", "--json", "--chaos",
+         "--duration", "30", "--epoch-length", "8", "--clients", "3",
+         "--message-interval", "2", "--seed", "7", "--dir", str(tmp_path / "net")],
+        capture_output=True, text=True, timeout=400, check=False,
+    )
+    assert result.stdout, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    messages = summary["messages"]
+    assert result.returncode == 0, (messages, summary["events"], result.stderr[-1500:])
+    assert messages["sent"] >= 10
+    assert messages["lost"] == 0 and messages["duplicates"] == 0
+    assert messages["sent"] == messages["delivered"] + messages["failed"]
+    assert summary["epochs_rotated"] >= 2
+    assert any("SIGKILL" in e for e in summary["events"])
+    for name, node in summary["nodes"].items():
+        assert node["in_equals_processed_plus_dropped"], name
+    assert summary["latency_s"]["p50"] is not None
+    assert summary["packets_by_kind"]["real"] >= messages["sent"]
+    assert summary["packets_by_kind"]["ack"] > 0
+    assert not [pid for pid in summary["pids"] if pid_alive(pid)], "a process survived"
