@@ -328,6 +328,7 @@ def summarize(run: Run) -> dict[str, Any]:
             "max": max(latencies) if latencies else None,
             "mean": statistics.fmean(latencies) if latencies else None,
             "predicted": predicted,
+            "samples": sorted(latencies),
         },
         "packets_by_kind": {**dict(kinds), "ack": acks},
         "client_loops": client_loops,
