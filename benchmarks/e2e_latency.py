@@ -25,19 +25,7 @@ import sys
 from typing import Any
 
 from mixcore.params import NetworkParams
-from mixnet.testnet import Options, run_testnet, testnet_params
-
-
-def _model(params: NetworkParams, n: int, rng: random.Random) -> list[float]:
-    return [
-        rng.expovariate(params.payload_rate)
-        + sum(
-            rng.expovariate(1 / params.mean_hop_delay) if params.mean_hop_delay > 0 else 0.0
-            for _ in range(params.layers)
-        )
-        + rng.uniform(0, params.pull_interval)
-        for _ in range(n)
-    ]
+from mixnet.testnet import Options, latency_model, run_testnet, testnet_params
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -88,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     calibration, params0, _ = _run(Options(mean_hop_delay=0.0, **common))
     rng = random.Random(2)
-    overhead = statistics.fmean(calibration) - statistics.fmean(_model(params0, 20000, rng))
+    overhead = statistics.fmean(calibration) - statistics.fmean(latency_model(params0, 20000, rng))
     measured, params, messages = _run(Options(mean_hop_delay=args.mean_hop_delay, **common))
-    predicted = [x + overhead for x in _model(params, 20000, rng)]
+    predicted = [x + overhead for x in latency_model(params, 20000, rng)]
     result = {
         "benchmark": "e2e_latency",
         "messages": messages,

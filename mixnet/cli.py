@@ -47,6 +47,7 @@ def _testnet_command(args: argparse.Namespace) -> int:
         chaos=args.chaos,
         keep_running=args.keep_running,
         directory=args.dir,
+        trace=args.trace,
         json=args.json,
     )
     summary = run_testnet(options)
@@ -73,6 +74,8 @@ def _register_testnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="SIGKILL and restart a mix and a provider, stop an authority")
     p.add_argument("--keep-running", action="store_true")
     p.add_argument("--dir", type=Path, default=None, help="keep configs, keys and logs here")
+    p.add_argument("--trace", type=Path, default=None, metavar="FILE",
+                   help="record every link event (time, from, to, size) for mixnet simulate trace")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_testnet_command)
 

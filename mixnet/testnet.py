@@ -51,6 +51,7 @@ class Options:
     chaos: bool = False
     keep_running: bool = False
     directory: Path | None = None
+    trace: Path | None = None
     json: bool = False
 
 
@@ -99,19 +100,23 @@ def testnet_params(options: Options) -> NetworkParams:
     )
 
 
+def latency_model(params: NetworkParams, samples: int, rng: random.Random) -> list[float]:
+    """Samples of what the parameters imply for one message, link overhead excluded: the wait
+    for the next payload-stream slot (Exp, rate ``payload_rate``), one exponential delay per mix
+    layer, and the wait for the recipient's next pull (uniform over ``pull_interval``)."""
+    mean = params.mean_hop_delay
+    return [
+        rng.expovariate(params.payload_rate)
+        + sum(rng.expovariate(1 / mean) if mean > 0 else 0.0 for _ in range(params.layers))
+        + rng.uniform(0, params.pull_interval)
+        for _ in range(samples)
+    ]
+
+
 def predicted_latency(
     params: NetworkParams, samples: int = 20000, seed: int = 0
 ) -> dict[str, float]:
-    """What the parameters imply for one message, link overhead excluded: the wait for the next
-    payload-stream slot (Exp, rate ``payload_rate``), one exponential delay per mix layer, and the
-    wait for the recipient's next pull (uniform over ``pull_interval``)."""
-    rng = random.Random(seed)
-    values = sorted(
-        rng.expovariate(params.payload_rate)
-        + sum(rng.expovariate(1 / params.mean_hop_delay) for _ in range(params.layers))
-        + rng.uniform(0, params.pull_interval)
-        for _ in range(samples)
-    )
+    values = sorted(latency_model(params, samples, random.Random(seed)))
     return {
         "mean": statistics.fmean(values),
         "p50": values[len(values) // 2],
@@ -392,10 +397,14 @@ def run_testnet(options: Options) -> dict[str, Any]:
     net = LocalNetwork(
         root, params=params, authorities=options.authorities,
         mixes_per_layer=options.mixes_per_layer, providers=options.providers,
+        trace=options.trace is not None,
     )
     run = Run(options, net, params, random.Random(options.seed), started=time.time())
     try:
         summary = trio.run(_main, run)
+        if options.trace is not None:
+            rows = net.collect_trace(options.trace)
+            summary["trace"] = {"file": str(options.trace), "link_events": rows}
         if options.keep_running:
             summary["attach"] = {
                 name: f"mixnet client status --dir {net.processes[name].data_dir}"

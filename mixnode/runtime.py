@@ -89,6 +89,8 @@ class NodeRuntime:
         self.pool = DelayPool(settings.pool_capacity)
         self.loops = LoopTracker()
         self.counts: Counter[str] = Counter()
+        self.on_forward: Callable[[bytes, bytes], None] | None = None
+        """Testnet tracing only: called with (incoming, outgoing) packet of every relay."""
         self._wakeup = trio.Event()
         self.processor = PacketProcessor(
             sphinx=sphinx,
@@ -161,6 +163,8 @@ class NodeRuntime:
         now = self.now()
         event = self.processor.receive(packet, now)
         if isinstance(event, Forward):
+            if self.on_forward is not None:
+                self.on_forward(packet, event.packet)
             self._pool_push(event.next_node, event.packet, event.due)
         elif isinstance(event, StoreMessage):
             self._store_message(event, now)

@@ -19,7 +19,8 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mixnet.cli", "testnet", "--json", "--chaos",
          "--duration", "30", "--epoch-length", "8", "--clients", "3",
-         "--message-interval", "2", "--seed", "7", "--dir", str(tmp_path / "net")],
+         "--message-interval", "2", "--seed", "7", "--dir", str(tmp_path / "net"),
+         "--trace", str(tmp_path / "trace.jsonl")],
         capture_output=True, text=True, timeout=400, check=False,
     )
     assert result.stdout, result.stderr[-2000:]
@@ -37,3 +38,18 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     assert summary["packets_by_kind"]["real"] >= messages["sent"]
     assert summary["packets_by_kind"]["ack"] > 0
     assert not [pid for pid in summary["pids"] if pid_alive(pid)], "a process survived"
+
+    # The recorded link events (never payloads) feed the simulator's adversary.
+    trace = (tmp_path / "trace.jsonl").read_text().splitlines()
+    assert summary["trace"]["link_events"] == len(trace) - 1 > 100
+    rows = [json.loads(line) for line in trace[1:]]
+    assert {"t", "src", "dst", "size"} == set(rows[0])
+    assert len({r["size"] for r in rows}) == 1  # constant-size cells
+    analysis = subprocess.run(
+        [sys.executable, "-m", "mixnet.cli", "simulate", "trace", str(tmp_path / "trace.jsonl"),
+         "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert analysis.returncode == 0, analysis.stderr[-1000:]
+    result = json.loads(analysis.stdout)
+    assert result["message_entropy_bits"]["count"] > 0
