@@ -241,6 +241,20 @@ def _node_hangs_up_on_garbage(port: int) -> bool:
             return True
 
 
+async def test_sigterm_persists_the_replay_filter_and_statistics(net: LocalNetwork) -> None:
+    await listed_view(net)
+    mix = net.processes["mix2"]
+    net.stop("mix2")  # SIGTERM: a graceful shutdown
+    filters = sorted((mix.data_dir / "replay").glob("replay-*.bloom"))
+    assert filters, "no replay filter saved at shutdown"
+    for bloom in filters:  # the journal was folded into the saved filter
+        journal = bloom.with_name(bloom.name + ".journal")
+        assert not journal.exists() or journal.stat().st_size == 0
+    assert (mix.stats() or {}).get("packets_in", 0) > 0
+    net.start("mix2")
+    net.wait_ready(["mix2"])
+
+
 async def test_keys_rotate_under_traffic_and_loops_keep_returning(net: LocalNetwork) -> None:
     await listed_view(net)
     start_epoch = CLOCK.epoch_at(time.time())
