@@ -101,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_mixnet_error(group: BaseExceptionGroup[BaseException]) -> MixnetError | None:
+    """The first project error inside (nested) exception groups: a user error raised in a
+    task is still one line, not a traceback."""
+    matched = group.subgroup(MixnetError)
+    if matched is None:
+        return None
+    exc: BaseException = matched
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, MixnetError) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -112,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args))
     except MixnetError as exc:
         print(f"mixnet: error: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:  # trio nurseries wrap what their tasks raised
+        error = _first_mixnet_error(group)
+        if error is None:
+            raise
+        print(f"mixnet: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mixnet: interrupted", file=sys.stderr)

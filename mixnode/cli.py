@@ -10,7 +10,6 @@ from pathlib import Path
 
 import trio
 
-from mixcore.errors import MixnetError
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
 from mixcore.params import NetworkParams
 from mixnode.config import CONFIG_NAME, AuthorityRef, ConfigError, NodeConfig
@@ -91,22 +90,8 @@ def _run(args: argparse.Namespace) -> int:
             port = await nursery.start(serve, config)
             print(json.dumps({"status": "serving", "name": config.name, "port": port}), flush=True)
 
-    try:
-        trio.run(main)
-    except BaseExceptionGroup as group:
-        first_error = group.subgroup(MixnetError)
-        if first_error is None:
-            raise
-        raise _first(first_error) from None
+    trio.run(main)  # mixnet.cli turns a MixnetError inside a task group into one line
     return 0
-
-
-def _first(group: BaseExceptionGroup[MixnetError]) -> MixnetError:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    assert isinstance(exc, MixnetError)
-    return exc
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

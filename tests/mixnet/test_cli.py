@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from mixcore.params import NetworkParams
 from mixnet.cli import main
@@ -40,3 +41,18 @@ def test_unknown_command_fails_without_traceback() -> None:
 
 def test_no_command_prints_help_and_fails(capsys: object) -> None:
     assert main([]) == 2
+
+
+def test_a_user_error_inside_a_task_group_is_one_line(tmp_path: Path) -> None:
+    """A node whose config points at a missing key file fails in one line, exit 1."""
+    root = tmp_path
+    init = _run(
+        "mixnode", "init", "--dir", str(root / "n"), "--role", "mix", "--listen",
+        "127.0.0.1:1", "--authority", "00" * 32 + "@http://127.0.0.1:9", "--json",
+    )
+    assert init.returncode == 0, init.stderr
+    (root / "n" / "identity.key").unlink()
+    result = _run("mixnode", "run", "--config", json.loads(init.stdout)["config"])
+    assert result.returncode == 1
+    assert "identity.key" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
