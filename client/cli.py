@@ -1,11 +1,19 @@
-"""``mixnet client ...``: create a client, run its daemon, and talk to it through the API."""
+"""``mixnet client ...``: create a client, run its daemon, and talk to it through the API; plus
+the person-facing commands (``mixnet contact|send|read|group|chat ...``, mounted from
+:mod:`client.messenger.commands`).
+
+The store's passphrase comes from ``--passphrase-file``, else ``$MIXNET_PASSPHRASE`` (for scripts
+and tests), else an interactive prompt (``getpass``; asked twice at ``init``). It is never
+printed, logged or passed on the command line."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import getpass
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +22,10 @@ import trio
 
 from client.api import ApiClient
 from client.daemon_config import AuthorityEntry, ClientConfigError, DaemonConfig
+from client.e2e.cards import ContactCard
+from client.e2e.identity import UserIdentity
+from client.messenger import commands as messenger_commands
+from client.storage import Store
 from mixcore.errors import MixnetError
 from mixcore.keys import LinkKey, save_link_key
 from mixcore.params import NetworkParams
@@ -69,6 +81,35 @@ async def _call(data_dir: Path, op: str, **args: Any) -> Any:
         await client.aclose()
 
 
+PASSPHRASE_ENV = "MIXNET_PASSPHRASE"  # noqa: S105  # a variable name, not a secret
+STORE_NAME = "messenger.db"
+PASSPHRASE_HELP = f"read the store passphrase from PATH (else ${PASSPHRASE_ENV} or a prompt)"
+
+
+def read_passphrase(file: str | None, *, confirm: bool) -> str | None:
+    """The passphrase from a file, the environment or a prompt; None if none is available
+    (no file, no variable, and stdin is not a terminal)."""
+    if file:
+        try:
+            text = Path(file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ClientConfigError(f"cannot read passphrase file {file}: {exc.strerror}") from None
+        if not text:
+            raise ClientConfigError(f"passphrase file {file} is empty")
+        return text
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass("passphrase for the message store: ")
+    if not first:
+        raise ClientConfigError("the passphrase must not be empty")
+    if confirm and getpass.getpass("again: ") != first:
+        raise ClientConfigError("the two passphrases differ; nothing was created")
+    return first
+
+
 def _init(args: argparse.Namespace) -> int:
     data = Path(args.dir).resolve()
     if (data / "client.json").exists() and not args.force:
@@ -87,12 +128,35 @@ def _init(args: argparse.Namespace) -> int:
         params=params,
         name=args.name or data.name,
     )
+    passphrase = read_passphrase(args.passphrase_file, confirm=True)
     path = config.save()
     key = LinkKey.generate()
     save_link_key(config.link_key_path, key)
-    result = {"config": str(path), "provider": args.provider,
-              "mailbox": mailbox_address(key.public).hex()}
-    _emit(result, args.json, f"client created in {data} (provider {args.provider})")
+    mailbox = mailbox_address(key.public)
+    result: dict[str, Any] = {"config": str(path), "provider": args.provider,
+                              "mailbox": mailbox.hex(), "messenger": passphrase is not None}
+    human = f"client created in {data} (provider {args.provider})"
+    store_path = data / STORE_NAME
+    if args.force:
+        store_path.unlink(missing_ok=True)
+    if passphrase is None:
+        print(f"mixnet: note: no passphrase (set {PASSPHRASE_ENV} or run in a terminal): "
+              "created a transport-only client without the message store", file=sys.stderr)
+    else:
+        identity = UserIdentity.generate()
+        with Store.create(store_path, passphrase) as store:
+            store.save_identity(identity)
+        try:
+            provider = bytes.fromhex(args.provider)
+        except ValueError:
+            provider = b""
+        if len(provider) == 32:
+            card = ContactCard.create(identity, provider, mailbox)
+            result["card"] = card.to_text()
+            human += f"\n{card.qr_text()}\n{card.to_text()}"
+        else:
+            human += "\nyour contact card: start the daemon, then run: mixnet contact card"
+    _emit(result, args.json, human)
     return 0
 
 
@@ -106,9 +170,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     from client.daemon import serve  # noqa: PLC0415  # keep the other commands light
 
+    passphrase = None
+    if (config.data_dir / STORE_NAME).exists():
+        passphrase = read_passphrase(args.passphrase_file, confirm=False)
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            address = await nursery.start(serve, config)
+            address = await nursery.start(functools.partial(serve, config, passphrase=passphrase))
             print(json.dumps({"status": "serving", "name": config.name, "address": address}),
                   flush=True)
             with trio.open_signal_receiver(2, 15) as signals:  # SIGINT, SIGTERM
@@ -183,12 +251,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init.add_argument("--params", help="JSON file of network parameters")
     init.add_argument("--name", default="")
     init.add_argument("--force", action="store_true")
+    init.add_argument("--passphrase-file", metavar="PATH",
+                      help=PASSPHRASE_HELP)
     init.add_argument("--json", action="store_true")
     init.set_defaults(func=_init)
 
     run = cmds.add_parser("run", help="run the client daemon (Poisson streams + local API)")
     run.add_argument("--dir", required=True)
     run.add_argument("--verbose", action="store_true")
+    run.add_argument("--passphrase-file", metavar="PATH",
+                     help=PASSPHRASE_HELP)
     run.set_defaults(func=_run)
 
     for name, func, help_text in (
@@ -216,3 +288,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inbox.add_argument("--limit", type=int, default=100)
     inbox.add_argument("--json", action="store_true")
     inbox.set_defaults(func=_inbox)
+
+    messenger_commands.register(sub)

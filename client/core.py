@@ -305,6 +305,17 @@ class ClientCore:
         self._n["messages_queued"] += 1
         return message_id
 
+    def message_progress(self, message_id: bytes) -> tuple[int, int, int] | None:
+        """``(fragments sent at least once, fragments acknowledged, fragments)`` of a message
+        still in progress, for front ends; None once it finished or if unknown."""
+        message = self._messages.get(message_id)
+        if message is None:
+            return None
+        fragments = message.fragments
+        sent = sum(1 for f in fragments if f.attempts > 0)
+        acked = sum(1 for f in fragments if f.state is FragmentState.ACKED)
+        return sent, acked, len(fragments)
+
     def message_state(self, message_id: bytes) -> MessageState | None:
         """PENDING, DELIVERED or UNDELIVERABLE; None if unknown (or long finished)."""
         message = self._messages.get(message_id)

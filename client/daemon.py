@@ -9,6 +9,14 @@ itself 0600, so other local users cannot reach it.
 
 The streams keep their Poisson timing while the link is down: a packet due then is dropped and
 counted rather than sent later in a burst, which would mark the moment of reconnection.
+
+**Messenger.** When the data directory holds an encrypted store (``messenger.db``, made by
+``mixnet client init`` with a passphrase), the daemon unlocks it with the passphrase it was
+given and runs :class:`client.messenger.messenger.Messenger` on top of the transport: every
+received payload goes through it first (decrypted and stored, a receipt queued in answer);
+payloads it cannot decrypt (raw ``mixnet client send`` traffic, garbage) are counted and kept in
+the raw inbox as before. Transport events move the messages' delivery states. The passphrase is
+never logged or kept beyond the unlock.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ from client.api import FrameReader, decode_body, encode_frame
 from client.core import ClientCore
 from client.daemon_config import DaemonConfig
 from client.errors import ClientError
+from client.messenger import ops as messenger_ops
+from client.messenger.messenger import Envelope, Messenger
+from client.storage import Store
 from client.transport_db import TransportDB
 from mixcore.consensus import ConsensusDocument, VerifiedConsensus
 from mixcore.epochs import EpochClock
@@ -51,6 +62,8 @@ log = logging.getLogger("mixnet.client")
 
 RECONNECT_MIN = 0.2
 RECONNECT_MAX = 10.0
+STORE_NAME = "messenger.db"
+EXPIRY_INTERVAL = 1.0
 
 
 def format_address(provider: bytes, mailbox: bytes) -> str:
@@ -69,8 +82,25 @@ def parse_address(text: str) -> tuple[bytes, bytes]:
 
 
 class ClientDaemon:
-    def __init__(self, config: DaemonConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        rng: random.Random | None = None,
+        passphrase: str | None = None,
+    ) -> None:
         self.config = config
+        self.store: Store | None = None
+        store_path = config.data_dir / STORE_NAME
+        if store_path.exists():
+            if not passphrase:
+                raise ClientError(
+                    "the message store is locked: give the passphrase (MIXNET_PASSPHRASE, "
+                    "--passphrase-file, or run interactively)"
+                )
+            self.store = Store.open(store_path, passphrase)
+        self.messenger: Messenger | None = None
+        self._tracked: dict[bytes, tuple[int, int]] = {}
         self.rng = rng or random.SystemRandom()
         self.link_key: LinkKey = load_link_key(config.link_key_path)
         self.mailbox = mailbox_address(self.link_key.public)
@@ -113,14 +143,53 @@ class ClientDaemon:
             rng=self.rng if isinstance(self.rng, random.Random) else random.Random(),
             now=self.now(),
         )
+        if self.store is not None:
+            self.messenger = Messenger(
+                self.store, provider=self.provider_id, mailbox=self.mailbox, clock=self.now,
+                max_message_len=self.core.max_message_len,
+            )
         for message in self.db.outgoing(state="pending"):  # queued before a restart
             try:
                 self.core.send_message(
                     message.provider, message.mailbox, message.data, self.now(),
                     message_id=message.message_id,
                 )
+                if self.messenger is not None and self.messenger.tracks(message.message_id):
+                    self._tracked[message.message_id] = (-1, -1)
             except MixnetError as exc:
                 self.db.set_state(message.message_id, "undeliverable", str(exc), self.now())
+                if self.messenger is not None:
+                    self.messenger.on_transport_failed(message.message_id, str(exc))
+
+    def send_envelopes(self, envelopes: list[Envelope]) -> None:
+        """Hand the messenger's ciphertexts to the transport (persisted like raw sends, so they
+        survive a restart with their ids). A refusal marks that recipient failed, with why."""
+        assert self.core is not None and self.messenger is not None
+        now = self.now()
+        for env in envelopes:
+            try:
+                message_id = self.core.send_message(env.provider, env.mailbox, env.data, now)
+            except MixnetError as exc:
+                self.messenger.mark_failed(env, f"not sent: {exc}")
+                continue
+            self.db.add_outgoing(message_id, env.provider, env.mailbox, env.data, now)
+            self.messenger.bind(env, message_id)
+            self._tracked[message_id] = (-1, -1)
+        self._wake.set()
+
+    def _update_progress(self) -> None:
+        """Fragments sent and acknowledged per tracked message, so front ends show progress."""
+        if self.core is None or self.messenger is None or not self._tracked:
+            return
+        for message_id, last in list(self._tracked.items()):
+            progress = self.core.message_progress(message_id)
+            if progress is None:
+                del self._tracked[message_id]
+                continue
+            sent, acked, total = progress
+            if (sent, acked) != last:
+                self._tracked[message_id] = (sent, acked)
+                self.messenger.on_transport_progress(message_id, sent, acked, total)
 
     # -- the link to our provider ----------------------------------------------------------------
 
@@ -175,6 +244,14 @@ class ClientDaemon:
                 await self._wake.wait()
             self._wake = trio.Event()
             await self._execute(self.core.poll(self.now()))
+            self._update_progress()
+
+    async def run_expiry(self) -> None:
+        """Remove messages whose disappearing timer ran out, even if nobody reads them."""
+        while True:
+            if self.messenger is not None:
+                self.messenger.expire()
+            await trio.sleep(EXPIRY_INTERVAL)
 
     async def _execute(self, actions: list[Any]) -> None:
         """Carry out the core's actions in order (a received message is committed before the
@@ -189,13 +266,23 @@ class ClientDaemon:
                     lambda link, a=action: link.send_cell(a.kind, a.body), "controls"
                 )
             elif isinstance(action, MessageReceived):
-                if self.db.add_incoming(action.message_id, action.data, action.received_at):
+                replies = None
+                if self.messenger is not None:
+                    replies = self.messenger.receive(action.data)
+                if replies is not None:  # decrypted and stored in the encrypted store
+                    self.counts["messenger_received"] += 1
+                    self.send_envelopes(replies)
+                elif self.db.add_incoming(action.message_id, action.data, action.received_at):
                     self.counts["messages_received"] += 1
             elif isinstance(action, MessageDelivered):
                 self.db.set_state(action.message_id, "delivered", "", now)
+                if self.messenger is not None:
+                    self.messenger.on_transport_delivered(action.message_id)
             elif isinstance(action, MessageUndeliverable):
                 reason = f"{action.reason.value}: {action.detail}"
                 self.db.set_state(action.message_id, "undeliverable", reason, now)
+                if self.messenger is not None:
+                    self.messenger.on_transport_failed(action.message_id, reason)
 
     async def _send(self, op: Any, what: str) -> None:
         link = self.link
@@ -223,9 +310,16 @@ class ClientDaemon:
             },
             "daemon": dict(self.counts),
             **self.db.counts(),
+            "messenger": (
+                self.messenger.statistics() if self.messenger is not None else "no store"
+            ),
         }
         if core is not None:
-            out["transport"] = core.statistics().to_dict()
+            stats = core.statistics()
+            out["transport"] = stats.to_dict()
+            out["acks_pending"] = stats.acks_pending
+            out["fragments_queued"] = stats.fragments_queued
+            out["max_message_len"] = core.max_message_len
         return out
 
     def handle_request(self, request: dict[str, Any]) -> Any:
@@ -235,6 +329,13 @@ class ClientDaemon:
             raise ClientError("the daemon has no consensus yet; try again in a moment")
         if op == "status":
             return self.status()
+        if op in messenger_ops.OPS:
+            if self.messenger is None:
+                raise ClientError(
+                    "this client has no message store (it was created without a passphrase);"
+                    f" create one with: mixnet client init --dir {self.config.data_dir} --force"
+                )
+            return messenger_ops.handle(self.messenger, request, self.send_envelopes)
         if op == "address":
             return {
                 "provider": self.provider_id,
@@ -352,6 +453,8 @@ class ClientDaemon:
         with suppress(Exception):
             self.write_stats()
         self.db.close()
+        if self.store is not None:
+            self.store.close()
         with suppress(FileNotFoundError):
             self.config.socket_path.unlink()
 
@@ -361,11 +464,14 @@ def _jsonable(value: object) -> str:
 
 
 async def serve(
-    config: DaemonConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    config: DaemonConfig,
+    *,
+    passphrase: str | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until cancelled; ``started(address)`` once it has a consensus and the
-    API socket listens."""
-    daemon = ClientDaemon(config)
+    API socket listens. ``passphrase`` unlocks the message store if there is one."""
+    daemon = ClientDaemon(config, passphrase=passphrase)
     fetcher = ConsensusFetcher(
         [a.url for a in config.authorities],
         config.authority_set,
@@ -394,6 +500,7 @@ async def serve(
             nursery.start_soon(daemon.run_link)
             nursery.start_soon(daemon.run_core)
             nursery.start_soon(daemon.run_stats)
+            nursery.start_soon(daemon.run_expiry)
             assert daemon.provider_id is not None
             task_status.started(format_address(daemon.provider_id, daemon.mailbox))
     finally:

@@ -1,0 +1,372 @@
+"""The person-facing commands: ``mixnet contact|send|inbox|read|group|timer|status|chat``.
+
+Each attaches to the running daemon through the local API (``client/api.py``), takes
+``--dir`` (default: ``$MIXNET_CLIENT_DIR``) and ``--json`` (then prints one JSON object).
+Errors are one line on stderr with a non-zero status (``mixnet.cli.main`` prints any
+:class:`MixnetError`); nothing here prints message contents anywhere but stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from client.api import ApiClient
+from client.daemon_config import DaemonConfig
+from client.messenger.errors import MessengerError
+from mixcore.errors import MixnetError
+
+DIR_ENV = "MIXNET_CLIENT_DIR"
+STATE_MARKS = {
+    "queued": "… queued", "sent": "→ sent", "at_provider": "✓ at their provider",
+    "delivered": "✓✓ delivered", "failed": "✗ failed",
+}
+FINAL = {"at_provider", "delivered", "failed"}
+
+
+def _jsonable(value: Any) -> Any:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def emit(result: Any, as_json: bool, human: str) -> None:
+    if as_json:
+        print(json.dumps(result, default=_jsonable))
+    elif human:
+        print(human)
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    value = args.dir or os.environ.get(DIR_ENV)
+    if not value:
+        raise MessengerError(f"give the client's data directory with --dir or ${DIR_ENV}")
+    return Path(value)
+
+
+async def call(directory: Path, op: str, **args: Any) -> Any:
+    config = DaemonConfig.load(directory)
+    client = await ApiClient.connect(str(config.socket_path), str(directory))
+    try:
+        return await client.call(op, **args)
+    finally:
+        await client.aclose()
+
+
+def request(args: argparse.Namespace, op: str, **kw: Any) -> Any:
+    try:
+        return trio.run(functools.partial(call, data_dir(args), op, **kw))
+    except BaseExceptionGroup as group:  # pragma: no cover - trio wraps rarely here
+        inner = group.subgroup(MixnetError)
+        if inner is None:
+            raise
+        raise inner.exceptions[0] from None
+
+
+def _badge(state: str) -> str:
+    return {"verified": "✓ verified", "key_changed": "⚠ KEY CHANGED"}.get(state, "unverified")
+
+
+# -- contact -------------------------------------------------------------------------------------
+
+
+def _contact_card(args: argparse.Namespace) -> int:
+    result = request(args, "card")
+    emit({"card": result["text"], "identity_key": result["identity_key"]}, args.json,
+         f"{result['qr']}\n{result['text']}")
+    return 0
+
+
+def _contact_add(args: argparse.Namespace) -> int:
+    card = sys.stdin.read().strip() if args.card == "-" else args.card
+    result = request(args, "contact_add", card=card, name=args.name or "")
+    emit(result, args.json, f"added {result['name']} ({_badge(result['verification'])})")
+    return 0
+
+
+def _contact_list(args: argparse.Namespace) -> int:
+    contacts = request(args, "contacts")
+    lines = []
+    for c in contacts:
+        extra = []
+        if c["timer"]:
+            extra.append(f"⏱ {c['timer']} s")
+        if c["request"]:
+            extra.append("message request")
+        if c["unread"]:
+            extra.append(f"{c['unread']} unread")
+        lines.append(f"{c['name']:20} {_badge(c['verification']):14} {' '.join(extra)}")
+    emit({"contacts": contacts}, args.json, "\n".join(lines) or "no contacts yet")
+    return 0
+
+
+def _contact_verify(args: argparse.Namespace) -> int:
+    if args.acknowledge:
+        result = request(args, "contact_ack", name=args.name)
+        emit(result, args.json, f"{args.name}: new key acknowledged (unverified)")
+        return 0
+    result = request(args, "contact_verify", name=args.name, confirm=args.confirm)
+    human = (
+        f"safety number with {args.name}:\n{result['safety_number']}\n"
+        f"status: {_badge(result['verification'])}"
+    )
+    if not args.confirm and result["verification"] != "verified":
+        human += f"\ncompare it in person, then: mixnet contact verify {args.name} --confirm"
+    result.pop("qr", None)
+    emit(result, args.json, human)
+    return 0
+
+
+# -- send / read ---------------------------------------------------------------------------------
+
+
+def _send(args: argparse.Namespace) -> int:
+    if args.file:
+        path = Path(args.file)
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise MessengerError(f"cannot read {path}: {exc.strerror}") from None
+        result = request(args, "msg_send", to=args.name, file_name=path.name, data=blob)
+    else:
+        if args.text is None:
+            raise MessengerError("give the TEXT to send, - to read it from stdin, or --file PATH")
+        text = sys.stdin.read() if args.text == "-" else args.text
+        result = request(args, "msg_send", to=args.name, text=text)
+    if args.wait:
+        result = _wait(args, result, args.wait)
+    emit(result, args.json, f"{args.name}: {STATE_MARKS.get(result.get('state', ''), '')}")
+    if result.get("state") == "failed":
+        raise MessengerError(f"message to {args.name} failed: {result.get('reason', '')}")
+    return 0
+
+
+def _wait(args: argparse.Namespace, sent: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Poll until the message is at the provider, delivered or failed; progress on stderr."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    current = sent
+    while time.monotonic() < deadline:
+        conv = request(args, "conversation", name=args.name, mark_read=False)
+        current = next((m for m in conv["messages"] if m["id"] == sent["id"]), current)
+        state = current.get("state", "")
+        line = state
+        if "fragments_total" in current:
+            line += f" ({current['fragments_acked']}/{current['fragments_total']} fragments)"
+        if line != last and not args.json:
+            print(line, file=sys.stderr)
+            last = line
+        if state in (args.until, "failed") or (args.until == "at_provider" and state in FINAL):
+            break
+        time.sleep(0.3)
+    return current
+
+
+def _format(m: dict[str, Any]) -> str:
+    at = datetime.fromtimestamp(m["at"]).strftime("%H:%M")
+    if m["direction"] == "event":
+        return f"[{at}] -- {m['text']}"
+    body = m["text"]
+    if m["kind"] == "file":
+        body = f"[file {m['file']['name']}, {m['file']['size']} bytes, sha256 "
+        body += f"{m['file']['sha256'][:16]}…]"
+    line = f"[{at}] {m['from']}: {body}"
+    if m["direction"] == "out":
+        line += f"   {STATE_MARKS.get(m['state'], m['state'])}"
+        if m.get("recipients", 1) > 1:
+            line += f" {m['delivered']}/{m['recipients']}"
+    if m.get("expires_at"):
+        line += " ⏱"
+    return line
+
+
+def _read(args: argparse.Namespace) -> int:
+    result = request(args, "conversation", name=args.name, with_data=bool(args.save))
+    if args.save:
+        target = Path(args.save)
+        target.mkdir(parents=True, exist_ok=True)
+        for m in result["messages"]:
+            if m["kind"] == "file" and m["direction"] == "in":
+                path = target / Path(m["file"]["name"]).name
+                path.write_bytes(m["file"].pop("data"))
+                m["file"]["saved_to"] = str(path)
+            elif "file" in m:
+                m["file"].pop("data", None)
+    emit(result, args.json, "\n".join(_format(m) for m in result["messages"]) or "no messages")
+    return 0
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    result = request(args, "msg_inbox")
+    human = "\n".join(
+        f"{c['conversation']:20} {c['unread']} unread" + (" (group)" if c["type"] == "group"
+                                                         else "")
+        for c in result
+    )
+    emit({"conversations": result}, args.json, human or "no unread messages")
+    return 0
+
+
+# -- groups and timers ---------------------------------------------------------------------------
+
+
+def _group_line(g: dict[str, Any]) -> str:
+    state = " (you were removed)" if g["left"] else ""
+    return f"{g['name']:16} admin {g['admin']:10} members: {', '.join(g['members'])}{state}"
+
+
+def _group(args: argparse.Namespace) -> int:
+    cmd = args.group_command
+    if cmd == "create":
+        result = request(args, "group_create", name=args.group, members=args.members)
+    elif cmd in ("add", "remove"):
+        result = request(args, f"group_{cmd}", group=args.group, member=args.member)
+    elif cmd == "send":
+        text = sys.stdin.read() if args.text == "-" else args.text
+        result = request(args, "msg_send", to=f"#{args.group}", text=text)
+        emit(result, args.json, f"#{args.group}: {STATE_MARKS.get(result['state'], '')}")
+        return 0
+    else:
+        groups = request(args, "groups")
+        emit({"groups": groups}, args.json, "\n".join(map(_group_line, groups)) or "no groups")
+        return 0
+    emit(result, args.json, _group_line(result))
+    return 0
+
+
+def _timer(args: argparse.Namespace) -> int:
+    if args.timer_command == "set":
+        result = request(args, "timer_set", name=args.name, seconds=args.seconds)
+        human = f"proposed to {args.name}; it applies when they accept"
+    else:
+        result = request(args, "timer_accept", name=args.name)
+        human = f"disappearing messages with {args.name}: {result['timer']} s"
+    emit(result, args.json, human)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    s = request(args, "status")
+    rates = s.get("rates_per_s", {})
+    transport = s.get("transport", {})
+    lines = [
+        f"connection          {'connected' if s.get('connected') else 'DISCONNECTED'}",
+        f"consensus epoch     {s.get('epoch')}",
+        "cover traffic       " + ", ".join(f"{k} {v}/s" for k, v in rates.items()),
+        f"pending acks        {s.get('acks_pending', 0)}",
+        f"fragments queued    {s.get('fragments_queued', 0)}",
+        "outbox              " + ", ".join(
+            f"{k[7:]} {v}" for k, v in s.items() if k.startswith("outbox_")),
+        f"messages received   {transport.get('messages_received', 0)}",
+        f"messenger           {s.get('messenger')}",
+    ]
+    emit(s, args.json, "\n".join(lines))
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from client.tui.app import run_chat  # noqa: PLC0415  # textual is heavy
+
+    directory = data_dir(args)
+    DaemonConfig.load(directory)  # a clear error for a wrong directory before the screen opens
+    request(args, "status")  # ... and for a daemon that is not running
+    run_chat(directory)
+    return 0
+
+
+# -- registration --------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default=None, help=f"client data directory (default ${DIR_ENV})")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    contact = sub.add_parser("contact", help="your card, contacts, safety numbers")
+    cs = contact.add_subparsers(dest="contact_command", metavar="COMMAND", required=True)
+    p = cs.add_parser("card", help="print your contact card (text and QR)")
+    _common(p)
+    p.set_defaults(func=_contact_card)
+    p = cs.add_parser("add", help="add a contact from their card (- reads stdin)")
+    p.add_argument("card")
+    p.add_argument("--name")
+    _common(p)
+    p.set_defaults(func=_contact_add)
+    p = cs.add_parser("list", help="contacts with verification state")
+    _common(p)
+    p.set_defaults(func=_contact_list)
+    p = cs.add_parser("verify", help="show the safety number; --confirm marks verified")
+    p.add_argument("name")
+    p.add_argument("--confirm", action="store_true", help="you compared it and it matched")
+    p.add_argument("--acknowledge", action="store_true",
+                   help="accept a changed key as unverified (sending is blocked until then)")
+    _common(p)
+    p.set_defaults(func=_contact_verify)
+
+    p = sub.add_parser("send", help="send TEXT (or - for stdin, or --file PATH) to a contact")
+    p.add_argument("name", help="contact name (or #group)")
+    p.add_argument("text", nargs="?")
+    p.add_argument("--file", metavar="PATH", help="send a file as an attachment")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait for the delivery state, showing progress")
+    p.add_argument("--until", choices=["at_provider", "delivered"], default="at_provider")
+    _common(p)
+    p.set_defaults(func=_send)
+
+    p = sub.add_parser("inbox", help="conversations with unread messages")
+    _common(p)
+    p.set_defaults(func=_inbox)
+    p = sub.add_parser("read", help="show a conversation (marks it read)")
+    p.add_argument("name", help="contact name or #group")
+    p.add_argument("--save", metavar="DIR", help="save received attachments into DIR")
+    _common(p)
+    p.set_defaults(func=_read)
+
+    group = sub.add_parser("group", help="groups: create, add, remove, send, list")
+    gs = group.add_subparsers(dest="group_command", metavar="COMMAND", required=True)
+    p = gs.add_parser("create", help="create a group with some contacts")
+    p.add_argument("group")
+    p.add_argument("members", nargs="+")
+    _common(p)
+    p = gs.add_parser("add", help="add a contact (creator only)")
+    p.add_argument("group")
+    p.add_argument("member")
+    _common(p)
+    p = gs.add_parser("remove", help="remove a member (creator only)")
+    p.add_argument("group")
+    p.add_argument("member")
+    _common(p)
+    p = gs.add_parser("send", help="send TEXT to every member")
+    p.add_argument("group")
+    p.add_argument("text")
+    _common(p)
+    p = gs.add_parser("list", help="your groups")
+    _common(p)
+    group.set_defaults(func=_group)
+
+    timer = sub.add_parser("timer", help="disappearing messages: propose or accept a timer")
+    ts = timer.add_subparsers(dest="timer_command", metavar="COMMAND", required=True)
+    p = ts.add_parser("set", help="propose SECONDS (0 turns it off)")
+    p.add_argument("name")
+    p.add_argument("seconds", type=int)
+    _common(p)
+    p = ts.add_parser("accept", help="accept the contact's proposal")
+    p.add_argument("name")
+    _common(p)
+    timer.set_defaults(func=_timer)
+
+    p = sub.add_parser("status", help="connection, epoch, cover rates, pending acks, queues")
+    _common(p)
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("chat", help="the terminal chat screen")
+    p.add_argument("--dir", default=None, help=f"client data directory (default ${DIR_ENV})")
+    p.set_defaults(func=_chat)

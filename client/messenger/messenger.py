@@ -1,0 +1,805 @@
+"""The messenger: contacts, conversations, groups, timers and delivery states over e2e sessions.
+
+Sans-IO apart from the encrypted store. Sending returns :class:`Envelope` s (ciphertext for a
+provider and mailbox) that the daemon hands to the transport, then reports back with
+:meth:`Messenger.bind`, :meth:`on_transport_progress`, :meth:`on_transport_delivered` and
+:meth:`on_transport_failed`. Receiving takes the reassembled transport payload and returns the
+envelopes to send in answer (end-to-end receipts). Time comes from the injected ``clock``.
+
+Honesty of states: "at provider" is the transport's SURB-ACK (stored in the recipient's
+mailbox); "delivered" is only ever set by the recipient's end-to-end receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from client.e2e.cards import ContactCard
+from client.e2e.errors import KeyChangedError, MessageError
+from client.e2e.identity import UserIdentity
+from client.e2e.ratchet import OVERHEAD
+from client.e2e.safety import ContactVerification, SafetyNumber, VerificationState
+from client.e2e.session import INIT_PREFIX_LEN, PAD_BUCKET, Session, open_message
+from client.messenger import inner
+from client.messenger.errors import (
+    MessageTooLong,
+    MessengerError,
+    UnknownContact,
+    UnknownGroup,
+)
+from client.messenger.records import (
+    ContactRecord,
+    Delivery,
+    GroupRecord,
+    MessageRecord,
+    advance,
+    decode_delivery,
+    encode_delivery,
+    summarize,
+)
+from client.storage import Store
+from mixcore.encoding import pack, unpack_canonical
+from mixcore.errors import DecodeError, MixnetError
+
+#: The transport's limit with the default geometry (64 fragments of 1659 bytes).
+DEFAULT_MAX_MESSAGE_LEN = 106_176
+MAX_NAME_LEN = 64
+PENDING = "pending_key:"
+
+
+def _parse_session(data: bytes) -> Session:
+    return Session.from_bytes(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One ciphertext for the transport, and which message and recipient it carries."""
+
+    provider: bytes
+    mailbox: bytes
+    data: bytes
+    uid: bytes
+    cid: str
+
+
+def encrypted_size(plain_len: int, confirmed: bool) -> int:
+    """Bytes on the transport for an inner message of ``plain_len`` bytes (see docs/e2e.md)."""
+    padded = (plain_len // PAD_BUCKET + 1) * PAD_BUCKET
+    return padded + OVERHEAD + (0 if confirmed else INIT_PREFIX_LEN)
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LEN or any(c.isspace() and c != " " for c in name):
+        raise MessengerError(f"a name is 1 to {MAX_NAME_LEN} printable characters")
+    return name
+
+
+class Messenger:
+    """One user's messenger state in an unlocked :class:`Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        provider: bytes,
+        mailbox: bytes,
+        clock: Callable[[], float] = time.time,
+        max_message_len: int = DEFAULT_MAX_MESSAGE_LEN,
+    ) -> None:
+        identity = store.load_identity()
+        if identity is None:
+            identity = UserIdentity.generate()
+            store.save_identity(identity)
+        self.store = store
+        self.identity = identity
+        self.clock = clock
+        self.max_message_len = max_message_len
+        self.card = ContactCard.create(identity, provider, mailbox)
+        self.counts: Counter[str] = Counter()
+        self._progress: dict[bytes, tuple[int, int]] = {}
+
+    # -- contacts ------------------------------------------------------------------------------
+
+    def _contacts(self) -> list[ContactRecord]:
+        return [ContactRecord.decode(v) for _, v in self.store.items("contacts")]
+
+    def _save_contact(self, c: ContactRecord) -> None:
+        self.store.put("contacts", c.cid, c.encode())
+
+    def contact(self, name: str) -> ContactRecord:
+        for c in self._contacts():
+            if c.name == name:
+                return c
+        raise UnknownContact(name)
+
+    def _by_cid(self, cid: str) -> ContactRecord | None:
+        data = self.store.get("contacts", cid)
+        return None if data is None else ContactRecord.decode(data)
+
+    def _by_identity(self, identity_key: bytes) -> ContactRecord | None:
+        for c in self._contacts():
+            if ContactCard.from_bytes(c.card).identity_key == identity_key:
+                return c
+        return None
+
+    def _verification(self, c: ContactRecord) -> ContactVerification:
+        v = self.store.load_verification(c.cid)
+        if v is None:
+            v = ContactVerification.first_seen(ContactCard.from_bytes(c.card))
+        return v
+
+    def _unique_name(self, wanted: str) -> str:
+        names = {c.name for c in self._contacts()}
+        name, n = wanted, 2
+        while name in names:
+            name, n = f"{wanted}-{n}", n + 1
+        return name
+
+    def add_contact(self, card_text: str, name: str | None = None) -> dict[str, Any]:
+        """Add (or update) a contact from a card string. A known identity under another name
+        (a message request, a group member) is renamed; a new card for a known name with other
+        keys is a key change (sending blocked until acknowledged)."""
+        card = ContactCard.from_text(card_text)
+        card.verify()
+        if card.identity_key == self.card.identity_key:
+            raise MessengerError("that is your own card")
+        name = _check_name(name) if name else None
+        known = self._by_identity(card.identity_key)
+        if known is not None:
+            if name and name != known.name:
+                self._check_free(name)
+                known.name = name
+            known.card, known.request, known.hidden = card.to_bytes(), False, False
+            self._save_contact(known)
+            return self.contact_info(known)
+        name = name or f"contact-{card.identity_key[:4].hex()}"
+        existing = next((c for c in self._contacts() if c.name == name), None)
+        if existing is not None:  # same name, other identity: a key change
+            v = self._verification(existing)
+            v.observe(card)
+            existing.card = card.to_bytes()
+            with self.store.transaction():
+                self.store.save_verification(existing.cid, v)
+                self.store.delete("sessions", existing.cid)
+                self._save_contact(existing)
+                self._event(f"c:{existing.cid}", "safety number changed (new card added)")
+            return self.contact_info(existing)
+        c = ContactRecord(os.urandom(8).hex(), name, card.to_bytes(), self.clock())
+        with self.store.transaction():
+            self._save_contact(c)
+            self.store.save_verification(c.cid, ContactVerification.first_seen(card))
+        return self.contact_info(c)
+
+    def _check_free(self, name: str) -> None:
+        if any(c.name == name for c in self._contacts()):
+            raise MessengerError(f"there is already a contact named {name!r}")
+
+    def contact_info(self, c: ContactRecord) -> dict[str, Any]:
+        v = self._verification(c)
+        return {
+            "name": c.name,
+            "verification": v.state.value,
+            "timer": c.timer,
+            "timer_proposed_by_me": c.my_proposal if c.my_proposal >= 0 else None,
+            "timer_proposed_by_them": c.their_proposal if c.their_proposal >= 0 else None,
+            "request": c.request,
+            "group_member_only": c.hidden,
+            "unread": self._unread(f"c:{c.cid}"),
+        }
+
+    def contacts(self) -> list[dict[str, Any]]:
+        return sorted((self.contact_info(c) for c in self._contacts()), key=lambda d: d["name"])
+
+    def safety_number(self, name: str) -> SafetyNumber:
+        c = self.contact(name)
+        return SafetyNumber.of(self.card, self._verification(c).pinned_keys)
+
+    def verify(self, name: str, *, confirm: bool = False) -> dict[str, Any]:
+        """The safety number; with ``confirm`` (the user compared it) mark verified."""
+        c = self.contact(name)
+        v = self._verification(c)
+        number = SafetyNumber.of(self.card, v.pinned_keys)
+        if confirm and v.state is not VerificationState.VERIFIED:
+            v.verify(self.card, number)
+            with self.store.transaction():
+                self.store.save_verification(c.cid, v)
+                self._adopt_pending(c)
+        return {"name": name, "safety_number": number.formatted(), "digits": number.digits,
+                "verification": v.state.value, "qr": number.qr_text()}
+
+    def acknowledge_key_change(self, name: str) -> dict[str, Any]:
+        c = self.contact(name)
+        v = self._verification(c)
+        if v.state is not VerificationState.KEY_CHANGED:
+            raise MessengerError(f"{name}'s key has not changed; nothing to acknowledge")
+        v.acknowledge_key_change()
+        with self.store.transaction():
+            self.store.save_verification(c.cid, v)
+            self._adopt_pending(c)
+        return self.contact_info(c)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _encrypt(self, c: ContactRecord, message: inner.Inner) -> Envelope:
+        v = self._verification(c)
+        try:
+            v.check_send()
+        except KeyChangedError:
+            raise MessengerError(
+                f"{c.name}'s safety number changed: sending is blocked. Compare it "
+                f"(mixnet contact verify {c.name}) then acknowledge or confirm it"
+            ) from None
+        peer = ContactCard.from_bytes(c.card)
+        session = self.store.load_session(c.cid)
+        if session is None:
+            session = Session.initiate(self.identity, self.card, peer)
+        plain = message.encode()
+        size = encrypted_size(len(plain), session.confirmed)
+        if size > self.max_message_len:
+            raise MessageTooLong(size, self.max_message_len)
+        data = session.encrypt(plain, verification=v)
+        self.store.save_session(c.cid, session)
+        return Envelope(peer.provider, peer.mailbox, data, message.uid, c.cid)
+
+    def _ttl(self, c: ContactRecord) -> int:
+        return c.timer
+
+    def _store_outgoing(
+        self, conv: str, message: inner.Inner, recipients: list[str], *, kind: str, text: str,
+        file: tuple[str, bytes, bytes] | None = None, failed: dict[str, str] | None = None,
+    ) -> int:
+        now = self.clock()
+        record = MessageRecord(
+            message.uid, "out", "", kind, text, now,
+            now + message.ttl if message.ttl else 0.0,
+            *(file or ("", b"", b"")),
+        )
+        rows = {cid: (Delivery.QUEUED, "") for cid in recipients}
+        for cid, reason in (failed or {}).items():
+            rows[cid] = (Delivery.FAILED, reason)
+        self.store.put("settings", f"delivery:{message.uid.hex()}", encode_delivery(rows))
+        return self.store.add_message(conv, record.encode())
+
+    def send_text(self, name: str, body: str) -> list[Envelope]:
+        c = self.contact(name)
+        message = inner.text(body, self._ttl(c))
+        with self.store.transaction():
+            env = self._encrypt(c, message)
+            self._store_outgoing(f"c:{c.cid}", message, [c.cid], kind="text", text=body)
+        return [env]
+
+    def send_file(self, name: str, file_name: str, data: bytes) -> list[Envelope]:
+        c = self.contact(name)
+        file_name = os.path.basename(file_name)[: inner.MAX_NAME] or "attachment"
+        if len(data) > inner.MAX_FILE:
+            raise MessageTooLong(len(data), self.max_message_len)
+        message = inner.file(file_name, data, self._ttl(c))
+        with self.store.transaction():
+            env = self._encrypt(c, message)
+            self._store_outgoing(
+                f"c:{c.cid}", message, [c.cid], kind="file", text=file_name,
+                file=(file_name, data, message.body[2]),
+            )
+        return [env]
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def propose_timer(self, name: str, seconds: int) -> list[Envelope]:
+        """Propose a disappearing-message timer (0 turns it off); it applies when accepted."""
+        if not 0 <= seconds <= inner.MAX_TTL:
+            raise MessengerError("the timer is 0 (off) to one year, in seconds")
+        c = self.contact(name)
+        with self.store.transaction():
+            env = self._encrypt(c, inner.timer(seconds, False))
+            c.my_proposal = seconds
+            self._save_contact(c)
+            self._event(f"c:{c.cid}", f"you proposed disappearing messages: {_span(seconds)}")
+        return [env]
+
+    def accept_timer(self, name: str) -> list[Envelope]:
+        c = self.contact(name)
+        if c.their_proposal < 0:
+            raise MessengerError(f"{name} has not proposed a timer")
+        seconds = c.their_proposal
+        with self.store.transaction():
+            env = self._encrypt(c, inner.timer(seconds, True))
+            c.timer, c.their_proposal, c.my_proposal = seconds, -1, -1
+            self._save_contact(c)
+            self._event(f"c:{c.cid}", f"disappearing messages: {_span(seconds)}")
+        return [env]
+
+    # -- groups --------------------------------------------------------------------------------
+
+    def _groups(self) -> list[GroupRecord]:
+        return [
+            GroupRecord.decode(v)
+            for k, v in self.store.items("settings")
+            if k.startswith("group:")
+        ]
+
+    def _save_group(self, g: GroupRecord) -> None:
+        self.store.put("settings", f"group:{g.gid.hex()}", g.encode())
+
+    def group(self, name: str) -> GroupRecord:
+        for g in self._groups():
+            if g.name == name and not g.left:
+                return g
+        for g in self._groups():
+            if g.name == name:
+                return g
+        raise UnknownGroup(name)
+
+    def _group_by_id(self, gid: bytes) -> GroupRecord | None:
+        data = self.store.get("settings", f"group:{gid.hex()}")
+        return None if data is None else GroupRecord.decode(data)
+
+    def _member_list(self, g: GroupRecord) -> list[list[Any]]:
+        out: list[list[Any]] = [["", self.card.to_bytes()]]
+        for cid in g.members:
+            c = self._by_cid(cid)
+            if c is not None:
+                out.append([c.name, c.card])
+        return out
+
+    def _names(self, cids: list[str]) -> list[str]:
+        return [c.name for cid in cids if (c := self._by_cid(cid)) is not None]
+
+    def _fan_out(
+        self, g: GroupRecord, message: inner.Inner, cids: list[str]
+    ) -> tuple[list[Envelope], dict[str, str]]:
+        envelopes, failed = [], {}
+        for cid in cids:
+            c = self._by_cid(cid)
+            if c is None:
+                continue
+            try:
+                envelopes.append(self._encrypt(c, message))
+            except MessageTooLong:
+                raise
+            except MessengerError as exc:
+                failed[cid] = str(exc)
+        return envelopes, failed
+
+    def create_group(self, name: str, members: list[str]) -> list[Envelope]:
+        name = _check_name(name)
+        if any(g.name == name and not g.left for g in self._groups()):
+            raise MessengerError(f"there is already a group named {name!r}")
+        cids = list(dict.fromkeys(self.contact(m).cid for m in members))
+        g = GroupRecord(inner.new_uid(), name, "", cids)
+        with self.store.transaction():
+            self._save_group(g)
+            envs, _ = self._fan_out(g, inner.group_update(g.gid, name, self._member_list(g)), cids)
+            self._event(f"g:{g.gid.hex()}", f"you created the group with {', '.join(members)}")
+        return envs
+
+    def _admin_group(self, group: str) -> GroupRecord:
+        g = self.group(group)
+        if g.left:
+            raise MessengerError(f"you are no longer a member of {group!r}")
+        if g.admin:
+            raise MessengerError("only the group's creator can change its members")
+        return g
+
+    def group_add(self, group: str, member: str) -> list[Envelope]:
+        g = self._admin_group(group)
+        c = self.contact(member)
+        if c.cid in g.members:
+            raise MessengerError(f"{member} is already in {group!r}")
+        g.members.append(c.cid)
+        with self.store.transaction():
+            self._save_group(g)
+            update = inner.group_update(g.gid, g.name, self._member_list(g))
+            envs, _ = self._fan_out(g, update, g.members)
+            self._event(f"g:{g.gid.hex()}", f"you added {member}")
+        return envs
+
+    def group_remove(self, group: str, member: str) -> list[Envelope]:
+        """Remove a member: the others get the new list, the removed member gets it too (and
+        sees itself missing); from now on nothing of the group is encrypted for it."""
+        g = self._admin_group(group)
+        c = self.contact(member)
+        if c.cid not in g.members:
+            raise MessengerError(f"{member} is not in {group!r}")
+        g.members.remove(c.cid)
+        with self.store.transaction():
+            self._save_group(g)
+            update = inner.group_update(g.gid, g.name, self._member_list(g))
+            envs, _ = self._fan_out(g, update, [*g.members, c.cid])
+            self._event(f"g:{g.gid.hex()}", f"you removed {member}")
+        return envs
+
+    def send_group(self, group: str, body: str) -> list[Envelope]:
+        g = self.group(group)
+        if g.left:
+            raise MessengerError(f"you are no longer a member of {group!r}")
+        if not g.members:
+            raise MessengerError(f"{group!r} has no other members")
+        message = inner.group_text(g.gid, body)
+        with self.store.transaction():
+            envs, failed = self._fan_out(g, message, g.members)
+            self._store_outgoing(
+                f"g:{g.gid.hex()}", message, g.members, kind="text", text=body, failed=failed
+            )
+        return envs
+
+    def groups(self) -> list[dict[str, Any]]:
+        out = []
+        for g in self._groups():
+            admin = self._by_cid(g.admin) if g.admin else None
+            out.append({
+                "name": g.name,
+                "members": sorted(self._names(g.members)),
+                "admin": "you" if not g.admin else (admin.name if admin else "?"),
+                "left": g.left,
+                "unread": self._unread(f"g:{g.gid.hex()}"),
+            })
+        return sorted(out, key=lambda d: d["name"])
+
+    # -- transport events ----------------------------------------------------------------------
+
+    def bind(self, envelope: Envelope, transport_id: bytes) -> None:
+        """Remember which message and recipient a transport message carries."""
+        self.store.put(
+            "settings", f"transport:{transport_id.hex()}", envelope.uid + envelope.cid.encode()
+        )
+
+    def _transport(self, transport_id: bytes) -> tuple[bytes, str] | None:
+        data = self.store.get("settings", f"transport:{transport_id.hex()}")
+        if data is None:
+            return None
+        return data[: inner.UID_LEN], data[inner.UID_LEN :].decode()
+
+    def _set_state(self, uid: bytes, cid: str, state: Delivery, reason: str = "") -> None:
+        key = f"delivery:{uid.hex()}"
+        data = self.store.get("settings", key)
+        if data is None:
+            return  # expired and deleted, or not a message we track (a control message)
+        rows = decode_delivery(data)
+        if cid not in rows:
+            return
+        old_state, _ = rows[cid]
+        new = advance(old_state, state)
+        if new is not old_state:
+            rows[cid] = (new, reason if new is Delivery.FAILED else "")
+            self.store.put("settings", key, encode_delivery(rows))
+
+    def tracks(self, transport_id: bytes) -> bool:
+        return self._transport(transport_id) is not None
+
+    def on_transport_progress(self, transport_id: bytes, sent: int, acked: int, total: int) -> None:
+        """Fragments that have left (``sent``) and been acknowledged, of ``total``."""
+        found = self._transport(transport_id)
+        if found is None:
+            return
+        uid, cid = found
+        self._progress[uid + cid.encode()] = (acked, total)
+        if sent:
+            self._set_state(uid, cid, Delivery.SENT)
+
+    def on_transport_delivered(self, transport_id: bytes) -> None:
+        found = self._transport(transport_id)
+        if found is not None:
+            self._set_state(*found, Delivery.AT_PROVIDER)
+            self._progress.pop(found[0] + found[1].encode(), None)
+            self.store.delete("settings", f"transport:{transport_id.hex()}")
+
+    def mark_failed(self, envelope: Envelope, reason: str) -> None:
+        """The transport refused the envelope outright (no route, queue full)."""
+        self._set_state(envelope.uid, envelope.cid, Delivery.FAILED, reason)
+
+    def on_transport_failed(self, transport_id: bytes, reason: str) -> None:
+        found = self._transport(transport_id)
+        if found is not None:
+            self._set_state(*found, Delivery.FAILED, reason)
+            self._progress.pop(found[0] + found[1].encode(), None)
+            self.store.delete("settings", f"transport:{transport_id.hex()}")
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Envelope] | None:
+        """Decrypt and store one transport payload; returns the receipts to send, or None if
+        the payload is not a messenger message for us (raw testnet traffic, garbage, replays:
+        counted by reason, never raised)."""
+        try:
+            return self._receive(data)
+        except MessageError:
+            self.counts["undecryptable"] += 1
+        except DecodeError:
+            self.counts["malformed"] += 1
+        except MessengerError:
+            self.counts["rejected"] += 1
+        return None
+
+    def _sessions(self) -> dict[str, Session]:
+        """Every session to try: contacts' ones, and those of unconfirmed new keys
+        (``pending:<contact id>``, see :meth:`_contact_for_new_session`)."""
+        sessions = self.store.sessions()
+        for key, value in self.store.items("settings"):
+            if key.startswith(PENDING):
+                sessions[key] = _parse_session(unpack_canonical(value)[1])
+        return sessions
+
+    def _receive(self, data: bytes) -> list[Envelope]:
+        sessions = self._sessions()
+        with self.store.transaction():
+            got = open_message(self.identity, sessions, data)
+            message = inner.decode(got.plaintext)
+            pending = False
+            if got.contact is None:
+                c, pending = self._contact_for_new_session(got.peer)
+            elif got.contact.startswith(PENDING):
+                found = self._by_cid(got.contact[len(PENDING):])
+                if found is None:
+                    raise MessengerError("a pending key for a deleted contact")
+                c, pending = found, True
+            else:
+                found = self._by_cid(got.contact)
+                if found is None:
+                    raise MessengerError("a session without its contact")
+                c = found
+            if pending:
+                self.store.put("settings", PENDING + c.cid,
+                               pack([got.peer.to_bytes(), got.session.to_bytes()]))
+            else:
+                self.store.save_session(c.cid, got.session)
+            self.counts["received"] += 1
+            return self._dispatch(c, message)
+
+    def _contact_for_new_session(self, peer: ContactCard) -> tuple[ContactRecord, bool]:
+        """The contact a first message from a new session belongs to, and whether its keys
+        are a pending (unacknowledged) change. A new identity that claims a known contact's
+        address is a key change: the contact is flagged and sending blocked, but the old card
+        and session stay until the user acknowledges (an address in a card proves nothing,
+        so a stranger cannot replace a contact's session just by claiming its mailbox)."""
+        known = self._by_identity(peer.identity_key)
+        if known is not None:
+            known.card = peer.to_bytes()
+            self._save_contact(known)
+            return known, False
+        for c in self._contacts():
+            card = ContactCard.from_bytes(c.card)
+            if (card.provider, card.mailbox) == (peer.provider, peer.mailbox):
+                v = self._verification(c)
+                if v.observe(peer):
+                    self.store.save_verification(c.cid, v)
+                    self._event(
+                        f"c:{c.cid}", "safety number changed: verify it before you reply"
+                    )
+                return c, True
+        name = self._unique_name(f"unknown-{peer.identity_key[:4].hex()}")
+        c = ContactRecord(os.urandom(8).hex(), name, peer.to_bytes(), self.clock(), request=True)
+        self._save_contact(c)
+        self.store.save_verification(c.cid, ContactVerification.first_seen(peer))
+        self._event(f"c:{c.cid}", "message request: someone not in your contacts wrote")
+        return c, False
+
+    def _adopt_pending(self, c: ContactRecord) -> None:
+        """After the user accepted a key change: the new card and session replace the old."""
+        data = self.store.get("settings", PENDING + c.cid)
+        if data is None:
+            return
+        card, session = unpack_canonical(data)
+        c.card = card
+        self._save_contact(c)
+        self.store.put("sessions", c.cid, session)
+        self.store.delete("settings", PENDING + c.cid)
+
+    def _dispatch(self, c: ContactRecord, m: inner.Inner) -> list[Envelope]:
+        now = self.clock()
+        if m.kind == "receipt":
+            for uid in m.body[0]:
+                self._set_state(uid, c.cid, Delivery.DELIVERED)
+            return []
+        if m.kind == "timer":
+            seconds, accept = m.body
+            if accept:
+                if c.my_proposal == seconds:
+                    c.timer, c.my_proposal, c.their_proposal = seconds, -1, -1
+                    self._event(f"c:{c.cid}", f"disappearing messages: {_span(seconds)}")
+                else:
+                    self.counts["stale_timer_accept"] += 1
+            else:
+                c.their_proposal = seconds
+                self._event(
+                    f"c:{c.cid}",
+                    f"{c.name} proposes disappearing messages: {_span(seconds)} "
+                    f"(accept: mixnet timer accept {c.name})",
+                )
+            self._save_contact(c)
+            return []
+        if m.kind == "gupdate":
+            self._group_update(c, *m.body)
+            return []
+        ttl = min((t for t in (m.ttl, c.timer) if t), default=0)
+        expires = now + ttl if ttl else 0.0
+        if m.kind in ("text", "file"):
+            conv = f"c:{c.cid}"
+        else:
+            g = self._group_by_id(m.body[0])
+            if g is None or g.left or (c.cid not in g.members and c.cid != g.admin):
+                self.counts["group_rejected"] += 1
+                return []
+            conv = f"g:{g.gid.hex()}"
+        if m.kind in ("text", "gtext"):
+            record = MessageRecord(m.uid, "in", c.cid, "text", m.body[-1], now, expires)
+        else:
+            name, blob, digest = m.body[-3:]
+            record = MessageRecord(m.uid, "in", c.cid, "file", name, now, expires,
+                                   name, blob, digest)
+        self.store.add_message(conv, record.encode())
+        try:
+            return [self._encrypt(c, inner.receipt([m.uid]))]
+        except MessengerError:  # key change unacknowledged: no receipt until then
+            self.counts["receipts_blocked"] += 1
+            return []
+
+    def _group_update(self, sender: ContactRecord, gid: bytes, name: str, members: list[Any]
+                      ) -> None:
+        g = self._group_by_id(gid)
+        if g is not None and g.admin != sender.cid:
+            self.counts["group_rejected"] += 1  # only the creator changes membership
+            return
+        cards = []
+        for _hint, card_bytes in members:
+            card = ContactCard.from_bytes(card_bytes)
+            card.verify()
+            cards.append((_hint, card))
+        mine = any(card.identity_key == self.card.identity_key for _, card in cards)
+        if not any(card.identity_key == ContactCard.from_bytes(sender.card).identity_key
+                   for _, card in cards):
+            self.counts["group_rejected"] += 1
+            return
+        cids = []
+        for hint, card in cards:
+            if card.identity_key == self.card.identity_key:
+                continue
+            c = self._by_identity(card.identity_key)
+            if c is None:
+                c = ContactRecord(
+                    os.urandom(8).hex(),
+                    self._unique_name(hint or f"member-{card.identity_key[:4].hex()}"),
+                    card.to_bytes(), self.clock(), hidden=True,
+                )
+                self._save_contact(c)
+                self.store.save_verification(c.cid, ContactVerification.first_seen(card))
+            if c.cid != sender.cid:
+                cids.append(c.cid)
+        conv = f"g:{gid.hex()}"
+        if g is None:
+            g = GroupRecord(gid, name, sender.cid, [sender.cid, *cids], left=not mine)
+            self._event(conv, f"{sender.name} added you to the group {name!r}")
+        else:
+            before = set(self._names(g.members))
+            g.members = [sender.cid, *cids] if mine else []
+            g.name, g.left = name, not mine
+            after = set(self._names(g.members))
+            for added in sorted(after - before):
+                self._event(conv, f"{sender.name} added {added}")
+            for removed in sorted(before - after - {sender.name}):
+                self._event(conv, f"{sender.name} removed {removed}")
+        if not mine:
+            self._event(conv, f"{sender.name} removed you from the group")
+        self._save_group(g)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _event(self, conv: str, text: str) -> None:
+        record = MessageRecord(inner.new_uid(), "event", "", "event", text, self.clock())
+        self.store.add_message(conv, record.encode())
+
+    def _conversation_id(self, name: str) -> tuple[str, str]:
+        """``("contact"|"group", conversation id)`` for a contact name or ``#group``."""
+        if name.startswith("#"):
+            return "group", f"g:{self.group(name[1:]).gid.hex()}"
+        try:
+            return "contact", f"c:{self.contact(name).cid}"
+        except UnknownContact:
+            try:
+                return "group", f"g:{self.group(name).gid.hex()}"
+            except UnknownGroup:
+                raise UnknownContact(name) from None
+
+    def _live(self, conv: str) -> list[tuple[int, MessageRecord]]:
+        now = self.clock()
+        out = []
+        for seq, body in self.store.messages(conv):
+            record = MessageRecord.decode(body)
+            if record.expires_at and record.expires_at <= now:
+                self._delete(seq, record)
+                continue
+            out.append((seq, record))
+        return out
+
+    def _delete(self, seq: int, record: MessageRecord) -> None:
+        self.store.delete_message(seq)
+        self.store.delete("settings", f"delivery:{record.uid.hex()}")
+        self.counts["expired"] += 1
+
+    def _unread(self, conv: str) -> int:
+        mark = self.store.get("settings", f"read:{conv}")
+        after = int(mark.decode()) if mark else 0
+        return sum(
+            1 for seq, r in self._live(conv) if seq > after and r.direction == "in"
+        )
+
+    def conversation(self, name: str, *, mark_read: bool = True,
+                     with_data: bool = False) -> dict[str, Any]:
+        kind, conv = self._conversation_id(name)
+        rows = self._live(conv)
+        senders = {c.cid: c.name for c in self._contacts()}
+        out = []
+        for seq, r in rows:
+            item: dict[str, Any] = {
+                "seq": seq, "id": r.uid.hex(), "direction": r.direction, "kind": r.kind,
+                "from": "you" if r.direction == "out" else senders.get(r.sender, ""),
+                "text": r.text, "at": r.at, "expires_at": r.expires_at or None,
+            }
+            if r.kind == "file":
+                item["file"] = {"name": r.file_name, "size": len(r.file_data),
+                                "sha256": r.file_sha256.hex()}
+                if with_data:
+                    item["file"]["data"] = r.file_data
+            if r.direction == "out":
+                data = self.store.get("settings", f"delivery:{r.uid.hex()}")
+                rows_ = decode_delivery(data) if data else {}
+                item.update(summarize(rows_))
+                progress = [self._progress.get(r.uid + cid.encode()) for cid in rows_]
+                known = [p for p in progress if p]
+                if known:
+                    item["fragments_acked"] = sum(a for a, _ in known)
+                    item["fragments_total"] = sum(t for _, t in known)
+            out.append(item)
+        if mark_read and rows:
+            self.store.put("settings", f"read:{conv}", str(rows[-1][0]).encode())
+        info: dict[str, Any] = {"conversation": name, "type": kind, "messages": out}
+        if kind == "contact":
+            info["contact"] = self.contact_info(self.contact(name))
+        return info
+
+    def inbox(self) -> list[dict[str, Any]]:
+        """Conversations with unread messages."""
+        out = []
+        for c in self._contacts():
+            n = self._unread(f"c:{c.cid}")
+            if n:
+                out.append({"conversation": c.name, "type": "contact", "unread": n})
+        for g in self._groups():
+            n = self._unread(f"g:{g.gid.hex()}")
+            if n:
+                out.append({"conversation": g.name, "type": "group", "unread": n})
+        return out
+
+    def expire(self) -> int:
+        """Delete every message whose timer ran out; returns how many."""
+        before = self.counts["expired"]
+        for c in self._contacts():
+            self._live(f"c:{c.cid}")
+        for g in self._groups():
+            self._live(f"g:{g.gid.hex()}")
+        return self.counts["expired"] - before
+
+    def statistics(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def _span(seconds: int) -> str:
+    if seconds == 0:
+        return "off"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = ["Envelope", "Messenger", "MixnetError"]

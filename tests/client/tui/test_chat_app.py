@@ -1,0 +1,136 @@
+"""The chat screen, headless (textual's pilot), over the real messenger operations of two
+in-memory users whose ciphertexts are handed over directly: open a conversation, send, watch
+the state reach "delivered"; a key change shows the warning banner; a timer shows its icon.
+textual runs on asyncio while the suite runs async tests on trio, so each test drives its
+scenario with ``asyncio.run``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.messenger import ops
+from client.messenger.messenger import Envelope, Messenger
+from client.storage import KdfParams, Store
+from client.tui.app import TIMER_ICON, ChatApp, render_message
+
+
+class Pair:
+    """Alice (behind the fake API) and Bob; ``hold`` keeps envelopes in flight."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.alice = self.user("alice")
+        self.bob = self.user("bob")
+        self.alice.add_contact(self.bob.card.to_text(), "bob")
+        self.bob.add_contact(self.alice.card.to_text(), "alice")
+        self.hold = False
+        self.in_flight: list[Envelope] = []
+
+    def user(self, name: str, **kw: Any) -> Messenger:
+        store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
+        return Messenger(store, provider=kw.get("provider", os.urandom(32)),
+                         mailbox=kw.get("mailbox", os.urandom(16)))
+
+    def to_bob(self, envelopes: list[Envelope]) -> None:
+        self.in_flight.extend(envelopes)
+        if not self.hold:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.in_flight:
+            replies = self.bob.receive(self.in_flight.pop(0).data)
+            for r in replies or []:
+                self.alice.receive(r.data)
+
+
+class FakeApi:
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+
+    async def call(self, op: str, **args: Any) -> Any:
+        return ops.handle(self.pair.alice, {"op": op, **args}, self.pair.to_bob)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    yield p
+    p.alice.store.close()
+    p.bob.store.close()
+
+
+def test_open_send_and_see_delivered(pair: Pair) -> None:
+    asyncio.run(_open_send_and_see_delivered(pair))
+
+
+async def _open_send_and_see_delivered(pair: Pair) -> None:
+    pair.hold = True
+    app = ChatApp(FakeApi(pair), poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.entries == ["bob"]
+        await pilot.click("#contacts ListItem")
+        await pilot.pause()
+        assert app.current == "bob"
+        await pilot.press(*"hello", "enter")
+        await pilot.pause()
+        assert "hello" in app.conversation_text and "(queued)" in app.conversation_text
+        pair.flush()  # bob's daemon stores it and answers with a receipt
+        await pilot.pause(0.2)
+        assert "(delivered)" in app.conversation_text
+        assert app.query_one("#input").value == ""
+
+
+def test_key_change_banner_appears(pair: Pair) -> None:
+    asyncio.run(_key_change_banner_appears(pair))
+
+
+async def _key_change_banner_appears(pair: Pair) -> None:
+    app = ChatApp(FakeApi(pair), poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await app.open("bob")
+        await pilot.pause()
+        assert app.banner_text == ""
+        bob = pair.bob.card
+        bob2 = pair.user("bob2", provider=bob.provider, mailbox=bob.mailbox)
+        bob2.add_contact(pair.alice.card.to_text(), "alice")
+        for env in bob2.send_text("alice", "new phone, same bob"):
+            pair.alice.receive(env.data)
+        await pilot.pause(0.2)
+        assert "safety number changed" in app.banner_text
+        assert app.query_one("#banner").has_class("shown")
+        await pilot.press(*"hi", "enter")
+        await pilot.pause()
+        assert "blocked" in str(app.query_one("#error").render())
+        bob2.store.close()
+
+
+def test_timer_icon_on_disappearing_conversation(pair: Pair) -> None:
+    asyncio.run(_timer_icon_on_disappearing_conversation(pair))
+
+
+async def _timer_icon_on_disappearing_conversation(pair: Pair) -> None:
+    pair.to_bob(pair.alice.propose_timer("bob", 30))
+    for env in pair.bob.accept_timer("alice"):
+        pair.alice.receive(env.data)
+    app = ChatApp(FakeApi(pair), poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await app.open("bob")
+        await pilot.press(*"vanishing", "enter")
+        await pilot.pause()
+        assert TIMER_ICON in app.title_text
+        assert TIMER_ICON in app.conversation_text
+
+
+def test_render_failed_state_with_reason() -> None:
+    line = render_message({
+        "at": 0.0, "direction": "out", "kind": "text", "from": "you", "text": "x[y]",
+        "state": "failed", "reason": "retry_budget_exhausted",
+    })
+    assert "failed: retry_budget_exhausted" in line and r"x\[y]" in line
