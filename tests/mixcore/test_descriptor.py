@@ -233,6 +233,7 @@ def _not_on_curve() -> bytes:
         MIX_KEYS[0][1] + b"\x00",
         bytes(33),
     ],
+    ids=["off-curve", "uncompressed-prefix", "x-over-p", "truncated", "one-byte-long", "zeros"],
 )
 def test_invalid_mix_key_bytes_rejected(bad_key: bytes) -> None:
     with pytest.raises(DescriptorError, match=r"^mix_keys"):
