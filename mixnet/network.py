@@ -56,6 +56,8 @@ class Process:
     info: dict[str, Any] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the process (e.g. a client's store passphrase)."""
 
     @property
     def log_path(self) -> Path:
@@ -147,16 +149,27 @@ class LocalNetwork:
         for auth in auths:
             self.processes[auth.name] = auth
 
-    def add_client(self, name: str, provider: str) -> Process:
-        """Create a client of ``provider`` (a provider's name); start it with :meth:`start`."""
+    def add_client(self, name: str, provider: str, *, passphrase: str | None = None) -> Process:
+        """Create a client of ``provider`` (a provider's name); start it with :meth:`start`.
+
+        With a ``passphrase`` the client also gets its encrypted message store (the messenger);
+        without, it is a transport-only client."""
         data = self.root / name
         params_file = self.root / "params.json"
-        info = _cli_json(
-            ["client", "init", "--dir", str(data), "--provider", provider, "--name", name,
-             "--params", str(params_file), "--json", *self.authority_args()]
-        )
+        env = {"MIXNET_PASSPHRASE": passphrase} if passphrase else {}
+        saved = os.environ.pop("MIXNET_PASSPHRASE", None)
+        os.environ.update(env)
+        try:
+            info = _cli_json(
+                ["client", "init", "--dir", str(data), "--provider", provider, "--name", name,
+                 "--params", str(params_file), "--json", *self.authority_args()]
+            )
+        finally:
+            os.environ.pop("MIXNET_PASSPHRASE", None)
+            if saved is not None:
+                os.environ["MIXNET_PASSPHRASE"] = saved
         argv = self._mixnet("client", "run", "--dir", str(data))
-        proc = Process(name, "client", data, argv, 0, info)
+        proc = Process(name, "client", data, argv, 0, info, env=env)
         self.processes[name] = proc
         return proc
 
@@ -182,7 +195,7 @@ class LocalNetwork:
         proc = self.processes[name]
         if proc.running():
             raise NetworkError(f"{name} is already running")
-        env = dict(os.environ)
+        env = {**os.environ, **proc.env}
         if self.trace and proc.kind in ("mix", "provider"):
             env["MIXNET_TRACE"] = str(proc.data_dir / "trace.jsonl")
         with open(proc.log_path, "ab") as log, open(proc.out_path, "wb") as out:

@@ -53,6 +53,8 @@ class Options:
     directory: Path | None = None
     trace: Path | None = None
     json: bool = False
+    passphrase: str = "testnet"  # noqa: S105  # demo clients on a throwaway local network
+    """The clients' message-store passphrase (they are demo clients)."""
 
 
 @dataclass
@@ -364,7 +366,7 @@ async def _main(run: Run) -> dict[str, Any]:
     providers = [p.name for p in net.of_kind("provider")]
     for i in range(options.clients):
         name = f"client{i + 1}"
-        net.add_client(name, providers[i % len(providers)])
+        net.add_client(name, providers[i % len(providers)], passphrase=options.passphrase)
         net.start(name)
         run.clients.append(name)
     await trio.to_thread.run_sync(lambda: net.wait_ready(run.clients, 180))
@@ -406,9 +408,14 @@ def run_testnet(options: Options) -> dict[str, Any]:
             rows = net.collect_trace(options.trace)
             summary["trace"] = {"file": str(options.trace), "link_events": rows}
         if options.keep_running:
+            first, second = (net.processes[n].data_dir for n in run.clients[:2])
             summary["attach"] = {
-                name: f"mixnet client status --dir {net.processes[name].data_dir}"
-                for name in run.clients
+                "passphrase": f"export MIXNET_PASSPHRASE={options.passphrase}",
+                "chat": f"mixnet chat --dir {first}",
+                "card": f"mixnet contact card --dir {second}",
+                "add": f"mixnet contact add --dir {first} 'mixnet1:...' --name friend",
+                "send": f"mixnet send --dir {first} friend 'hello'",
+                "status": f"mixnet client status --dir {first}",
             }
             _print(summary, options.json)
             print("network left running; stop it with Ctrl-C", file=sys.stderr)
@@ -471,3 +478,5 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     console.print(nodes)
     for event in summary["events"]:
         console.print(event)
+    for what, command in summary.get("attach", {}).items():
+        console.print(f"{what:10} {command}")
