@@ -26,6 +26,7 @@ from client.e2e.cards import ContactCard
 from client.e2e.identity import UserIdentity
 from client.messenger import commands as messenger_commands
 from client.storage import Store
+from mixcore.consensus import parse_authority_spec
 from mixcore.errors import MixnetError
 from mixcore.keys import LinkKey, save_link_key
 from mixcore.params import NetworkParams
@@ -33,14 +34,11 @@ from mixcore.routing import mailbox_address
 
 
 def _authority(value: str) -> AuthorityEntry:
-    key, sep, url = value.partition("@")
     try:
-        identity = bytes.fromhex(key)
-    except ValueError:
-        identity = b""
-    if not sep or len(identity) != 32 or not url.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError("expected KEYHEX@http://HOST:PORT")
-    return AuthorityEntry(url, identity)
+        url, key = parse_authority_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return AuthorityEntry(url, key)
 
 
 def _emit(result: Any, as_json: bool, human: str) -> None:

@@ -515,6 +515,19 @@ class AuthoritySet:
         return len(self.keys)
 
 
+def parse_authority_spec(text: str) -> tuple[str, bytes]:
+    """``KEYHEX@http(s)://HOST:PORT`` (how operators and users name an authority) ->
+    ``(url, identity key)``; ``ValueError`` with the expected form otherwise."""
+    key_hex, sep, url = text.partition("@")
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        key = b""
+    if not sep or len(key) != PUBLIC_KEY_LEN or not url.startswith(("http://", "https://")):
+        raise ValueError("expected KEYHEX@http://HOST:PORT (a 64-hex-digit authority key)")
+    return url, key
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedConsensus:
     """A document that passed :func:`verify_consensus`, with who vouched for it."""

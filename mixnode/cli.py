@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+from mixcore.consensus import parse_authority_spec
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
 from mixcore.params import NetworkParams
 from mixnode.config import CONFIG_NAME, AuthorityRef, ConfigError, NodeConfig
@@ -25,14 +26,11 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 
 def _parse_authority(value: str) -> AuthorityRef:
-    key, sep, url = value.partition("@")
     try:
-        identity = bytes.fromhex(key)
-    except ValueError:
-        identity = b""
-    if not sep or len(identity) != 32 or not url.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError("expected KEYHEX@http://HOST:PORT")
-    return AuthorityRef(url, identity)
+        url, key = parse_authority_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return AuthorityRef(url, key)
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ by node), so chaining the per-node kernels gives the exact network posterior.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -98,9 +99,21 @@ class PoolTables:
 
     def forward(self, rows: IntArray, logp: FloatArray) -> tuple[IntArray, FloatArray]:
         """Rows arriving at pools (with log-probabilities) -> departure rows that may carry them."""
+        return self._propagate(rows, logp, self.pos_arr, self.obs.next_row, self._forward_node)
+
+    def _propagate(
+        self,
+        rows: IntArray,
+        logp: FloatArray,
+        positions: IntArray,
+        corrupt_link: IntArray,
+        step: Callable[[int, IntArray, FloatArray], tuple[IntArray, FloatArray]],
+    ) -> tuple[IntArray, FloatArray]:
+        """One hop in either direction, node by node: a corrupt node reveals the true link
+        (``corrupt_link``), an honest one spreads the mass over its pool (``step``)."""
         if rows.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        pos = self.pos_arr[rows]
+        pos = positions[rows]
         nodes = self.ev_node[pos]
         out_rows: list[IntArray] = []
         out_lp: list[FloatArray] = []
@@ -110,12 +123,12 @@ class PoolTables:
         for group in np.split(np.arange(pos.size), bounds):
             node = int(nodes[group[0]])
             if self.obs.corrupt[node]:
-                nxt = self.obs.next_row[rows[group]]
-                ok = nxt >= 0
-                out_rows.append(nxt[ok])
+                linked = corrupt_link[rows[group]]
+                ok = linked >= 0
+                out_rows.append(linked[ok])
                 out_lp.append(logp[group][ok])
                 continue
-            r, lp = self._forward_node(node, pos[group], logp[group])
+            r, lp = step(node, pos[group], logp[group])
             out_rows.append(r)
             out_lp.append(lp)
         if not out_rows:
@@ -146,29 +159,7 @@ class PoolTables:
 
     def backward(self, rows: IntArray, logp: FloatArray) -> tuple[IntArray, FloatArray]:
         """Rows leaving pools (with log-probabilities) -> arrival rows they may have come from."""
-        if rows.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        pos = self.pos_dep[rows]
-        nodes = self.ev_node[pos]
-        out_rows: list[IntArray] = []
-        out_lp: list[FloatArray] = []
-        order = np.lexsort((pos, nodes))
-        pos, nodes, rows, logp = pos[order], nodes[order], rows[order], logp[order]
-        bounds = np.flatnonzero(np.diff(nodes)) + 1
-        for group in np.split(np.arange(pos.size), bounds):
-            node = int(nodes[group[0]])
-            if self.obs.corrupt[node]:
-                prv = self.obs.prev_row[rows[group]]
-                ok = prv >= 0
-                out_rows.append(prv[ok])
-                out_lp.append(logp[group][ok])
-                continue
-            r, lp = self._backward_node(node, pos[group], logp[group])
-            out_rows.append(r)
-            out_lp.append(lp)
-        if not out_rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        return np.concatenate(out_rows), np.concatenate(out_lp)
+        return self._propagate(rows, logp, self.pos_dep, self.obs.prev_row, self._backward_node)
 
     def _backward_node(
         self, node: int, d: IntArray, lp: FloatArray

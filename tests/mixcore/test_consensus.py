@@ -592,3 +592,15 @@ def test_fuzz_mutated_body_validly_signed(edits: list[tuple[int, int, str]]) -> 
 def test_fuzz_structured_bodies(items: list[Any]) -> None:
     with contextlib.suppress(MixnetError):
         ConsensusDocument.decode(pack(items))
+
+
+def test_authority_spec_parsing() -> None:
+    from mixcore.consensus import parse_authority_spec
+
+    key = bytes(range(32))
+    assert parse_authority_spec(f"{key.hex()}@http://127.0.0.1:8001") == (
+        "http://127.0.0.1:8001", key
+    )
+    for bad in ("", key.hex(), f"{key.hex()[:-2]}@http://h:1", f"{key.hex()}@ftp://h:1", "zz@http://h:1"):
+        with pytest.raises(ValueError, match="KEYHEX@"):
+            parse_authority_spec(bad)
