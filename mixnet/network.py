@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,21 @@ from mixnet.cli import main as cli_main
 
 class NetworkError(MixnetError):
     """A process of the local network failed to start or to become ready."""
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for an in-process command, then restore them exactly."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def free_port() -> int:
@@ -157,17 +173,11 @@ class LocalNetwork:
         data = self.root / name
         params_file = self.root / "params.json"
         env = {"MIXNET_PASSPHRASE": passphrase} if passphrase else {}
-        saved = os.environ.pop("MIXNET_PASSPHRASE", None)
-        os.environ.update(env)
-        try:
+        with _environment(env):
             info = _cli_json(
                 ["client", "init", "--dir", str(data), "--provider", provider, "--name", name,
                  "--params", str(params_file), "--json", *self.authority_args()]
             )
-        finally:
-            os.environ.pop("MIXNET_PASSPHRASE", None)
-            if saved is not None:
-                os.environ["MIXNET_PASSPHRASE"] = saved
         argv = self._mixnet("client", "run", "--dir", str(data))
         proc = Process(name, "client", data, argv, 0, info, env=env)
         self.processes[name] = proc

@@ -85,7 +85,9 @@ async def test_dissenting_authority_is_ignored_over_http(authority_files, make_n
                 served = (await http.get(f"{urls[2]}/v1/consensus/0")).content
                 assert verify_consensus(served, authorities).body == verified.body
                 info = (await http.get(f"{urls[0]}/v1/health")).json()
-                assert info["statistics"]["voting"]["peer_disagreements"] == 1
+                # Counted once per dissenting peer and epoch; a loaded machine may reach epoch 1
+                # (3 s epochs) before this line, where the dissenter disagrees again.
+                assert info["statistics"]["voting"]["peer_disagreements"] >= 1
 
             for seed in range(3):
                 fetcher = ConsensusFetcher(urls, authorities, clock, rng=random.Random(seed))
