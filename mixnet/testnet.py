@@ -301,6 +301,10 @@ def summarize(run: Run) -> dict[str, Any]:
             "sent": stats.get("sent", 0),
             "in_equals_processed_plus_dropped": stats.get("packets_in", 0)
             == outcomes + sum(dropped.values()),
+            # Every packet that entered the pool (relayed, or the node's own loops and ACKs)
+            # has left it (handed to a link, or refused by a full link queue) or is still in it.
+            "pooled_equals_sent_plus_failed_plus_waiting": stats.get("pooled", 0)
+            == stats.get("sent", 0) + stats.get("send_failed", 0) + stats.get("pool_size", 0),
             "loops_sent": stats.get("loops_sent", 0),
             "loops_returned": stats.get("loops_returned", 0),
             "loop_return_share": stats.get("loop_return_share"),

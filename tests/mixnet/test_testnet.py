@@ -34,6 +34,7 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     assert any("SIGKILL" in e for e in summary["events"])
     for name, node in summary["nodes"].items():
         assert node["in_equals_processed_plus_dropped"], name
+        assert node["pooled_equals_sent_plus_failed_plus_waiting"], name
     assert summary["latency_s"]["p50"] is not None
     assert summary["packets_by_kind"]["real"] >= messages["sent"]
     assert summary["packets_by_kind"]["ack"] > 0
