@@ -21,24 +21,23 @@ from typing import Any
 import trio
 
 from client.api import ApiClient
-from client.daemon_config import AuthorityEntry, ClientConfigError, DaemonConfig
+from client.daemon_config import ClientConfigError, DaemonConfig
 from client.e2e.cards import ContactCard
 from client.e2e.identity import UserIdentity
 from client.messenger import commands as messenger_commands
 from client.storage import Store
-from mixcore.consensus import parse_authority_spec
+from mixcore.consensus import AuthorityRef
 from mixcore.errors import MixnetError
 from mixcore.keys import LinkKey, save_link_key
 from mixcore.params import NetworkParams
 from mixcore.routing import mailbox_address
 
 
-def _authority(value: str) -> AuthorityEntry:
+def _authority(value: str) -> AuthorityRef:
     try:
-        url, key = parse_authority_spec(value)
+        return AuthorityRef.parse(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return AuthorityEntry(url, key)
 
 
 def _emit(result: Any, as_json: bool, human: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixcore.consensus import AuthoritySet
+from mixcore.consensus import AuthorityRef, AuthoritySet
 from mixcore.errors import MixnetError, ParamsError
 from mixcore.params import NetworkParams
 
@@ -28,17 +28,11 @@ class ClientConfigError(MixnetError):
 
 
 @dataclass(frozen=True, slots=True)
-class AuthorityEntry:
-    url: str
-    identity_key: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     data_dir: Path
     provider: str
     """The provider's node name or its identity key in hex, resolved in the consensus."""
-    authorities: tuple[AuthorityEntry, ...]
+    authorities: tuple[AuthorityRef, ...]
     threshold: int
     params: NetworkParams
     name: str = ""
@@ -74,9 +68,7 @@ class DaemonConfig:
             "name": self.name,
             "data_dir": str(self.data_dir),
             "provider": self.provider,
-            "authorities": [
-                {"url": a.url, "identity_key": a.identity_key.hex()} for a in self.authorities
-            ],
+            "authorities": [a.to_json() for a in self.authorities],
             "threshold": self.threshold,
             "params": self.params.to_dict(),
         }
@@ -88,10 +80,7 @@ class DaemonConfig:
             return cls(
                 data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
                 provider=str(data["provider"]),
-                authorities=tuple(
-                    AuthorityEntry(str(a["url"]), bytes.fromhex(a["identity_key"]))
-                    for a in data["authorities"]
-                ),
+                authorities=tuple(AuthorityRef.from_json(a) for a in data["authorities"]),
                 threshold=int(data["threshold"]),
                 params=NetworkParams.from_dict(data["params"]),
                 name=str(data.get("name", "")),

@@ -515,6 +515,28 @@ class AuthoritySet:
         return len(self.keys)
 
 
+@dataclass(frozen=True, slots=True)
+class AuthorityRef:
+    """How a node or client names one authority it trusts: its URL and identity key."""
+
+    url: str
+    identity_key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> AuthorityRef:
+        """From ``KEYHEX@http://HOST:PORT``; ``ValueError`` otherwise."""
+        url, key = parse_authority_spec(text)
+        return cls(url, key)
+
+    def to_json(self) -> dict[str, str]:
+        return {"url": self.url, "identity_key": self.identity_key.hex()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> AuthorityRef:
+        """From a config file's ``{"url", "identity_key"}``; KeyError/TypeError/ValueError."""
+        return cls(str(data["url"]), bytes.fromhex(data["identity_key"]))
+
+
 def parse_authority_spec(text: str) -> tuple[str, bytes]:
     """``KEYHEX@http(s)://HOST:PORT`` (how operators and users name an authority) ->
     ``(url, identity key)``; ``ValueError`` with the expected form otherwise."""

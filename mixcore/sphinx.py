@@ -184,12 +184,6 @@ class MixPrivateKey:
         return f"MixPrivateKey({short_id(self.public)}…)"
 
 
-def generate_mix_keypair() -> tuple[bytes, bytes]:
-    """A fresh ``(secret, public)`` pair as bytes (32-byte scalar, 33-byte compressed point)."""
-    key = MixPrivateKey.generate()
-    return key.secret_bytes(), key.public
-
-
 def save_mix_key(path: str | os.PathLike[str], key: MixPrivateKey, epoch: int) -> None:
     save_secret(path, StoredKey(MIX_KEY_KIND, key.secret_bytes(), epoch))
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import trio
 
-from mixcore.consensus import parse_authority_spec
+from mixcore.consensus import AuthorityRef
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
 from mixcore.params import NetworkParams
-from mixnode.config import CONFIG_NAME, AuthorityRef, ConfigError, NodeConfig
+from mixnode.config import CONFIG_NAME, ConfigError, NodeConfig
 from mixnode.processor import Role
 from mixnode.server import IDENTITY_FILE, LINK_FILE, serve
 
@@ -27,10 +27,9 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 def _parse_authority(value: str) -> AuthorityRef:
     try:
-        url, key = parse_authority_spec(value)
+        return AuthorityRef.parse(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return AuthorityRef(url, key)
 
 
 def _init(args: argparse.Namespace) -> int:

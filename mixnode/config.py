@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mixcore.consensus import AuthoritySet
+from mixcore.consensus import AuthorityRef, AuthoritySet
 from mixcore.descriptor import check_host, check_name
 from mixcore.errors import DescriptorError, MixnetError, ParamsError
 from mixcore.params import NetworkParams
@@ -24,12 +24,6 @@ CONFIG_NAME = "node.json"
 
 class ConfigError(MixnetError):
     """The node configuration file is missing, malformed or inconsistent."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorityRef:
-    url: str
-    identity_key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +117,7 @@ class NodeConfig:
             elif f.name == "data_dir":
                 value = str(value)
             elif f.name == "authorities":
-                value = [{"url": a.url, "identity_key": a.identity_key.hex()} for a in value]
+                value = [a.to_json() for a in value]
             elif f.name == "params":
                 value = value.to_dict()
             out[f.name] = value
@@ -144,10 +138,7 @@ class NodeConfig:
             if not data_dir.is_absolute() and base is not None:
                 data_dir = base / data_dir
             values["data_dir"] = data_dir
-            values["authorities"] = tuple(
-                AuthorityRef(str(a["url"]), bytes.fromhex(a["identity_key"]))
-                for a in data["authorities"]
-            )
+            values["authorities"] = tuple(AuthorityRef.from_json(a) for a in data["authorities"])
             values["params"] = NetworkParams.from_dict(data["params"])
             return cls(**values)
         except ConfigError:

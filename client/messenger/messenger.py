@@ -12,7 +12,6 @@ mailbox); "delivered" is only ever set by the recipient's end-to-end receipt.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import Counter
@@ -796,10 +795,6 @@ def _span(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 __all__ = ["Envelope", "Messenger", "MixnetError"]
