@@ -16,7 +16,7 @@ class ClientConfig:
     max_pending_fragments: int = 1024
     """Unfinished outgoing fragments (queued or awaiting an ACK) across all messages."""
     max_message_fragments: int = 64
-    """Fragments per message, sent or accepted (about 106 KB with the default geometry)."""
+    """Fragments per message, sent or accepted (about 104 KB with the default geometry)."""
     transit_allowance: float = 2.0
     """Seconds added to every retransmission timeout for links, processing and disk writes."""
     extra_delay_mean: float | None = None

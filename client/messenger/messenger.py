@@ -19,12 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from client.config import ClientConfig
 from client.e2e.cards import ContactCard
 from client.e2e.errors import KeyChangedError, MessageError
 from client.e2e.identity import UserIdentity
 from client.e2e.ratchet import OVERHEAD
 from client.e2e.safety import ContactVerification, SafetyNumber, VerificationState
 from client.e2e.session import INIT_PREFIX_LEN, PAD_BUCKET, Session, open_message
+from client.fragments import max_message_len
 from client.messenger import inner
 from client.messenger.errors import (
     MessageTooLong,
@@ -45,9 +47,14 @@ from client.messenger.records import (
 from client.storage import Store
 from mixcore.encoding import pack, unpack_canonical
 from mixcore.errors import DecodeError, MixnetError
+from mixcore.payload import data_capacity
+from mixcore.sphinx import SphinxGeometry
 
-#: The transport's limit with the default geometry (64 fragments of 1659 bytes).
-DEFAULT_MAX_MESSAGE_LEN = 106_176
+#: The transport's limit with the default geometry and client configuration (64 fragments of
+#: 1627 bytes); the daemon passes its own core's figure.
+DEFAULT_MAX_MESSAGE_LEN = max_message_len(
+    data_capacity(SphinxGeometry()), ClientConfig().max_message_fragments
+)
 MAX_NAME_LEN = 64
 PENDING = "pending_key:"
 

@@ -58,7 +58,7 @@ def test_geometry_of_default_params() -> None:
     g = SX.geometry
     assert g.max_hops == 5
     assert g.body_len == 2048
-    assert g.packet_len == 1 + 33 + g.beta_len + 16 + 2048
+    assert g.packet_len == 1 + 65 + g.beta_len + 16 + 2048 == 2380
     assert g.payload_capacity == 2048 - 16 - 2
 
 

@@ -91,8 +91,11 @@ def test_replay_is_dropped_and_counted() -> None:
 def test_tampered_and_garbage_packets_are_dropped() -> None:
     packet = SX.create_forward(path("m1", "m2", "m3", "p2"), [0.1] * 3, BOB, b"x")
     m1 = NODES["m1"].processor
-    tampered = packet[:40] + bytes([packet[40] ^ 1]) + packet[41:]
+    in_beta = 1 + 65 + 30  # past the version byte and alpha
+    tampered = packet[:in_beta] + bytes([packet[in_beta] ^ 1]) + packet[in_beta + 1 :]
     assert m1.receive(tampered, 100.0) == Dropped(DropReason.BAD_MAC)
+    off_curve = packet[:40] + bytes([packet[40] ^ 1]) + packet[41:]  # inside alpha
+    assert m1.receive(off_curve, 100.0) == Dropped(DropReason.MALFORMED)
     assert m1.receive(b"short", 100.0) == Dropped(DropReason.MALFORMED)
     assert m1.receive(os.urandom(len(packet)), 100.0).reason in {  # type: ignore[union-attr]
         DropReason.MALFORMED,

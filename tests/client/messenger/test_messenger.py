@@ -13,7 +13,7 @@ import pytest
 
 from client.e2e.cards import ContactCard
 from client.messenger.errors import MessageTooLong, MessengerError, UnknownContact
-from client.messenger.messenger import Envelope, Messenger
+from client.messenger.messenger import DEFAULT_MAX_MESSAGE_LEN, Envelope, Messenger
 from client.storage import KdfParams, Store
 
 
@@ -233,7 +233,8 @@ def test_attachment_round_trip_with_matching_hash(world: World) -> None:
 def test_too_long_is_a_clear_error_and_changes_nothing(world: World) -> None:
     world.befriend("alice", "bob")
     alice = world.users["alice"]
-    with pytest.raises(MessageTooLong, match="at most 106176 bytes"):
+    assert DEFAULT_MAX_MESSAGE_LEN == 64 * 1627  # 64 fragments with the default geometry
+    with pytest.raises(MessageTooLong, match=f"at most {DEFAULT_MAX_MESSAGE_LEN} bytes"):
         alice.send_file("bob", "big.bin", b"x" * 200_000)
     assert alice.conversation("bob")["messages"] == []
     with pytest.raises(MessageTooLong):

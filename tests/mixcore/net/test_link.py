@@ -24,7 +24,7 @@ from mixcore.link import (
 )
 from mixcore.net.link import Link, accept_link, connect_link, open_link_over_stream
 
-BODY = 2348
+BODY = 2380
 SERVER_KEY = LinkKey.generate()
 CLIENT_KEY = LinkKey.generate()
 OTHER_KEY = LinkKey.generate()
