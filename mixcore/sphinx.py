@@ -599,7 +599,9 @@ class Sphinx:
         keys near an epoch boundary parses once)."""
         (alpha, beta, gamma), body = parsed
         # sphinxmix's sphinx_process, step by step (alpha is on the curve: _decode_alpha checked).
-        rho, mu, tag, blind, pi = _hop_keys(key._secret * alpha)
+        # pt_mul, not ``scalar * alpha``: Bn.__mul__ would first fail on the point (an exception
+        # and a throw-away Bn per call) before Python falls back to EcPt.__rmul__.
+        rho, mu, tag, blind, pi = _hop_keys(alpha.pt_mul(key._secret))
         if not hmac.compare_digest(gamma, _mu(mu, beta)):
             raise HeaderMacError("header MAC mismatch")
         stream = _aes().ctr(rho, _ZERO_IV, beta + self._beta_pad)
@@ -608,7 +610,7 @@ class Sphinx:
         delta = _lioness_dec(pi, body)
         if isinstance(command, RelayCommand):
             rest = stream[1 + length :]
-            next_alpha = (Bn.from_binary(blind) % _ORDER) * alpha
+            next_alpha = alpha.pt_mul(Bn.from_binary(blind) % _ORDER)
             next_packet = self._serialize(next_alpha, rest[K : K + len(beta)], rest[:K], delta)
             return Relay(tag, command.next_node, command.delay, next_packet)
         if isinstance(command, DeliverCommand):

@@ -256,11 +256,11 @@ class MixNode:
 
     async def _serve_node_link(self, link: Link) -> None:
         while True:
-            kind, body = await link.receive_cell()
-            if kind != CellKind.PACKET:
-                self._count("bad_cells")
-                return
-            self.runtime.handle_packet(body)
+            for kind, body in await link.receive_cells():
+                if kind != CellKind.PACKET:
+                    self._count("bad_cells")
+                    return
+                self.runtime.handle_packet(body)
 
     async def _serve_client_link(self, link: Link) -> None:
         assert self.mailbox is not None and link.remote_static is not None
@@ -268,22 +268,22 @@ class MixNode:
         self.client_links += 1
         try:
             while True:
-                kind, body = await link.receive_cell()
-                if kind == CellKind.PACKET:
-                    if self._trace is not None:
-                        client = f"client-{link.remote_static[:4].hex()}"
-                        self._record(client, self.config.name, body)
-                    self.runtime.handle_packet(body)
-                elif kind == ControlKind.PULL_REQUEST:
-                    request = PullRequest.decode(body)
-                    for item in self.runtime.pull_response(address, request.seq):
-                        await link.send_cell(ControlKind.PULL_ITEM, item)
-                elif kind == ControlKind.PULL_ACK:
-                    ack = PullAck.decode(body)
-                    self.runtime.acknowledge(address, list(ack.item_ids))
-                else:
-                    self._count("bad_cells")
-                    return
+                for kind, body in await link.receive_cells():
+                    if kind == CellKind.PACKET:
+                        if self._trace is not None:
+                            client = f"client-{link.remote_static[:4].hex()}"
+                            self._record(client, self.config.name, body)
+                        self.runtime.handle_packet(body)
+                    elif kind == ControlKind.PULL_REQUEST:
+                        request = PullRequest.decode(body)
+                        for item in self.runtime.pull_response(address, request.seq):
+                            await link.send_cell(ControlKind.PULL_ITEM, item)
+                    elif kind == ControlKind.PULL_ACK:
+                        ack = PullAck.decode(body)
+                        self.runtime.acknowledge(address, list(ack.item_ids))
+                    else:
+                        self._count("bad_cells")
+                        return
         finally:
             self.client_links -= 1
 

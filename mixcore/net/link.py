@@ -133,22 +133,47 @@ class Link:
                     if cell.kind == CellKind.DUMMY and not include_dummies:
                         continue
                     return cell.kind, cell.body
-                if self._closed:
-                    raise LinkClosed("link is closed")
-                try:
-                    data = await self._stream.receive_some(READ_CHUNK)
-                except _TRANSPORT_ERRORS:
-                    await self._abort()
-                    raise LinkClosed("link broke while receiving") from None
-                try:
-                    if not data:
-                        self._connection.receive_eof()  # LinkClosed if it ends mid-cell
-                        raise LinkClosed("peer closed the link")
-                    events = self._connection.receive_data(data)
-                except LinkError:
-                    await self._abort()
-                    raise
-                self._pending.extend(e for e in events if isinstance(e, CellReceived))
+                await self._read()
+
+    async def receive_cells(
+        self, *, include_dummies: bool = False
+    ) -> list[tuple[CellKind | int, bytes]]:
+        """Every cell already decrypted, at least one (reading as :meth:`receive_cell` does).
+
+        Why: a loaded node gets ~27 cells per read; handling them in one go costs one lock and
+        one scheduler round per read instead of per cell, so the pool and the outbound links
+        wake once per batch. Errors as for :meth:`receive_cell`.
+        """
+        async with self._receive_lock:
+            while True:
+                cells = [
+                    (cell.kind, cell.body)
+                    for cell in self._pending
+                    if include_dummies or cell.kind != CellKind.DUMMY
+                ]
+                self._pending.clear()
+                if cells:
+                    return cells
+                await self._read()
+
+    async def _read(self) -> None:
+        """One read from the stream into the pending cells (under the receive lock)."""
+        if self._closed:
+            raise LinkClosed("link is closed")
+        try:
+            data = await self._stream.receive_some(READ_CHUNK)
+        except _TRANSPORT_ERRORS:
+            await self._abort()
+            raise LinkClosed("link broke while receiving") from None
+        try:
+            if not data:
+                self._connection.receive_eof()  # LinkClosed if it ends mid-cell
+                raise LinkClosed("peer closed the link")
+            events = self._connection.receive_data(data)
+        except LinkError:
+            await self._abort()
+            raise
+        self._pending.extend(e for e in events if isinstance(e, CellReceived))
 
     async def aclose(self) -> None:
         """Close the link and its stream (idempotent)."""

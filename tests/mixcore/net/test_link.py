@@ -249,6 +249,32 @@ async def test_dummies_are_skipped_unless_asked() -> None:
         await server.receive_cell()
 
 
+async def test_receive_cells_returns_every_decrypted_cell_in_order() -> None:
+    """A batch of packets written at once comes out in one or more batches, in order, without
+    dummies unless asked; a peer closing mid-stream is LinkClosed, as for receive_cell."""
+    client, server = await linked_pair()
+    packets = [bytes([i]) * BODY for i in range(40)]
+    await client.send_packets(packets)
+    await client.send_dummy()
+    await client.send_cell(CONTROL_FIRST, b"end")
+    got: list[tuple[object, bytes]] = []
+    batches = 0
+    while len(got) < 41:
+        got.extend(await server.receive_cells())
+        batches += 1
+    assert got == [(CellKind.PACKET, p) for p in packets] + [(CONTROL_FIRST, b"end")]
+    assert batches < 41  # cells come in batches, not one per call
+    await client.send_dummy()
+    await client.send_cell(CONTROL_FIRST, b"x")
+    assert await server.receive_cells(include_dummies=True) == [
+        (CellKind.DUMMY, b""),
+        (CONTROL_FIRST, b"x"),
+    ]
+    await client.aclose()
+    with pytest.raises(LinkClosed, match="peer closed"):
+        await server.receive_cells()
+
+
 async def test_concurrent_senders_are_serialized() -> None:
     """Without the send lock two tasks would interleave send_all (BusyResourceError)."""
     client, server = await linked_pair()
