@@ -183,6 +183,52 @@ async def test_message_is_stored_acked_survives_sigkill_and_leaves_only_after_ac
         assert all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, 100))
 
 
+async def stats_when(proc: Any, done: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """The node's statistics once ``done(stats)`` holds (they are written once a second)."""
+    deadline = trio.current_time() + timeout
+    while trio.current_time() < deadline:
+        stats = proc.stats() or {}
+        if stats and done(stats):
+            return stats
+        await trio.sleep(0.3)
+    raise AssertionError(f"statistics never got there: {proc.stats()}")
+
+
+async def test_a_burst_in_one_write_is_handled_whole_with_bad_packets_counted(
+    net: LocalNetwork,
+) -> None:
+    """A loaded node takes every cell of a read at once (Link.receive_cells): a replay and a
+    malformed packet inside such a batch are counted drops, the packets around them are all
+    delivered, and the link stays open."""
+    view = await listed_view(net)
+    p1, _ = provider(net, view, 1)
+    p2, _ = provider(net, view, 2)
+    entry, exit_ = net.processes["provider1"], net.processes["provider2"]
+    alice_key, bob_key = LinkKey.generate(), LinkKey.generate()
+    alice = (p1, mailbox_address(alice_key.public))
+    bob = (p2, mailbox_address(bob_key.public))
+    packets = [send_message(view, alice, bob, b"burst %d" % i)[0] for i in range(120)]
+    malformed = b"\x01\x04" + bytes(SX.geometry.packet_len - 2)  # (0, 0) is not on the curve
+    burst = [*packets[:60], packets[0], malformed, *packets[60:]]
+    entry_before = entry.stats() or {}
+    exit_before = exit_.stats() or {}
+    async with await client_link(view, p2, bob_key) as bob_link:
+        await pull(bob_link, 0)  # registers Bob's mailbox
+    async with await client_link(view, p1, alice_key) as alice_link:
+        await alice_link.send_packets(burst)
+        stored = (exit_before.get("stored_messages", 0)) + 120
+        exit_after = await stats_when(exit_, lambda s: s.get("stored_messages", 0) >= stored)
+        assert exit_after["stored_messages"] == stored  # each packet once, none lost
+        dropped_before = entry_before.get("dropped", {})
+        entry_after = await stats_when(
+            entry, lambda s: s.get("dropped", {}).get("malformed", 0) > 0
+        )
+        for reason in ("replay", "malformed"):
+            assert entry_after["dropped"][reason] == dropped_before.get(reason, 0) + 1
+        # The same link still works: the SURB-ACKs of the burst come back on it.
+        assert await pull_until(alice_link, ItemType.REPLY)
+
+
 async def test_another_key_cannot_pull_and_every_response_has_the_same_size(
     net: LocalNetwork,
 ) -> None:
