@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from collections import Counter
 from contextlib import suppress
@@ -52,6 +51,7 @@ from client.transport_db import TransportDB
 from mixcore.consensus import ConsensusDocument, VerifiedConsensus
 from mixcore.epochs import EpochClock
 from mixcore.errors import DecodeError, LinkError, MixnetError
+from mixcore.files import write_atomic
 from mixcore.keys import LinkKey, load_link_key
 from mixcore.net.directory_client import ConsensusFetcher
 from mixcore.net.link import Link, connect_link
@@ -444,10 +444,8 @@ class ClientDaemon:
             await trio.sleep(1.0)
 
     def write_stats(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=self.config.data_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.status(), f, default=_jsonable)
-        os.replace(tmp, self.config.data_dir / "stats.json")
+        body = json.dumps(self.status(), default=_jsonable).encode()
+        write_atomic(self.config.data_dir / "stats.json", body, durable=False)
 
     def close(self) -> None:
         with suppress(Exception):

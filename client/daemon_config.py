@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mixcore.consensus import AuthorityRef, AuthoritySet
 from mixcore.errors import MixnetError, ParamsError
+from mixcore.files import write_atomic
 from mixcore.params import NetworkParams
 
 CONFIG_NAME = "client.json"
@@ -98,11 +98,7 @@ class DaemonConfig:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         path = self.data_dir / CONFIG_NAME
-        fd, tmp = tempfile.mkstemp(prefix=".client-", dir=self.data_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_json(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
         return path
 
     @classmethod

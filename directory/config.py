@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from directory.errors import DirectoryConfigError
 from directory.voting import VotingSchedule
 from mixcore.consensus import MAX_AUTHORITIES, MAX_NODES, AuthoritySet
 from mixcore.errors import ParamsError
+from mixcore.files import write_atomic
 from mixcore.keys import PUBLIC_KEY_LEN
 from mixcore.params import NetworkParams
 
@@ -301,14 +301,4 @@ def save_config(path: str | os.PathLike[str], config: AuthorityConfig) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps(config.to_dict(path.parent.resolve()), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".authority-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, body.encode(), mode=0o644)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mixcore.errors import KeyFileError, SignatureError
+from mixcore.files import exposure, write_atomic
 
 KEY_FILE_VERSION = 1
 PUBLIC_KEY_LEN = 32
@@ -134,18 +133,7 @@ def save_secret(path: str | os.PathLike[str], stored: StoredKey) -> None:
     body = {"version": KEY_FILE_VERSION, "kind": stored.kind, "secret": stored.secret.hex()}
     if stored.epoch is not None:
         body["epoch"] = stored.epoch
-    fd, tmp = tempfile.mkstemp(prefix=".key-", dir=path.parent)  # mkstemp creates it 0600
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(body, f)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(body) + "\n").encode())
 
 
 def load_secret(path: str | os.PathLike[str], kind: str) -> StoredKey:
@@ -155,11 +143,9 @@ def load_secret(path: str | os.PathLike[str], kind: str) -> StoredKey:
         st = path.stat()
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"key file {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o});"
-            f" refusing to use it. Fix: chmod 600 {path}"
-        )
+    problem = exposure(path, st, "key file")
+    if problem:
+        raise KeyFileError(problem)
     try:
         body = json.loads(path.read_text())
         version, file_kind, secret_hex = body["version"], body["kind"], body["secret"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from mixcore.consensus import AuthorityRef, AuthoritySet
 from mixcore.descriptor import check_host, check_name
 from mixcore.errors import DescriptorError, MixnetError, ParamsError
+from mixcore.files import write_atomic
 from mixcore.params import NetworkParams
 from mixnode.processor import Role
 
@@ -152,11 +152,7 @@ class NodeConfig:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".node-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_json(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeConfig:

@@ -22,12 +22,12 @@ Tags are outputs of a keyed hash, already uniform, so the filter hashes a tag by
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from rbloom import Bloom
 
 from mixcore.errors import MixnetError
+from mixcore.files import write_atomic
 
 
 class ReplayFilterError(MixnetError):
@@ -99,17 +99,7 @@ class ReplayFilter:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = f"{self.capacity} {self.fp_rate!r} {self.inserted}\n".encode()
-        fd, tmp = tempfile.mkstemp(prefix=".replay-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.write(self._bloom.save_bytes())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, header + self._bloom.save_bytes())
         if self._journal is not None:  # everything journaled is now in the saved filter
             os.ftruncate(self._journal, 0)
 

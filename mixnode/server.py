@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import signal
-import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -36,6 +35,7 @@ from mixcore.control import ControlKind, PullAck, PullRequest
 from mixcore.descriptor import NodeDescriptor, NodeRole, make_signed_descriptor
 from mixcore.epochs import EpochClock
 from mixcore.errors import DecodeError, LinkError, MixnetError
+from mixcore.files import write_atomic
 from mixcore.keys import IdentityKey, LinkKey, load_identity_key, load_link_key
 from mixcore.link import CellKind, cell_size
 from mixcore.net.directory_client import ConsensusFetcher, upload_descriptor
@@ -328,11 +328,8 @@ class MixNode:
         return stats
 
     def write_stats(self) -> None:
-        path = self.config.data_dir / "stats.json"
-        fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=self.config.data_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.statistics(), f)
-        os.replace(tmp, path)
+        body = json.dumps(self.statistics()).encode()
+        write_atomic(self.config.data_dir / "stats.json", body, durable=False)
 
     def shutdown(self) -> None:
         """Persist what must survive a restart (also runs on cancellation)."""

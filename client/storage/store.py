@@ -39,7 +39,6 @@ import hashlib
 import hmac
 import os
 import sqlite3
-import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from client.storage.errors import (
 )
 from mixcore.encoding import expect_bytes, expect_int, expect_list, pack, unpack_canonical
 from mixcore.errors import DecodeError, MixnetError
+from mixcore.files import exposure
 
 FORMAT_VERSION = 1
 KEY_LEN = 32
@@ -263,11 +263,9 @@ class Store:
             st = path.stat()
         except FileNotFoundError:
             raise StoreMissing(f"no store at {path} (create one first)") from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise StoreLocked(
-                f"store {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o});"
-                f" refusing to use it. Fix: chmod 600 {path}"
-            )
+        problem = exposure(path, st, "store")
+        if problem:
+            raise StoreLocked(problem)
         conn = cls._connect(path)
         try:
             store_id, kdf, salt, wrapped, failures = cls._read_meta(conn)

@@ -42,7 +42,7 @@ def test_key_files_round_trip_with_mode_0600(tmp_path: Path) -> None:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
     assert load_identity_key(tmp_path / "id.key").public == identity.public
     assert load_link_key(tmp_path / "link.key").public == link.public
-    assert not list(tmp_path.glob(".key-*"))  # no temporary files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["id.key", "link.key"]  # no temp files
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
