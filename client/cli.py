@@ -20,7 +20,6 @@ from typing import Any
 
 import trio
 
-from client.api import ApiClient
 from client.daemon_config import ClientConfigError, DaemonConfig
 from client.e2e.cards import ContactCard
 from client.e2e.identity import UserIdentity
@@ -66,16 +65,7 @@ def _run_trio(fn: Any, *args: Any) -> Any:
 
 def _request(data_dir: Path, op: str, **args: Any) -> Any:
     """One API call from a synchronous command."""
-    return _run_trio(functools.partial(_call, data_dir, op, **args))
-
-
-async def _call(data_dir: Path, op: str, **args: Any) -> Any:
-    config = DaemonConfig.load(data_dir)
-    client = await ApiClient.connect(str(config.socket_path), str(data_dir))
-    try:
-        return await client.call(op, **args)
-    finally:
-        await client.aclose()
+    return _run_trio(functools.partial(messenger_commands.call, data_dir, op, **args))
 
 
 PASSPHRASE_ENV = "MIXNET_PASSPHRASE"  # noqa: S105  # a variable name, not a secret
@@ -111,12 +101,7 @@ def _init(args: argparse.Namespace) -> int:
     data = Path(args.dir).resolve()
     if (data / "client.json").exists() and not args.force:
         raise ClientConfigError(f"{data} already holds a client; use --force to overwrite")
-    params = NetworkParams()
-    if args.params:
-        try:
-            params = NetworkParams.from_dict(json.loads(Path(args.params).read_text()))
-        except (OSError, ValueError) as exc:
-            raise ClientConfigError(f"cannot read params file {args.params}: {exc}") from None
+    params = NetworkParams.load(args.params) if args.params else NetworkParams()
     config = DaemonConfig(
         data_dir=data,
         provider=args.provider,
@@ -206,7 +191,7 @@ def _send(args: argparse.Namespace) -> int:
 async def _wait(data_dir: Path, message_id: bytes, timeout: float) -> dict[str, Any]:
     with trio.move_on_after(timeout):
         while True:
-            state = await _call(data_dir, "message", message_id=message_id)
+            state = await messenger_commands.call(data_dir, "message", message_id=message_id)
             if state["state"] != "pending":
                 return {"message_id": message_id, **state}
             await trio.sleep(0.5)

@@ -33,24 +33,9 @@ from directory.config import (
     save_config,
 )
 from directory.errors import DirectoryConfigError, DirectoryError
-from mixcore.errors import MixnetError, ParamsError
+from mixcore.errors import MixnetError
 from mixcore.keys import IdentityKey, load_identity_key, save_identity_key
 from mixcore.params import NetworkParams
-
-
-def _load_params(path: str | None) -> NetworkParams:
-    if path is None:
-        return NetworkParams()
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DirectoryConfigError(f"params file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise DirectoryConfigError(f"params file {path} is not readable JSON: {exc}") from None
-    try:
-        return NetworkParams.from_dict(data)
-    except (ParamsError, TypeError) as exc:
-        raise DirectoryConfigError(f"params file {path}: {exc}") from None
 
 
 def _info(config: AuthorityConfig, identity: IdentityKey, config_path: Path) -> dict[str, Any]:
@@ -94,7 +79,7 @@ def _init(args: argparse.Namespace) -> int:
         listen_port=port,
         url=url,
         data_dir=directory.resolve(),
-        params=_load_params(args.params),
+        params=NetworkParams.load(args.params) if args.params else NetworkParams(),
         peers=tuple(PeerConfig.parse(spec) for spec in args.peer or ()),
         threshold=args.threshold,
     )

@@ -20,6 +20,10 @@ class ParamsError(MixnetError, ValueError):
         self.field = field
 
 
+class ParamsFileError(MixnetError):
+    """A params file is missing, not JSON, or holds invalid parameters (the message says which)."""
+
+
 class DecodeError(MixnetError):
     """Bytes that do not parse as the expected canonical structure."""
 

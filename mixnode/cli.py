@@ -36,12 +36,7 @@ def _init(args: argparse.Namespace) -> int:
     data = Path(args.dir).resolve()
     if (data / CONFIG_NAME).exists() and not args.force:
         raise ConfigError(f"{data / CONFIG_NAME} exists; use --force to overwrite")
-    params = NetworkParams()
-    if args.params:
-        try:
-            params = NetworkParams.from_dict(json.loads(Path(args.params).read_text()))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read params file {args.params}: {exc}") from None
+    params = NetworkParams.load(args.params) if args.params else NetworkParams()
     host, port = args.listen
     config = NodeConfig(
         name=args.name or data.name[:32],

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mixcore.errors import DecodeError, MixnetError, ParamsError
+from mixcore.errors import DecodeError, MixnetError, ParamsError, ParamsFileError
 from mixcore.params import NetworkParams
 
 
@@ -100,3 +102,26 @@ def test_key_grace_and_max_hop_delay_are_derived_so_packets_meet_a_live_key() ->
     long = NetworkParams(epoch_length=3600.0)
     assert long.key_grace == 600.0
     assert long.max_hop_delay * 2 <= long.key_grace
+
+
+def test_load_reads_what_params_json_prints_and_names_the_file_on_any_problem(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "params.json"
+    custom = NetworkParams().replace(mean_hop_delay=0.25)
+    good.write_text(json.dumps(custom.to_dict()))
+    assert NetworkParams.load(good) == custom
+    cases = {
+        "absent.json": None,
+        "broken.json": "{not json",
+        "unknown.json": json.dumps({"bogus_rate": 1}),
+        "wrong-type.json": json.dumps([1, 2]),
+        "out-of-range.json": json.dumps({**custom.to_dict(), "mean_hop_delay": -1}),
+        "bad-arg.json": json.dumps({**custom.to_dict(), "layers": "three"}),
+    }
+    for name, body in cases.items():
+        path = tmp_path / name
+        if body is not None:
+            path.write_text(body)
+        with pytest.raises(ParamsFileError, match=f"params file {path}"):
+            NetworkParams.load(path)

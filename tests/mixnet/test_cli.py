@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mixcore.params import NetworkParams
 from mixnet.cli import main
 
@@ -56,3 +58,24 @@ def test_a_user_error_inside_a_task_group_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "identity.key" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_role_refuses_a_bad_params_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "params.json"
+    bad.write_text(json.dumps({"bogus_rate": 1}))
+    authority = "00" * 32 + "@http://127.0.0.1:9"
+    commands = {
+        "directory": ["directory", "init", "--dir", str(tmp_path / "d"), "--name", "a",
+                      "--listen", "127.0.0.1:1"],
+        "mixnode": ["mixnode", "init", "--dir", str(tmp_path / "n"), "--role", "mix",
+                    "--listen", "127.0.0.1:2", "--authority", authority],
+        "client": ["client", "init", "--dir", str(tmp_path / "c"), "--provider", "p",
+                   "--authority", authority],
+    }
+    for role, argv in commands.items():
+        assert main([*argv, "--params", str(bad)]) == 1, role
+        err = capsys.readouterr().err
+        assert f"params file {bad}" in err and "bogus_rate" in err, role
+        assert not list(Path(argv[3]).glob("*.json")), role  # no config from a bad file
