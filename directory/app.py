@@ -8,6 +8,8 @@ fetched what, when, is metadata (hypercorn's access log is off too). See ``docs/
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -80,23 +82,19 @@ def create_app(authority: Authority) -> Starlette:
         epoch = authority.current_epoch()
         return _bytes_or_404(authority.document(epoch), f"consensus for epoch {epoch}")
 
-    async def get_consensus(request: Request) -> Response:
-        epoch = _epoch(request)
-        if epoch is None:
-            return _text(400, "epoch must be a decimal integer")
-        return _bytes_or_404(authority.document(epoch), f"consensus for epoch {epoch}")
+    def by_epoch(
+        lookup: Callable[[int], bytes | None], what: str
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A GET handler for ``/{epoch}`` serving ``lookup(epoch)``: 400 for a malformed
+        epoch, 404 while there is nothing for it."""
 
-    async def get_vote(request: Request) -> Response:
-        epoch = _epoch(request)
-        if epoch is None:
-            return _text(400, "epoch must be a decimal integer")
-        return _bytes_or_404(authority.vote(epoch), f"vote for epoch {epoch}")
+        async def get(request: Request) -> Response:
+            epoch = _epoch(request)
+            if epoch is None:
+                return _text(400, "epoch must be a decimal integer")
+            return _bytes_or_404(lookup(epoch), f"{what} for epoch {epoch}")
 
-    async def get_signature(request: Request) -> Response:
-        epoch = _epoch(request)
-        if epoch is None:
-            return _text(400, "epoch must be a decimal integer")
-        return _bytes_or_404(authority.signature(epoch), f"signature for epoch {epoch}")
+        return get
 
     async def get_authority(request: Request) -> Response:
         return JSONResponse(authority.public_info())
@@ -117,9 +115,9 @@ def create_app(authority: Authority) -> Starlette:
     routes = [
         Route("/v1/descriptor", post_descriptor, methods=["POST"]),
         Route("/v1/consensus/current", get_current, methods=["GET"]),
-        Route("/v1/consensus/{epoch}", get_consensus, methods=["GET"]),
-        Route("/v1/vote/{epoch}", get_vote, methods=["GET"]),
-        Route("/v1/signature/{epoch}", get_signature, methods=["GET"]),
+        Route("/v1/consensus/{epoch}", by_epoch(authority.document, "consensus"), methods=["GET"]),
+        Route("/v1/vote/{epoch}", by_epoch(authority.vote, "vote"), methods=["GET"]),
+        Route("/v1/signature/{epoch}", by_epoch(authority.signature, "signature"), methods=["GET"]),
         Route("/v1/authority", get_authority, methods=["GET"]),
         Route("/v1/health", get_health, methods=["GET"]),
     ]

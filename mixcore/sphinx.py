@@ -95,9 +95,11 @@ _ORDER = _GROUP.G.order()
 # ---------------------------------------------------------------------------------------------
 # Symmetric primitives (byte for byte those of sphinxmix's SphinxParams)
 
-#: sphinxmix's per-hop key labels, in the order :func:`_hop_keys` returns the keys.
+#: sphinxmix's label for each per-hop key (rho: routing stream, mu: header MAC, tau: replay
+#: tag, b: blinding factor, pi: LIONESS body key); a key is AES(aes_key, label).
+_HPI_LABEL = b"hpi:hpi:hpi:hpi:"
 _KEY_LABELS = b"hrhohrhohrhohrho" b"hmu:hmu:hmu:hmu:" b"htauhtauhtauhtau" b"hbhbhbhbhbhbhbhb" + (
-    b"hpi:hpi:hpi:hpi:"
+    _HPI_LABEL
 )
 _ZERO_IV = bytes(K)
 
@@ -182,7 +184,7 @@ def _hop_keys(shared: EcPt) -> tuple[bytes, bytes, bytes, bytes, bytes]:
 
 def _hpi(aes_key: bytes) -> bytes:
     """The LIONESS key of a hop from its ``aes_key`` (what ``create_header`` returns)."""
-    return _aes().ecb(aes_key, _KEY_LABELS[64:80])
+    return _aes().ecb(aes_key, _HPI_LABEL)
 
 
 def _lioness_enc(key: bytes, message: bytes) -> bytes:

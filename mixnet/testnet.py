@@ -196,20 +196,18 @@ async def _collect(run: Run) -> None:
 async def _chaos(run: Run, duration: float) -> None:
     """SIGKILL and restart one mix and one provider; stop one authority for good."""
     net = run.net
+
+    async def kill_and_restart(name: str) -> None:
+        net.kill(name)
+        run.log(f"chaos: SIGKILL {name}")
+        await trio.sleep(3.0)
+        await trio.to_thread.run_sync(lambda: net.restart(name, 90))
+        run.log(f"chaos: restarted {name}")
+
     await trio.sleep(duration * 0.25)
-    mix = net.of_kind("mix")[0].name
-    net.kill(mix)
-    run.log(f"chaos: SIGKILL {mix}")
-    await trio.sleep(3.0)
-    await trio.to_thread.run_sync(lambda: net.restart(mix, 90))
-    run.log(f"chaos: restarted {mix}")
+    await kill_and_restart(net.of_kind("mix")[0].name)
     await trio.sleep(duration * 0.15)
-    provider = net.of_kind("provider")[-1].name
-    net.kill(provider)
-    run.log(f"chaos: SIGKILL {provider}")
-    await trio.sleep(3.0)
-    await trio.to_thread.run_sync(lambda: net.restart(provider, 90))
-    run.log(f"chaos: restarted {provider}")
+    await kill_and_restart(net.of_kind("provider")[-1].name)
     await trio.sleep(duration * 0.1)
     authority = net.of_kind("authority")[-1].name
     net.stop(authority)

@@ -10,6 +10,7 @@ for two challenge senders, Loopix's **epsilon**.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from simulations.pools import PoolTables
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 #: A frontier never needs more hops than this; it guards against a malformed trace with a cycle.
 MAX_HOPS = 64
@@ -64,22 +66,26 @@ class Adversary:
 
     def where_did_it_go(self, row: int) -> Posterior:
         """Distribution over delivered rows for the packet injected on ``row``."""
-        rows = np.array([row], dtype=np.int64)
-        lp = np.zeros(1)
-        found_rows: list[IntArray] = []
-        found_lp: list[FloatArray] = []
-        for _ in range(MAX_HOPS):
-            if rows.size == 0:
-                break
-            done = self._delivered[rows]
-            found_rows.append(rows[done])
-            found_lp.append(lp[done])
-            go = ~done & self._mixing_in[rows]
-            rows, lp = self.tables.forward(rows[go], lp[go])
-        return _collect(found_rows, found_lp)
+        return self._walk(row, self._delivered, lambda rows: rows, self._mixing_in, forward=True)
 
     def who_sent_it(self, row: int) -> Posterior:
         """Distribution over clients for the packet delivered on ``row``."""
+        return self._walk(
+            row, self._injected, lambda rows: self.obs.src[rows], self._mixing_out, forward=False
+        )
+
+    def _walk(
+        self,
+        row: int,
+        ends: BoolArray,
+        label: Callable[[IntArray], IntArray],
+        continues: BoolArray,
+        *,
+        forward: bool,
+    ) -> Posterior:
+        """Spread probability hop by hop from ``row`` (forward or backward through the pools),
+        collecting the mass of every row where a path ``ends`` under ``label(row)``."""
+        step = self.tables.forward if forward else self.tables.backward
         rows = np.array([row], dtype=np.int64)
         lp = np.zeros(1)
         found_rows: list[IntArray] = []
@@ -87,11 +93,11 @@ class Adversary:
         for _ in range(MAX_HOPS):
             if rows.size == 0:
                 break
-            start = self._injected[rows]
-            found_rows.append(self.obs.src[rows[start]])
-            found_lp.append(lp[start])
-            go = ~start & self._mixing_out[rows]
-            rows, lp = self.tables.backward(rows[go], lp[go])
+            done = ends[rows]
+            found_rows.append(label(rows[done]))
+            found_lp.append(lp[done])
+            go = ~done & continues[rows]
+            rows, lp = step(rows[go], lp[go])
         return _collect(found_rows, found_lp)
 
 
