@@ -4,13 +4,17 @@ For a target packet injected by a client, it propagates the packet's probability
 through each pool (``PoolTables.forward``) until it reaches delivery rows: the distribution over
 delivered packets gives the **message entropy**. For a target delivered packet it propagates
 backward to the injection rows: the distribution over clients gives the **sender entropy**, and
-for two challenge senders, Loopix's **epsilon**.
+for two challenge senders, Loopix's **epsilon**. All targets of a run are walked together in
+batches (one dense block per pool and hop), not one walk each.
+
+Mass that reaches a row no real packet could be on (a node's returning loop, a relay, cover a
+corrupt provider recognized, a path that skips or repeats a layer) is dropped: the posterior is
+conditioned on the target being a real packet, and ``shannon_bits`` renormalizes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +22,7 @@ import numpy.typing as npt
 
 from simulations.entropy import epsilon_from, shannon_bits
 from simulations.observations import Observations
-from simulations.pools import PoolTables
+from simulations.pools import FLOOR, Block, PoolTables
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -26,6 +30,16 @@ BoolArray = npt.NDArray[np.bool_]
 
 #: A frontier never needs more hops than this; it guards against a malformed trace with a cycle.
 MAX_HOPS = 64
+END = 1
+POOL = 2
+KNOWN = 3
+
+EndBlock = tuple[IntArray, IntArray, FloatArray]
+#: Targets walked together at most.
+BATCH = 128
+#: What the numpy calls for one pool and hop cost, in cells of a dense block (measured on the
+#: benchmark's busy network and on the tests' small one; see ``Adversary._batches``).
+OVERHEAD_CELLS = 12_500
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,62 +67,192 @@ class Posterior:
         return int(self.keys[int(np.argmax(self.probs))]) if self.keys.size else -1
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Per-target figures of a forward walk: mass delivered, message entropy, best guess."""
+
+    mass: FloatArray
+    entropy_bits: FloatArray
+    top: IntArray
+    """The most likely delivered row (the smallest among ties; -1 when none)."""
+
+
 class Adversary:
-    """Observes every link row; knows the mean delay only to bound how far back it looks."""
+    """Observes every link row; knows the mean delay only to bound how far back it looks.
+
+    Targets are walked together, in batches of nearby times, hop by hop: at every hop each pool
+    spreads the batch's masses in one dense block (``PoolTables.hop``); a corrupt node or a
+    relay passes them along its known link instead.
+    """
 
     def __init__(self, obs: Observations, horizon: float) -> None:
         self.obs = obs
+        self.horizon = horizon
         self.tables = PoolTables(obs, horizon)
-        self._mixing_in = obs.mixing_in()
-        self._mixing_out = obs.mixing_out()
-        self._delivered = obs.delivered()
-        self._injected = obs.injected()
+        self._ends_fwd = obs.endpoints()
+        self._ends_bwd = obs.injected()
+        self._valid = obs.real_shaped()
+        bad = obs.corrupt
+        self._known_fwd = (bad[obs.dst] & obs.mixing_in()) | obs.flag("relay")
+        self._known_bwd = (bad[obs.src] & obs.mixing_out()) | obs.relay_out()
+        # In a layered model every path from an injection to a delivery has the same length, so
+        # no target reaches a row twice; a trace is not assumed to be layered.
+        self._one_path_length = obs.node_layer is not None
+
+    # -- one target ----------------------------------------------------------------------------
 
     def where_did_it_go(self, row: int) -> Posterior:
         """Distribution over delivered rows for the packet injected on ``row``."""
-        return self._walk(row, self._delivered, lambda rows: rows, self._mixing_in, forward=True)
+        ends = self._walk(np.array([row], dtype=np.int64), forward=True)
+        return _posterior(*_entries(ends))
 
     def who_sent_it(self, row: int) -> Posterior:
         """Distribution over clients for the packet delivered on ``row``."""
-        return self._walk(
-            row, self._injected, lambda rows: self.obs.src[rows], self._mixing_out, forward=False
-        )
+        ends = self._walk(np.array([row], dtype=np.int64), forward=False)
+        _, rows, p = _entries(ends)
+        return _posterior(np.zeros(rows.size, dtype=np.int64), self.obs.src[rows], p)
 
-    def _walk(
-        self,
-        row: int,
-        ends: BoolArray,
-        label: Callable[[IntArray], IntArray],
-        continues: BoolArray,
-        *,
-        forward: bool,
-    ) -> Posterior:
-        """Spread probability hop by hop from ``row`` (forward or backward through the pools),
-        collecting the mass of every row where a path ``ends`` under ``label(row)``."""
-        step = self.tables.forward if forward else self.tables.backward
-        rows = np.array([row], dtype=np.int64)
-        lp = np.zeros(1)
-        found_rows: list[IntArray] = []
-        found_lp: list[FloatArray] = []
-        for _ in range(MAX_HOPS):
-            if rows.size == 0:
+    # -- many targets ----------------------------------------------------------------------------
+
+    def forward_summary(self, rows: IntArray) -> Summary:
+        """Message entropy, delivered mass and best guess for each injected row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        n = rows.size
+        mass = np.zeros(n)
+        xlx = np.zeros(n)
+        best = np.full(n, -np.inf)
+        top = np.full(n, -1, dtype=np.int64)
+        for batch in self._batches(rows):
+            ends = self._walk(rows[batch], forward=True)
+            if not self._one_path_length:
+                ends = [_merge(*_entries(ends), n_tgt=batch.size)]
+            for tids, keys, vals in ends:
+                t = batch[tids]
+                mass[t] += vals.sum(axis=1)
+                logs = np.log2(vals, out=np.zeros_like(vals), where=vals > 0)
+                xlx[t] += (vals * logs).sum(axis=1)
+                m = vals.max(axis=1)
+                pick = np.where(vals == m[:, None], keys[None, :], np.iinfo(np.int64).max)
+                k = pick.min(axis=1)
+                better = (m > best[t]) | ((m == best[t]) & (k < top[t]))
+                best[t[better]] = m[better]
+                top[t[better]] = k[better]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = np.where(mass > 0, np.log2(mass) - xlx / mass, 0.0)
+        return Summary(mass, np.maximum(h, 0.0), top)
+
+    def backward_matrix(self, rows: IntArray) -> FloatArray:
+        """For each delivered row, the (unnormalized) probability of every node as its sender:
+        a dense (rows x nodes) matrix, non-zero only for clients."""
+        rows = np.asarray(rows, dtype=np.int64)
+        n_nodes = self.obs.n_nodes
+        out = np.zeros((rows.size, n_nodes))
+        for batch in self._batches(rows):
+            ends = self._walk(rows[batch], forward=False)
+            part = np.zeros(batch.size * n_nodes)
+            for tids, keys, vals in ends:
+                idx = (tids * n_nodes)[:, None] + self.obs.src[keys][None, :]
+                part += np.bincount(idx.ravel(), weights=vals.ravel(), minlength=part.size)
+            out[batch] = part.reshape(batch.size, n_nodes)
+        return out
+
+    def _batches(self, rows: IntArray) -> list[IntArray]:
+        """Indices of ``rows`` in time order, cut into batches walked together.
+
+        A batch's block in a pool spans the windows of all its targets, so a batch of ``R``
+        targets arriving ``lam`` per second costs about ``R * rate * (R / lam + window)`` cells
+        per pool (``rate``: the pool's departures per second), plus a fixed cost per pool and hop
+        for the numpy calls, worth about ``OVERHEAD_CELLS`` cells. The cost per target is lowest
+        at ``R = sqrt(OVERHEAD_CELLS * lam / rate)``."""
+        if rows.size == 0:
+            return []
+        times = self.obs.t_dep[rows]
+        order = np.argsort(times, kind="stable")
+        size = BATCH
+        span = float(times.max() - times.min())
+        if rows.size > 1 and span > 0 and self.tables.departure_rate > 0:
+            lam = (rows.size - 1) / span
+            size = round(math.sqrt(OVERHEAD_CELLS * lam / self.tables.departure_rate))
+            size = min(max(size, 1), BATCH)
+        return [order[i: i + size] for i in range(0, rows.size, size)]
+
+    def _walk(self, start: IntArray, *, forward: bool) -> list[EndBlock]:
+        """Spread each start row's unit mass hop by hop (forward or backward through the pools),
+        collecting the mass that reaches a row where a real packet's path ends: a list of
+        (target ids, end rows, masses) blocks."""
+        n = start.size
+        blocks = [Block(np.arange(n, dtype=np.int64), start,
+                        np.concatenate([np.eye(n), np.zeros((n, 1))], axis=1),
+                        np.arange(n, dtype=np.int64), np.ones(n))]
+        found: list[EndBlock] = []
+        for hop in range(MAX_HOPS):
+            if not blocks:
                 break
-            done = ends[rows]
-            found_rows.append(label(rows[done]))
-            found_lp.append(lp[done])
-            go = ~done & continues[rows]
-            rows, lp = step(rows[go], lp[go])
-        return _collect(found_rows, found_lp)
+            bi = np.concatenate([np.full(b.rows.size, i, dtype=np.int64)
+                                 for i, b in enumerate(blocks)])
+            ci = np.concatenate([np.arange(b.rows.size, dtype=np.int64) for b in blocks])
+            status, rows = self._resolve(np.concatenate([b.rows for b in blocks]),
+                                         forward=forward, check=hop > 0)
+            end = status == END
+            if end.any():
+                for i in np.unique(bi[end]).tolist():
+                    blk = blocks[i]
+                    mine = end & (bi == i)
+                    vals = blk.values(ci[mine])
+                    # The posterior keeps what is above FLOOR, as the per-target walk did.
+                    np.multiply(vals, vals > FLOOR, out=vals)
+                    found.append((blk.tids, rows[mine], vals))
+            pool = status == POOL
+            passed = self._pass_known(blocks, bi, ci, rows, status == KNOWN)
+            blocks = self.tables.hop(blocks, bi[pool], ci[pool], rows[pool], n, forward=forward)
+            blocks.extend(passed)
+        return found
 
+    @staticmethod
+    def _pass_known(blocks: list[Block], bi: IntArray, ci: IntArray, rows: IntArray,
+                    known: BoolArray) -> list[Block]:
+        """Mass on rows whose next link is known (a corrupt node, a relay) moves to the linked
+        row as it is, taking one hop like a pool does, so that every target's mass crosses the
+        network in step and no row is reached at two different hops."""
+        out: list[Block] = []
+        if not known.any():
+            return out
+        for i in np.unique(bi[known]).tolist():
+            blk = blocks[i]
+            mine = known & (bi == i)
+            vals = blk.values(ci[mine])
+            k = vals.shape[1]
+            out.append(Block(blk.tids, rows[mine], np.concatenate(
+                [vals, np.zeros((blk.tids.size, 1))], axis=1), np.arange(k, dtype=np.int64),
+                np.ones(k)))
+        return out
 
-def _collect(rows: list[IntArray], lp: list[FloatArray]) -> Posterior:
-    """Sum the probability per key (a client may be reached along many paths)."""
-    if not rows:
-        return Posterior(np.zeros(0, dtype=np.int64), np.zeros(0))
-    keys = np.concatenate(rows)
-    probs = np.exp(np.concatenate(lp))
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    return Posterior(uniq.astype(np.int64), np.bincount(inverse, weights=probs))
+    def _resolve(self, rows: IntArray, *, forward: bool, check: bool
+                 ) -> tuple[npt.NDArray[np.int8], IntArray]:
+        """What happens to mass on each row: it ENDs there (a delivery forward, an injection
+        backward), enters a POOL, follows a KNOWN link (a corrupt node, a relay: ``rows`` then
+        holds the row it leads to), or is dropped (not a real packet's row, nowhere to go)."""
+        ends = self._ends_fwd if forward else self._ends_bwd
+        known = self._known_fwd if forward else self._known_bwd
+        link = self.obs.next_row if forward else self.obs.prev_row
+        pooled = self.tables.arrival_rows if forward else self.tables.departure_rows
+        status = np.zeros(rows.size, dtype=np.int8)
+        rows = rows.copy()
+        todo = np.arange(rows.size)
+        rr = rows
+        if check:
+            ok = self._valid[rr]
+            todo, rr = todo[ok], rr[ok]
+        done = ends[rr]
+        status[todo[done]] = END
+        todo, rr = todo[~done], rr[~done]
+        kn = known[rr]
+        status[todo[~kn & pooled[rr]]] = POOL
+        nxt = link[rr[kn]]
+        good = nxt >= 0
+        status[todo[kn][good]] = KNOWN
+        rows[todo[kn][good]] = nxt[good]
+        return status, rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,33 +269,66 @@ class TargetResult:
 def evaluate_targets(adv: Adversary, inject_rows: IntArray, deliver_rows: IntArray,
                      senders: IntArray) -> TargetResult:
     """Message entropy from each injection, sender entropy back from each matching delivery."""
-    n = inject_rows.size
-    h_msg = np.zeros(n)
-    h_snd = np.zeros(n)
-    mass = np.zeros(n)
-    top_msg = np.zeros(n)
-    top_snd = np.zeros(n)
-    for i in range(n):
-        fwd = adv.where_did_it_go(int(inject_rows[i]))
-        h_msg[i] = fwd.entropy_bits()
-        mass[i] = fwd.mass
-        top_msg[i] = float(fwd.top() == int(deliver_rows[i]))
-        back = adv.who_sent_it(int(deliver_rows[i]))
-        h_snd[i] = back.entropy_bits()
-        top_snd[i] = float(back.top() == int(senders[i]))
-    return TargetResult(h_msg, h_snd, mass, top_msg, top_snd)
+    fwd = adv.forward_summary(np.asarray(inject_rows, dtype=np.int64))
+    back = adv.backward_matrix(np.asarray(deliver_rows, dtype=np.int64))
+    has = back.any(axis=1)
+    return TargetResult(
+        message_entropy_bits=fwd.entropy_bits,
+        sender_entropy_bits=rows_entropy_bits(back),
+        delivered_mass=fwd.mass,
+        message_top1=(fwd.top == np.asarray(deliver_rows)).astype(np.float64),
+        sender_top1=(np.where(has, back.argmax(axis=1), -1) == np.asarray(senders))
+        .astype(np.float64),
+    )
+
+
+def rows_entropy_bits(matrix: FloatArray) -> FloatArray:
+    """Shannon entropy (bits) of each row of a non-negative matrix, renormalized per row."""
+    z = matrix.sum(axis=1)
+    logs = np.log2(matrix, out=np.zeros_like(matrix), where=matrix > 0)
+    xlx = (matrix * logs).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where(z > 0, np.log2(z) - xlx / z, 0.0)
+    return np.maximum(h, 0.0)
 
 
 def epsilons(adv: Adversary, deliver_rows: IntArray, challenge: tuple[int, int]) -> FloatArray:
     """Loopix epsilon ``|ln(p0/p1)|`` for each delivered packet sent by a challenge sender."""
-    out = np.zeros(deliver_rows.size)
-    for i, row in enumerate(deliver_rows):
-        back = adv.who_sent_it(int(row))
-        total = back.mass
-        p0 = back.prob_of(challenge[0]) / total if total > 0 else 0.0
-        p1 = back.prob_of(challenge[1]) / total if total > 0 else 0.0
-        out[i] = epsilon_from(p0, p1)
+    back = adv.backward_matrix(np.asarray(deliver_rows, dtype=np.int64))
+    z = back.sum(axis=1)
+    out = np.zeros(back.shape[0])
+    for i in range(back.shape[0]):
+        p0 = back[i, challenge[0]] / z[i] if z[i] > 0 else 0.0
+        p1 = back[i, challenge[1]] / z[i] if z[i] > 0 else 0.0
+        out[i] = epsilon_from(float(p0), float(p1))
     return out
+
+
+def _entries(ends: list[EndBlock]) -> tuple[IntArray, IntArray, FloatArray]:
+    """The non-zero cells of end blocks as (target, row, mass) entries."""
+    if not ends:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    t_parts, r_parts, p_parts = [], [], []
+    for tids, rows, vals in ends:
+        r, c = np.nonzero(vals)
+        t_parts.append(tids[r])
+        r_parts.append(rows[c])
+        p_parts.append(vals[r, c])
+    return np.concatenate(t_parts), np.concatenate(r_parts), np.concatenate(p_parts)
+
+
+def _merge(tgt: IntArray, keys: IntArray, p: FloatArray, *, n_tgt: int) -> EndBlock:
+    """Entries with each (target, key) once, as one dense end block (traces only: small)."""
+    uniq = np.unique(keys)
+    vals = np.zeros((n_tgt, uniq.size))
+    np.add.at(vals, (tgt, np.searchsorted(uniq, keys)), p)
+    return np.arange(n_tgt, dtype=np.int64), uniq, vals
+
+
+def _posterior(tgt: IntArray, keys: IntArray, p: FloatArray) -> Posterior:
+    del tgt
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    return Posterior(uniq.astype(np.int64), np.bincount(inverse, weights=p))
 
 
 def default_horizon(mean_hop_delay: float) -> float:

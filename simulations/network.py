@@ -134,6 +134,9 @@ def simulate_network(cfg: SimConfig, rng: np.random.Generator) -> NetworkRun:
     next_row[:, -1] = -1
     prev_row = rows - 1
     prev_row[:, 0] = -1
+    layer = np.full(n_nodes, -1, dtype=np.int64)
+    layer[first_provider:first_mix] = 0
+    layer[first_mix:] = 1 + np.arange(cfg.layers * cfg.width) // cfg.width
     obs = Observations(
         t_dep=t_dep.ravel(),
         t_arr=t_arr.ravel(),
@@ -143,6 +146,7 @@ def simulate_network(cfg: SimConfig, rng: np.random.Generator) -> NetworkRun:
         corrupt=corrupt,
         next_row=next_row.ravel(),
         prev_row=prev_row.ravel(),
+        node_layer=layer,
     )
 
     stored = t_arr[:, -1]

@@ -50,6 +50,14 @@ class Observations:
     next_row: IntArray
     prev_row: IntArray
     node_names: list[str] = field(default_factory=list)
+    node_layer: IntArray | None = None
+    relay: BoolArray | None = None
+    fresh: BoolArray | None = None
+    absorbed: BoolArray | None = None
+    known_cover: BoolArray | None = None
+    revealed_recipient: IntArray | None = None
+    home_provider: IntArray | None = None
+    """Per node: the provider a client pulls from (-1 for other nodes, or without providers)."""
 
     @property
     def n_rows(self) -> int:
@@ -79,6 +87,52 @@ class Observations:
         src_role = self.node_role[self.src]
         dst_role = self.node_role[self.dst]
         return (src_role == Role.MIX) & (dst_role != Role.MIX)
+
+    def flag(self, name: str) -> BoolArray:
+        """One of the optional per-row flags, all False when the run did not set it."""
+        value = getattr(self, name)
+        return np.zeros(self.n_rows, dtype=bool) if value is None else value
+
+    def relay_out(self) -> BoolArray:
+        """Rows that continue a relayed row out of the relaying node."""
+        out = np.zeros(self.n_rows, dtype=bool)
+        if self.relay is not None:
+            rows = np.flatnonzero(self.relay & (self.next_row >= 0))
+            out[self.next_row[rows]] = True
+        return out
+
+    def pool_arrivals(self) -> BoolArray:
+        """Rows that join a pool the adversary models (mixing, not relayed, not absorbed)."""
+        return self.mixing_in() & ~self.flag("relay") & ~self.flag("absorbed")
+
+    def pool_departures(self) -> BoolArray:
+        """Rows that leave a modelled pool (not a node's fresh loop, not a relay's output)."""
+        return self.mixing_out() & ~self.flag("fresh") & ~self.relay_out()
+
+    def endpoints(self) -> BoolArray:
+        """Deliveries a real packet can end on: not relays, not returning loops, not known cover."""
+        return self.delivered() & ~self.flag("relay") & ~self.flag("absorbed") \
+            & ~self.flag("known_cover")
+
+    def real_shaped(self) -> BoolArray:
+        """Rows a real packet's path may contain, as far as the adversary can tell.
+
+        With ``node_layer`` known, a real path goes client -> (provider ->) layer 1 -> ... ->
+        layer L -> exit: each row moves one layer on, or leaves the last layer. Relays, returning
+        loops and known cover are not real-shaped.
+        """
+        ok = ~self.flag("relay") & ~self.flag("absorbed") & ~self.flag("known_cover")
+        if self.node_layer is None:
+            return ok
+        src_l = self.node_layer[self.src]
+        dst_l = self.node_layer[self.dst]
+        last = int(self.node_layer.max())
+        src_role = self.node_role[self.src]
+        dst_role = self.node_role[self.dst]
+        step = (dst_l == src_l + 1) & (dst_role != Role.CLIENT)
+        from_client = src_role == Role.CLIENT
+        exits = (src_role == Role.MIX) & (src_l == last) & (dst_role != Role.MIX)
+        return ok & (step | from_client | exits)
 
     def injected(self) -> BoolArray:
         """Rows that start a packet: a client sending into the network."""

@@ -1,4 +1,4 @@
-"""The adversary's bookkeeping of every mix pool, vectorized over all events at once.
+"""The adversary's bookkeeping of every mix pool, and the pool rule applied to many targets at once.
 
 The rule (derived in docs/simulations.md, "The pool rule"). A node whose every packet is held for
 an independent Exp(mu) delay is observed: arrivals and departures with their times. For any
@@ -11,13 +11,24 @@ moment. Hence, exactly:
     P(arrival a left as departure d) = (1 / n_d) * prod over departures k with a < k < d of
                                        (1 - 1 / n_k)
 
-Writing ``LX[e]`` for the sum of ``log(1 - 1/n_k)`` over departures before event ``e`` (one
-cumulative sum for the whole run; a departure that empties the pool counts as EMPTY_LOG and is
-tallied separately so that it costs no precision elsewhere), this is
-``exp(LX[d] - LX[a]) / n_d``. Forward (where did this packet go?) is a prefix log-sum-exp over
-the arrivals, backward (where did this packet come from?) a suffix one over the departures. No
-probability vector per packet or per pool is kept; only the run-wide cumulative sums, and the
-targets' sparse frontiers.
+Writing ``F[k]`` for the sum of ``log(1 - 1/n_j)`` over the departures before ``k`` (one
+cumulative sum for the whole run, shared by every target), this is ``exp(F[d] - F[a]) / n_d``. A
+departure that empties the pool (``n = 1``) ends an *epoch* of that pool: nothing that arrived
+before it can leave after it.
+
+**Many targets per pool.** Index a pool's departures ``j = 0, 1, ...`` and give every arrival the
+index of the first departure after it (its *slot*). For a set of targets with masses ``p`` on
+arrivals of one pool, the mass each departure carries is
+
+    out[t, j] = exp(F[j]) / n_j * cumsum over slots s <= j of (sum of p[t, a] exp(-F[a]) in s)
+
+so the pool's factors ``exp(+-F)`` and ``1/n`` are one row vector shared by every target, and
+what is per target is one cumulative sum along the departures: a dense (targets x departures)
+block over the window the targets occupy, instead of one small walk per target and node.
+Backward (where did this departure come from?) is the mirror image: a suffix sum over departures
+into the arrivals before them. ``F`` is rebased inside every block (the exponents stay below
+``REBASE_NATS``, so nothing overflows), and each epoch starts from zero. Results are the same as
+the per-target walk (kept in ``tests/simulations/reference_adversary.py``) to rounding.
 
 Assignments at different nodes are independent given the observations (the likelihood factors
 by node), so chaining the per-node kernels gives the exact network posterior.
@@ -26,7 +37,8 @@ by node), so chaining the per-node kernels gives the exact network posterior.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,149 +47,401 @@ from simulations.observations import Observations
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
-#: ``log(1 - 1/1)``: the pool emptied, nothing that came before can leave later. -inf would turn
-#: differences of cumulative sums into NaN; exp(-800) is already exactly 0.0 in float64.
-EMPTY_LOG = -800.0
-#: Probabilities below exp(LOG_FLOOR) are dropped from a target's frontier.
-LOG_FLOOR = math.log(1e-15)
+#: Probabilities below this are dropped from a target's frontier (log: ``LOG_FLOOR``).
+FLOOR = 1e-15
+LOG_FLOOR = math.log(FLOOR)
+#: A block's survival exponents stay within this many nats of its reference (exp(300) and
+#: exp(-300) are comfortably inside float64), so long-lived small pools cannot overflow.
+REBASE_NATS = 300.0
+#: Slack on the floor-based cut of a window, so rounding never drops a value above ``FLOOR``.
+CUT_MARGIN_NATS = 1e-6
 
 
 class PoolTables:
-    """Per-node event tables (node-major, time-ordered) and the forward/backward kernels."""
+    """Per-pool event tables (departures and arrivals, each node-major and time-ordered)."""
 
     def __init__(self, obs: Observations, horizon: float) -> None:
         self.obs = obs
         self.horizon = float(horizon)
-        mix_in = obs.mixing_in()
-        mix_out = obs.mixing_out()
-        in_rows = np.flatnonzero(mix_in)
-        out_rows = np.flatnonzero(mix_out)
+        in_rows = np.flatnonzero(obs.pool_arrivals())
+        out_rows = np.flatnonzero(obs.pool_departures())
         ev_row = np.concatenate([in_rows, out_rows])
         ev_node = np.concatenate([obs.dst[in_rows], obs.src[out_rows]])
         ev_time = np.concatenate([obs.t_arr[in_rows], obs.t_dep[out_rows]])
         ev_dep = np.concatenate(
             [np.zeros(in_rows.size, dtype=bool), np.ones(out_rows.size, dtype=bool)]
         )
-        # Node-major, then time, arrivals before departures at equal times (zero delay).
-        order = np.lexsort((ev_dep, ev_time, ev_node))
-        self.ev_row = ev_row[order]
-        self.ev_node = ev_node[order]
-        self.ev_time = ev_time[order]
-        self.ev_dep = ev_dep[order]
-        n_ev = self.ev_row.size
+        order = _node_time_order(ev_node, ev_time, ev_dep)
+        ev_row, ev_node, ev_time, ev_dep = ev_row[order], ev_node[order], ev_time[order], \
+            ev_dep[order]
         n_nodes = obs.n_nodes
-        counts = np.bincount(self.ev_node, minlength=n_nodes)
-        self.seg_end = np.cumsum(counts)
-        self.seg_start = self.seg_end - counts
-        delta = np.where(self.ev_dep, -1, 1)
-        cum = np.cumsum(delta)
-        seg_base = np.concatenate([[0], cum])[self.seg_start[self.ev_node]]
-        after = cum - seg_base
+        counts = np.bincount(ev_node, minlength=n_nodes)
+        seg_end = np.cumsum(counts)
+        seg_start = seg_end - counts
+        cum = np.cumsum(np.where(ev_dep, -1, 1))
+        seg_base = np.concatenate([[0], cum])[seg_start[ev_node]] if ev_row.size else cum
         # Pool size just before a departure = size just after it + 1.
-        n_before = np.maximum(after + 1, 1)
-        self.log_n = np.where(self.ev_dep, np.log(n_before), 0.0)
+        n_before = np.maximum(cum - seg_base + 1, 1).astype(np.float64)
+        empty = ev_dep & (n_before <= 1)
         with np.errstate(divide="ignore"):
-            term = np.where(self.ev_dep, np.log1p(-1.0 / n_before), 0.0)
-        empty = ~np.isfinite(term)
-        term = np.where(empty, 0.0, term)
-        # Exclusive cumulative sums, kept apart so that a difference across no emptying is exact
-        # to rounding of small numbers, whatever happened earlier in the run (see ``_lx``).
-        self.f = np.concatenate([[0.0], np.cumsum(term)[:-1]]) if n_ev else np.zeros(0)
-        self.e = np.concatenate([[0], np.cumsum(empty)[:-1]]) if n_ev else np.zeros(0, np.int64)
-        self.pos_arr = np.full(obs.n_rows, -1, dtype=np.int64)
-        self.pos_dep = np.full(obs.n_rows, -1, dtype=np.int64)
-        positions = np.arange(n_ev, dtype=np.int64)
-        self.pos_arr[self.ev_row[~self.ev_dep]] = positions[~self.ev_dep]
-        self.pos_dep[self.ev_row[self.ev_dep]] = positions[self.ev_dep]
+            term = np.where(ev_dep & ~empty, np.log1p(-1.0 / n_before), 0.0)
+        # Exclusive cumulative sums over the whole run: F is non-increasing, the epoch count E
+        # non-decreasing, so both can be searched with searchsorted.
+        f = np.concatenate([[0.0], np.cumsum(term)[:-1]]) if ev_row.size else np.zeros(0)
+        e = np.concatenate([[0], np.cumsum(empty)[:-1]]) if ev_row.size else np.zeros(0, np.int64)
 
-    def _lx(self, pos: IntArray, ref: int) -> FloatArray:
-        """``LX[pos] - LX[ref]``: log of the survival factor between two events of one node."""
-        return (self.f[pos] - self.f[ref]) + EMPTY_LOG * (self.e[pos] - self.e[ref])
+        dep = np.flatnonzero(ev_dep)
+        arr = np.flatnonzero(~ev_dep)
+        self.dep_row = ev_row[dep]
+        self.dep_time = ev_time[dep]
+        self.dep_f = f[dep]
+        self.dep_negf = -self.dep_f
+        self.dep_e = e[dep]
+        self.dep_inv_n = 1.0 / n_before[dep]
+        self.arr_row = ev_row[arr]
+        self.arr_time = ev_time[arr]
+        self.arr_f = f[arr]
+        self.arr_negf = -self.arr_f
+        self.arr_e = e[arr]
+        dep_counts = np.bincount(ev_node[dep], minlength=n_nodes)
+        arr_counts = np.bincount(ev_node[arr], minlength=n_nodes)
+        self.dep_end = np.cumsum(dep_counts)
+        self.dep_start = self.dep_end - dep_counts
+        self.arr_end = np.cumsum(arr_counts)
+        self.arr_start = self.arr_end - arr_counts
+        deps_before = np.cumsum(ev_dep) - ev_dep
+        arrs_before = np.cumsum(~ev_dep) - ~ev_dep
+        # Per row: the slot of an arriving row (first departure after it, global index), and
+        # the slot of a departing row (last arrival before it). -1: no such event in the node.
+        self.fwd_slot = np.full(obs.n_rows, -1, dtype=np.int64)
+        self.fwd_slot[ev_row[arr]] = deps_before[arr]
+        arr_node = ev_node[arr]
+        bad = self.fwd_slot[ev_row[arr]] >= self.dep_end[arr_node]
+        self.fwd_slot[ev_row[arr][bad]] = -1
+        self.bwd_slot = np.full(obs.n_rows, -1, dtype=np.int64)
+        self.bwd_dep = np.full(obs.n_rows, -1, dtype=np.int64)
+        prev_arr = arrs_before[dep] - 1
+        dep_node = ev_node[dep]
+        ok = prev_arr >= self.arr_start[dep_node]
+        self.bwd_slot[ev_row[dep][ok]] = prev_arr[ok]
+        self.bwd_dep[ev_row[dep]] = np.arange(dep.size)
+        # A departure whose pool emptied since its last arrival carries nothing from before.
+        same_epoch = np.zeros(dep.size, dtype=bool)
+        same_epoch[ok] = self.dep_e[ok] == self.arr_e[prev_arr[ok]]
+        self.bwd_slot[ev_row[dep][~same_epoch]] = -1
+        # Mean departures per second of a pool (for sizing batches of targets).
+        pools = int(np.count_nonzero(dep_counts))
+        span = float(ev_time.max() - ev_time.min()) if ev_time.size else 0.0
+        self.departure_rate = dep.size / (pools * span) if pools and span > 0 else 0.0
+        self.arrival_rows = np.zeros(obs.n_rows, dtype=bool)
+        self.arrival_rows[in_rows] = True
+        self.departure_rows = np.zeros(obs.n_rows, dtype=bool)
+        self.departure_rows[out_rows] = True
 
-    # -- forward: arrivals -> departures -----------------------------------------------------
+    # -- one hop of a batch of targets -------------------------------------------------------
 
-    def forward(self, rows: IntArray, logp: FloatArray) -> tuple[IntArray, FloatArray]:
-        """Rows arriving at pools (with log-probabilities) -> departure rows that may carry them."""
-        return self._propagate(rows, logp, self.pos_arr, self.obs.next_row, self._forward_node)
-
-    def _propagate(
-        self,
-        rows: IntArray,
-        logp: FloatArray,
-        positions: IntArray,
-        corrupt_link: IntArray,
-        step: Callable[[int, IntArray, FloatArray], tuple[IntArray, FloatArray]],
-    ) -> tuple[IntArray, FloatArray]:
-        """One hop in either direction, node by node: a corrupt node reveals the true link
-        (``corrupt_link``), an honest one spreads the mass over its pool (``step``)."""
+    def hop(self, blocks: list[Block], bi: IntArray, ci: IntArray, rows: IntArray, n_tgt: int,
+            *, forward: bool) -> list[Block]:
+        """Spread masses through pools: column ``ci[k]`` of ``blocks[bi[k]]`` enters (forward) or
+        leaves (backward) a pool on ``rows[k]``. Returns one block per pool."""
         if rows.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        pos = positions[rows]
-        nodes = self.ev_node[pos]
-        out_rows: list[IntArray] = []
-        out_lp: list[FloatArray] = []
-        order = np.lexsort((pos, nodes))
-        pos, nodes, rows, logp = pos[order], nodes[order], rows[order], logp[order]
-        bounds = np.flatnonzero(np.diff(nodes)) + 1
-        for group in np.split(np.arange(pos.size), bounds):
-            node = int(nodes[group[0]])
-            if self.obs.corrupt[node]:
-                linked = corrupt_link[rows[group]]
-                ok = linked >= 0
-                out_rows.append(linked[ok])
-                out_lp.append(logp[group][ok])
-                continue
-            r, lp = step(node, pos[group], logp[group])
-            out_rows.append(r)
-            out_lp.append(lp)
-        if not out_rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        return np.concatenate(out_rows), np.concatenate(out_lp)
+            return []
+        node = self.obs.dst[rows] if forward else self.obs.src[rows]
+        slot = self.fwd_slot[rows] if forward else self.bwd_slot[rows]
+        live = slot >= 0
+        if not live.all():
+            bi, ci, rows, node, slot = bi[live], ci[live], rows[live], node[live], slot[live]
+        if rows.size == 0:
+            return []
+        # Sort the columns by pool, then by block (a counting sort on a small key), so that
+        # every (pool, block) pair is one contiguous run.
+        key = node * len(blocks) + bi
+        top = int(key.max())
+        small = key.astype(np.int16) if top < 2**15 else key.astype(np.int32) if top < 2**31 \
+            else key
+        order = np.argsort(small, kind="stable")
+        bi, ci, rows, node, slot, key = (a[order] for a in (bi, ci, rows, node, slot, key))
+        cut = np.flatnonzero(key[1:] != key[:-1]) + 1
+        run_start = np.concatenate([[0], cut])
+        run_end = np.concatenate([cut, [key.size]])
+        run_node = node[run_start]
+        pool_cut = np.flatnonzero(run_node[1:] != run_node[:-1]) + 1
+        pool_first = np.concatenate([[0], pool_cut])
+        pool_last = np.concatenate([pool_cut, [run_node.size]])
+        out: list[Block] = []
+        for p0, p1 in zip(pool_first.tolist(), pool_last.tolist(), strict=True):
+            c0, c1 = int(run_start[p0]), int(run_end[p1 - 1])
+            runs = [(int(bi[run_start[r]]), int(run_start[r]) - c0, int(run_end[r]) - c0)
+                    for r in range(p0, p1)]
+            cols = PoolColumns(int(run_node[p0]), runs, ci[c0:c1], rows[c0:c1], slot[c0:c1])
+            block = (self._forward_pool if forward else self._backward_pool)(blocks, cols, n_tgt)
+            if block is not None:
+                out.append(block)
+        return out
 
-    def _forward_node(
-        self, node: int, a: IntArray, lp: FloatArray
-    ) -> tuple[IntArray, FloatArray]:
-        end = int(self.seg_end[node])
-        last = int(a[-1])
-        t_stop = self.ev_time[last] + self.horizon
-        hi = last + 1 + int(np.searchsorted(self.ev_time[last + 1 : end], t_stop, side="right"))
-        cand = np.arange(int(a[0]) + 1, hi)
-        cand = cand[self.ev_dep[cand]]
-        if cand.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        ref = int(a[0])
-        prefix = np.logaddexp.accumulate(lp - self._lx(a, ref))
-        k = np.searchsorted(a, cand)
-        ok = k > 0
-        cand, k = cand[ok], k[ok]
-        lpo = self._lx(cand, ref) - self.log_n[cand] + prefix[k - 1]
-        keep = lpo > LOG_FLOOR
-        return self.ev_row[cand[keep]], lpo[keep]
+    def _forward_pool(self, blocks: list[Block], cols: PoolColumns, n_tgt: int) -> Block | None:
+        """Masses on the arrivals of one pool -> masses its departures carry."""
+        ds, de = int(self.dep_start[cols.node]), int(self.dep_end[cols.node])
+        slot = cols.slot
+        lo = int(slot.min())
+        # The window ends a horizon after the last arrival (where the old per-target walk cut
+        # each target's window), or where even a whole unit of mass that arrived last has
+        # decayed below FLOOR, whichever comes first.
+        t_end = float(self.obs.t_arr[cols.rows].max()) + self.horizon
+        by_time = np.searchsorted(self.dep_time[ds:de], t_end, side="right")
+        slowest = float(self.dep_f[int(slot.max())])
+        by_mass = np.searchsorted(self.dep_negf[ds:de],
+                                  -(slowest + LOG_FLOOR - CUT_MARGIN_NATS), side="right")
+        hi = ds + min(int(by_time), int(by_mass))
+        if hi <= lo:
+            return None
+        tids, vals, a_slot = _gather(blocks, cols, slot < hi, n_tgt, descending=False)
+        if a_slot.size == 0:
+            return None
+        # Arrival a (in slot s) weighs exp(ref - F[s]) >= 1 and departure j carries
+        # exp(F[j] - ref) / n_j of the running sum, ref being the survival sum at the first
+        # departure of the rebasing part (see ``_rebase``); a new epoch restarts the sum.
+        f, e = self.dep_f, self.dep_e
+        starts = lo + _rebase(f[lo:hi])
+        cums: list[FloatArray] = []
+        col_slot: list[IntArray] = []
+        col_epoch: list[IntArray] = []
+        col_part: list[IntArray] = []
+        carry: FloatArray | None = None
+        carry_epoch = -1
+        at = 0
+        for k in range(starts.size - 1):
+            b0, b1 = int(starts[k]), int(starts[k + 1])
+            ref = f[b0]
+            n_k = int(np.searchsorted(a_slot[at:], b1, side="left"))
+            v = vals[:, at: at + n_k] * np.exp(ref - f[a_slot[at: at + n_k]])
+            s_k, e_k = a_slot[at: at + n_k], e[a_slot[at: at + n_k]]
+            at += n_k
+            if carry is not None and carry_epoch == e[b0]:
+                v = np.concatenate([carry[:, None], v], axis=1)
+                s_k = np.concatenate([[b0], s_k])
+                e_k = np.concatenate([[carry_epoch], e_k])
+            cum = _running_sums(v, e_k)
+            cums.append(cum)
+            col_slot.append(s_k)
+            col_epoch.append(e_k)
+            col_part.append(np.full(s_k.size, k, dtype=np.int64))
+            carry = None
+            if b1 < hi and e_k.size and e_k[-1] == e[b1 - 1]:
+                carry = cum[:, -1] * math.exp(f[b1] - ref)
+                carry_epoch = int(e_k[-1])
+        cum = np.concatenate([*cums, np.zeros((tids.size, 1))], axis=1)
+        c_slot = np.concatenate(col_slot)
+        c_epoch = np.concatenate(col_epoch)
+        win = np.arange(lo, hi)
+        pick = np.searchsorted(c_slot, win, side="right") - 1
+        part = np.searchsorted(starts, win, side="right") - 1
+        ok = pick >= 0
+        c_part = np.concatenate(col_part)
+        ok[ok] = (c_epoch[pick[ok]] == e[win[ok]]) & (c_part[pick[ok]] == part[ok])
+        scale = np.exp(f[lo:hi] - f[starts[part]]) * self.dep_inv_n[lo:hi]
+        return _block(tids, self.dep_row[lo:hi], cum, np.where(ok, pick, -1), scale)
 
-    # -- backward: departures -> arrivals ----------------------------------------------------
+    def _backward_pool(self, blocks: list[Block], cols: PoolColumns, n_tgt: int) -> Block | None:
+        """Masses on the departures of one pool -> masses on the arrivals they came from."""
+        a_s, a_e = int(self.arr_start[cols.node]), int(self.arr_end[cols.node])
+        slot = cols.slot
+        d_all = self.bwd_dep[cols.rows]
+        hi = int(slot.max()) + 1
+        # The window starts a horizon before the first departure, or where even a whole unit of
+        # mass leaving first would have decayed below FLOOR (see ``_forward_pool``).
+        t_start = float(self.dep_time[d_all].min()) - self.horizon
+        by_time = np.searchsorted(self.arr_time[a_s:a_e], t_start, side="left")
+        top = float(self.dep_f[d_all].max())
+        by_mass = np.searchsorted(self.arr_negf[a_s:a_e],
+                                  -(top - LOG_FLOOR + CUT_MARGIN_NATS), side="left")
+        lo = a_s + max(int(by_time), int(by_mass))
+        if hi <= lo:
+            return None
+        tids, vals, d_slot, d = _gather(blocks, cols, slot >= lo, n_tgt, descending=True,
+                                        extra=d_all)
+        if d_slot.size == 0:
+            return None
+        # Columns run by descending slot. A departure d weighs exp(F[d] - ref) / n_d and
+        # arrival i gets exp(ref - F[i]) of the running (suffix) sum of the departures after
+        # it, ref being the survival sum at the last arrival of the rebasing part.
+        f, e = self.arr_f, self.arr_e
+        starts = lo + _rebase(f[lo:hi])
+        n_parts = starts.size - 1
+        cums: list[FloatArray] = []
+        col_slot: list[IntArray] = []
+        col_epoch: list[IntArray] = []
+        col_part: list[IntArray] = []
+        carry: FloatArray | None = None
+        carry_epoch = -1
+        at = 0
+        for k in range(n_parts - 1, -1, -1):
+            b0, b1 = int(starts[k]), int(starts[k + 1])
+            ref = f[b1 - 1]
+            n_k = int(np.searchsorted(-d_slot[at:], -b0, side="right"))
+            sel = slice(at, at + n_k)
+            v = vals[:, sel] * (self.dep_inv_n[d[sel]] * np.exp(self.dep_f[d[sel]] - ref))
+            s_k, e_k = d_slot[sel], e[d_slot[sel]]
+            at += n_k
+            if carry is not None and carry_epoch == e[b1 - 1]:
+                # The carry stands for the departures above this part: it sits half a slot
+                # below b1, so that arrivals of the part above do not read it.
+                v = np.concatenate([carry[:, None], v], axis=1)
+                s_k = np.concatenate([[b1 - 0.5], s_k])
+                e_k = np.concatenate([[carry_epoch], e_k])
+            cum = _running_sums(v, e_k)
+            cums.append(cum)
+            col_slot.append(s_k)
+            col_epoch.append(e_k)
+            col_part.append(np.full(s_k.size, k, dtype=np.int64))
+            carry = None
+            if k > 0 and e_k.size and e_k[-1] == e[b0]:
+                carry = cum[:, -1] * math.exp(ref - f[b0 - 1])
+                carry_epoch = int(e_k[-1])
+        cum = np.concatenate([*cums, np.zeros((tids.size, 1))], axis=1)
+        c_slot = np.concatenate(col_slot)
+        c_epoch = np.concatenate(col_epoch)
+        win = np.arange(lo, hi)
+        pick = np.searchsorted(-c_slot, -win, side="right") - 1
+        part = np.searchsorted(starts, win, side="right") - 1
+        ok = pick >= 0
+        c_part = np.concatenate(col_part)
+        ok[ok] = (c_epoch[pick[ok]] == e[win[ok]]) & (c_part[pick[ok]] == part[ok])
+        scale = np.exp(f[starts[part + 1] - 1] - f[lo:hi])
+        return _block(tids, self.arr_row[lo:hi], cum, np.where(ok, pick, -1), scale)
 
-    def backward(self, rows: IntArray, logp: FloatArray) -> tuple[IntArray, FloatArray]:
-        """Rows leaving pools (with log-probabilities) -> arrival rows they may have come from."""
-        return self._propagate(rows, logp, self.pos_dep, self.obs.prev_row, self._backward_node)
 
-    def _backward_node(
-        self, node: int, d: IntArray, lp: FloatArray
-    ) -> tuple[IntArray, FloatArray]:
-        start = int(self.seg_start[node])
-        first = int(d[0])
-        t_stop = self.ev_time[first] - self.horizon
-        lo = start + int(np.searchsorted(self.ev_time[start:first], t_stop, side="left"))
-        cand = np.arange(lo, int(d[-1]))
-        cand = cand[~self.ev_dep[cand]]
-        if cand.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        ref = int(d[-1])
-        w = lp + self._lx(d, ref) - self.log_n[d]
-        suffix = np.logaddexp.accumulate(w[::-1])[::-1]
-        k = np.searchsorted(d, cand, side="right")
-        ok = k < d.size
-        cand, k = cand[ok], k[ok]
-        lpa = suffix[k] - self._lx(cand, ref)
-        keep = lpa > LOG_FLOOR
-        return self.ev_row[cand[keep]], lpa[keep]
+@dataclass(frozen=True, slots=True)
+class PoolColumns:
+    """The columns of a hop that reach one pool: ``runs`` lists (block, start, end) ranges of
+    ``ci`` (column in that block), ``rows`` and ``slot``."""
+
+    node: int
+    runs: list[tuple[int, int, int]]
+    ci: IntArray
+    rows: IntArray
+    slot: IntArray
+
+
+@dataclass(slots=True)
+class Block:
+    """Masses of some targets on some rows, kept as running sums: target ``tids[i]`` has
+    ``cum[i, pick[j]] * scale[j]`` on ``rows[j]`` (``pick`` -1: nothing).
+
+    ``cum`` holds one pool's running sums over its sorted arrivals (forward) or departures
+    (backward); each row of the pool's window reads one of its columns. Between hops a walk is a
+    list of these, one per pool it just crossed: the next pools gather exactly the cells they
+    need, and no (targets x window) array is ever written."""
+
+    tids: IntArray
+    rows: IntArray
+    cum: FloatArray
+    pick: IntArray
+    scale: FloatArray
+
+    def values(self, cols: IntArray) -> FloatArray:
+        """The (targets x len(cols)) masses on columns ``cols``."""
+        pick = self.pick[cols]
+        vals = np.take(self.cum, np.where(pick >= 0, pick, self.cum.shape[1] - 1), axis=1)
+        vals *= self.scale[cols]
+        return vals
+
+
+def _gather(blocks: list[Block], cols: PoolColumns, keep: BoolArray, n_tgt: int, *,
+            descending: bool, extra: IntArray | None = None) -> Any:
+    """The kept columns of one pool as one (targets x columns) array sorted by slot (ascending
+    forward, descending backward), with the targets present, the sorted slots and, when given,
+    ``extra`` in the same order."""
+    has = np.zeros(n_tgt, dtype=bool)
+    for b, _, _ in cols.runs:
+        has[blocks[b].tids] = True
+    tids = np.flatnonzero(has)
+    loc = np.cumsum(has) - 1
+    width = int(keep.sum())
+    raw = np.zeros((tids.size, width))
+    at = 0
+    slots: list[IntArray] = []
+    extras: list[IntArray] = []
+    for b, r0, r1 in cols.runs:
+        k = keep[r0:r1]
+        which = cols.ci[r0:r1][k]
+        if not which.size:
+            continue
+        blk = blocks[b]
+        vals = blk.values(which)
+        rows = loc[blk.tids]
+        if rows.size == tids.size:
+            raw[:, at: at + which.size] = vals
+        else:
+            raw[rows, at: at + which.size] = vals
+        at += which.size
+        slots.append(cols.slot[r0:r1][k])
+        if extra is not None:
+            extras.append(extra[r0:r1][k])
+    slot = np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
+    order = np.argsort(-slot if descending else slot, kind="stable")
+    sorted_vals = np.take(raw, order, axis=1)
+    if extra is None:
+        return tids, sorted_vals, slot[order]
+    return tids, sorted_vals, slot[order], np.concatenate(extras)[order]
+
+
+def _rebase(f: FloatArray) -> IntArray:
+    """Starts of the window's rebasing parts, and its end: each part spans less than
+    ``REBASE_NATS`` of the survival sum ``f`` (non-increasing), so that exp(+-(f - ref)) stays
+    finite; [0, n] (one part) in all but very long windows."""
+    n = f.size
+    if n == 0 or f[0] - f[-1] < REBASE_NATS:
+        return np.array([0, n], dtype=np.int64)
+    starts = [0]
+    while True:
+        b0 = starts[-1]
+        b1 = b0 + max(1, int(np.searchsorted(-f[b0:], -(f[b0] - REBASE_NATS), side="left")))
+        if b1 >= n:
+            break
+        starts.append(b1)
+    return np.array([*starts, n], dtype=np.int64)
+
+
+def _running_sums(vals: FloatArray, epoch: IntArray) -> FloatArray:
+    """Running sums along the columns, restarting wherever the pool's epoch changes."""
+    cum = np.cumsum(vals, axis=1)
+    new_epoch = np.flatnonzero(epoch[1:] != epoch[:-1]) + 1
+    if new_epoch.size:
+        # Subtract the sum before each epoch's first column. The rounding error is that of the
+        # mass that left before the pool emptied (at most ~1e-16 of a probability).
+        seg = np.searchsorted(new_epoch, np.arange(epoch.size), side="right")
+        before = np.concatenate([[-1], new_epoch - 1])[seg]
+        has = before >= 0
+        cum[:, has] -= cum[:, before[has]]
+        np.maximum(cum, 0.0, out=cum)
+    return cum
+
+
+def _block(tids: IntArray, rows: IntArray, cum: FloatArray, pick: IntArray,
+           scale: FloatArray) -> Block | None:
+    """A pool's block, without the rows at either end of its window whose mass is below FLOOR
+    for every target."""
+    col_max = cum.max(axis=0)
+    top = np.where(pick >= 0, col_max[np.maximum(pick, 0)], 0.0) * scale
+    used = np.flatnonzero(top > FLOOR)
+    if used.size == 0:
+        return None
+    a, b = int(used[0]), int(used[-1]) + 1
+    return Block(tids, rows[a:b], cum, pick[a:b], scale[a:b])
+
+
+def _node_time_order(node: IntArray, time: FloatArray, dep: BoolArray) -> IntArray:
+    """Events node-major, then by time, arrivals before departures at equal times (zero delay).
+
+    Without ties in time (any positive delay), a quicksort on time then a stable counting sort
+    on the node gives that order at a third of ``lexsort``'s cost."""
+    by_time = np.argsort(time)
+    st = time[by_time]
+    if st.size > 1 and not bool((st[1:] > st[:-1]).all()):
+        return np.lexsort((dep, time, node))
+    key = node[by_time]
+    small = key.astype(np.int16) if node.size and int(node.max()) < 2**15 else key
+    return by_time[np.argsort(small, kind="stable")]

@@ -22,6 +22,33 @@ IntArray = npt.NDArray[np.int64]
 
 #: Two times closer than this are "the same" when there is no delay to blur them.
 EXACT_TOLERANCE = 1e-9
+#: Sends whose latency likelihood is below exp(-TAIL_NATS) of the law's peak are not scored:
+#: they could change a guess only between two scores equal to 30 significant digits.
+TAIL_NATS = 70.0
+
+
+def latency_reach(hops: int, mean_delay: float) -> float:
+    """Largest Gamma(hops, mean_delay) latency whose density is within ``TAIL_NATS`` of the
+    peak: solves ``(hops - 1) log(x / x*) - (x - x*) / mean_delay = -TAIL_NATS`` past the mode
+    ``x* = (hops - 1) mean_delay`` by bisection."""
+    if mean_delay <= 0:
+        return 0.0
+    mode = (hops - 1) * mean_delay
+
+    def drop(x: float) -> float:
+        lead = (hops - 1) * math.log(x / mode) if mode > 0 else 0.0
+        return lead - (x - mode) / mean_delay + TAIL_NATS
+
+    lo, hi = max(mode, 1e-12), max(mode, mean_delay)
+    while drop(hi) > 0:
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if drop(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def timing_guesses(run: NetworkRun, targets: IntArray) -> IntArray:
@@ -35,7 +62,7 @@ def timing_guesses(run: NetworkRun, targets: IntArray) -> IntArray:
     deliver_t = obs.t_arr[run.last_row[targets]]
     guesses = np.full(targets.size, -1, dtype=np.int64)
     d = cfg.mean_hop_delay
-    reach = shift + (60.0 * hops * d if d > 0 else 0.0)
+    reach = shift + latency_reach(hops, d)
     for i, t in enumerate(deliver_t):
         lo = np.searchsorted(send_t, t - reach - EXACT_TOLERANCE, side="left")
         hi = np.searchsorted(send_t, t - shift + EXACT_TOLERANCE, side="right")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# The previous adversary lives beside these tests (reference_adversary.py), never in the
+# package; importlib mode does not put this folder on the path by itself.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from simulations.config import SimConfig
 
