@@ -75,6 +75,9 @@ class Summary:
     entropy_bits: FloatArray
     top: IntArray
     """The most likely delivered row (the smallest among ties; -1 when none)."""
+    recipient_entropy_bits: FloatArray | None = None
+    """Entropy over recipients: a delivery into a corrupt provider names its mailbox owner, one
+    into an honest provider any of that provider's clients alike (None without providers)."""
 
 
 class Adversary:
@@ -122,6 +125,10 @@ class Adversary:
         xlx = np.zeros(n)
         best = np.full(n, -np.inf)
         top = np.full(n, -1, dtype=np.int64)
+        home = self.obs.home_provider
+        labels = home is not None and bool((home >= 0).any())
+        n_nodes = self.obs.n_nodes
+        by_label = np.zeros((n, n_nodes)) if labels else None
         for batch in self._batches(rows):
             ends = self._walk(rows[batch], forward=True)
             if not self._one_path_length:
@@ -137,9 +144,27 @@ class Adversary:
                 better = (m > best[t]) | ((m == best[t]) & (k < top[t]))
                 best[t[better]] = m[better]
                 top[t[better]] = k[better]
+                if by_label is not None:
+                    label = self.obs.dst[keys]
+                    if self.obs.revealed_recipient is not None:
+                        named = self.obs.revealed_recipient[keys]
+                        label = np.where(named >= 0, named, label)
+                    idx = (t * n_nodes)[:, None] + label[None, :]
+                    by_label += np.bincount(idx.ravel(), weights=vals.ravel(),
+                                            minlength=n * n_nodes).reshape(n, n_nodes)
         with np.errstate(divide="ignore", invalid="ignore"):
             h = np.where(mass > 0, np.log2(mass) - xlx / mass, 0.0)
-        return Summary(mass, np.maximum(h, 0.0), top)
+        h_rcpt = None
+        if by_label is not None and home is not None:
+            # A provider's mass is spread evenly over its clients: -m log(m / n_P) each.
+            size = np.bincount(home[home >= 0], minlength=n_nodes).astype(np.float64)
+            spread = np.where(size > 0, size, 1.0)
+            z = by_label.sum(axis=1)
+            logs = np.log2(by_label / spread, out=np.zeros_like(by_label), where=by_label > 0)
+            xlx_r = (by_label * logs).sum(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                h_rcpt = np.maximum(np.where(z > 0, np.log2(z) - xlx_r / z, 0.0), 0.0)
+        return Summary(mass, np.maximum(h, 0.0), top, h_rcpt)
 
     def backward_matrix(self, rows: IntArray) -> FloatArray:
         """For each delivered row, the (unnormalized) probability of every node as its sender:
@@ -264,6 +289,7 @@ class TargetResult:
     delivered_mass: FloatArray
     message_top1: FloatArray
     sender_top1: FloatArray
+    recipient_entropy_bits: FloatArray | None = None
 
 
 def evaluate_targets(adv: Adversary, inject_rows: IntArray, deliver_rows: IntArray,
@@ -279,6 +305,7 @@ def evaluate_targets(adv: Adversary, inject_rows: IntArray, deliver_rows: IntArr
         message_top1=(fwd.top == np.asarray(deliver_rows)).astype(np.float64),
         sender_top1=(np.where(has, back.argmax(axis=1), -1) == np.asarray(senders))
         .astype(np.float64),
+        recipient_entropy_bits=fwd.recipient_entropy_bits,
     )
 
 

@@ -32,6 +32,10 @@ FLAGS: dict[str, str] = {
     "duration": "duration",
     "warmup": "warmup",
     "corrupt_fraction": "corrupt_fraction",
+    "corrupt_providers": "corrupt_providers",
+    "message_rate": "message_rate",
+    "provider_delay": "provider_delay",
+    "pull_batch": "pull_batch",
     "seed": "seed",
     "runs": "runs",
     "targets": "targets",
@@ -52,7 +56,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("file", nargs="?", help="trace file (JSON lines) for the trace scenario")
     defaults = SimConfig()
     helps = {
-        "client_rate": "real messages/s per client (single-mix: input rate = clients x this)",
+        "client_rate": "payload-stream packets/s per client, all real unless --message-rate "
+                       "(single-mix: input rate = clients x this)",
+        "message_rate": "real messages/s per client queued into the payload stream (the other "
+                        "slots carry drop cover)",
+        "provider_delay": "mean holding delay at providers (default: --mean-hop-delay; 0 as "
+                          "built)",
+        "corrupt_providers": "providers that reveal their links and their mailboxes",
+        "pull_batch": "items a mailbox pull returns at most",
         "providers": "providers (0 = clients send straight into layer 1)",
         "width": "mixes per layer",
         "corrupt_fraction": "share of mixes that reveal their input-output links",

@@ -23,7 +23,12 @@ class SimConfig:
 
     clients: int = 20
     client_rate: float = _DEFAULTS.payload_rate
-    """Real messages per second per client (Loopix lambda_P when every payload slot is real)."""
+    """Payload-stream packets per second per client (Loopix lambda_P). Every slot is real unless
+    ``message_rate`` is set."""
+    message_rate: float | None = None
+    """Real messages per second per client offered to the payload stream (queued, each sent in
+    the next free slot; other slots carry drop cover, as Loopix and our client do). None: every
+    payload slot is real, the model's original reading."""
     loop_rate: float = _DEFAULTS.loop_rate
     """Loop cover packets per second per client (lambda_L)."""
     drop_rate: float = _DEFAULTS.drop_rate
@@ -34,6 +39,9 @@ class SimConfig:
     providers: int = 2
     """0: clients send straight into layer 1 and the last layer delivers to the recipient."""
     mean_hop_delay: float = _DEFAULTS.mean_hop_delay
+    provider_delay: float | None = None
+    """Mean holding delay at providers. None: ``mean_hop_delay`` (providers mix, as in the Loopix
+    paper); 0: as our network is built (``client/paths.py``: providers hold for 0)."""
     link_latency: float = 0.005
     """Fixed one-way latency of every link, seconds."""
     duration: float = 30.0
@@ -42,11 +50,16 @@ class SimConfig:
     """Seconds of traffic before the window, so pools are at their steady state."""
     corrupt_fraction: float = 0.0
     """Share of the mixes (not providers) that reveal their input-output links."""
+    corrupt_providers: int = 0
+    """Providers that reveal their links: which client sent what into which first mix (entry),
+    and which mailbox each delivery goes to and which are drop cover (exit)."""
     seed: int = 1
     runs: int = 1
     targets: int = 50
     """Target messages the adversary tracks per run."""
     pull_interval: float = _DEFAULTS.pull_interval
+    pull_batch: int = _DEFAULTS.pull_batch
+    """Items a pull returns at most (the rest wait for the next pull), as providers answer."""
     mix_loop_rate: float = _DEFAULTS.mix_loop_rate
     """Loop packets per second each mix sends to itself (lambda_M): the (n-1) alarm."""
     contacts: int = 3
@@ -56,7 +69,7 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         ints = {"clients": 1, "layers": 1, "width": 1, "providers": 0, "runs": 1, "targets": 1,
-                "contacts": 1, "rounds": 1}
+                "contacts": 1, "rounds": 1, "corrupt_providers": 0, "pull_batch": 1}
         for name, lo in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -71,10 +84,21 @@ class SimConfig:
             raise ParamsError("duration", "must be > 0 seconds")
         if not self.pull_interval > 0:
             raise ParamsError("pull_interval", "must be > 0 seconds")
+        for name in ("message_rate", "provider_delay"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ParamsError(name, "must be >= 0")
+        if self.corrupt_providers > self.providers:
+            raise ParamsError("corrupt_providers", "cannot exceed providers")
         if not 0.0 <= self.corrupt_fraction <= 1.0:
             raise ParamsError("corrupt_fraction", "must be between 0 and 1")
         if self.client_rate + self.loop_rate + self.drop_rate <= 0:
             raise ParamsError("client_rate", "clients must send something")
+
+    @property
+    def provider_hold(self) -> float:
+        """Mean delay a provider holds a packet for."""
+        return self.mean_hop_delay if self.provider_delay is None else self.provider_delay
 
     @property
     def mixing_hops(self) -> int:
@@ -90,11 +114,13 @@ class SimConfig:
         return dataclasses.asdict(self)
 
 
-def coerce(name: str, text: str) -> int | float:
+def coerce(name: str, text: str) -> int | float | None:
     """Parse a sweep value for field ``name`` with that field's type."""
     kinds = {f.name: f.type for f in dataclasses.fields(SimConfig)}
     if name not in kinds:
         raise ParamsError(name, "unknown simulation parameter")
+    if "None" in str(kinds[name]) and text.strip().lower() in ("none", "default"):
+        return None  # type: ignore[return-value]
     try:
         return int(text) if kinds[name] == "int" else float(text)
     except ValueError:

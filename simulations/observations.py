@@ -35,6 +35,8 @@ class Kind(IntEnum):
     REAL = 0
     LOOP = 1
     DROP = 2
+    MIX_LOOP = 3
+    """A mix's or provider's own loop (its rows follow the client packets' rows)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,17 +73,30 @@ def latency_figures(runs: list[NetworkRun]) -> dict[str, Any]:
     cfg = runs[0].config
     mailbox = np.concatenate([r.latency_mailbox[r.kind == 0] for r in runs])
     recipient = np.concatenate([r.latency_recipient[r.kind == 0] for r in runs])
-    delays = cfg.mixing_hops + (1 if cfg.providers else 0)
     links = cfg.mixing_hops + 1
-    return {
+    d, p = cfg.mean_hop_delay, cfg.provider_hold
+    n_prov = 2 if cfg.providers else 0
+    if n_prov and p != d:
+        law = (f"{links} x link_latency + Gamma({cfg.layers}, mean_hop_delay) + "
+               f"Gamma({n_prov}, provider_delay)")
+    else:
+        shape = cfg.layers + n_prov
+        law = f"{links} x link_latency + Gamma(shape={shape}, scale=mean_hop_delay)"
+    out: dict[str, Any] = {
         "latency_mailbox_s": summarize(mailbox),
         "latency_recipient_s": summarize(recipient),
         "latency_mailbox_theory": {
-            "distribution": f"{links} x link_latency + Gamma(shape={delays}, scale=mean_hop_delay)",
-            "mean": links * cfg.link_latency + delays * cfg.mean_hop_delay,
-            "sd": math.sqrt(delays) * cfg.mean_hop_delay,
+            "distribution": law,
+            "mean": links * cfg.link_latency + cfg.layers * d + n_prov * p,
+            "sd": math.sqrt(cfg.layers * d * d + n_prov * p * p),
         },
     }
+    waits = [r.queue_wait[r.kind == 0] for r in runs if r.queue_wait is not None]
+    if waits and cfg.message_rate is not None:
+        out["payload_queue_wait_s"] = summarize(np.concatenate(waits))
+        lam, mu = cfg.message_rate, cfg.client_rate
+        out["payload_queue_wait_theory_mean_s"] = 1.0 / (mu - lam) if mu > lam else math.inf
+    return out
 
 
 def measure_network(cfg: SimConfig, *, entropy: bool = True, eps: bool = True,
@@ -91,6 +104,7 @@ def measure_network(cfg: SimConfig, *, entropy: bool = True, eps: bool = True,
     """Simulate the network and let the global passive adversary and the timing attacker at it."""
     h_msg: list[FloatArray] = []
     h_snd: list[FloatArray] = []
+    h_rcpt: list[FloatArray] = []
     mass: list[FloatArray] = []
     top_snd: list[FloatArray] = []
     eps_all: list[FloatArray] = []
@@ -108,6 +122,8 @@ def measure_network(cfg: SimConfig, *, entropy: bool = True, eps: bool = True,
                                    run.sender[targets])
             h_msg.append(res.message_entropy_bits)
             h_snd.append(res.sender_entropy_bits)
+            if res.recipient_entropy_bits is not None:
+                h_rcpt.append(res.recipient_entropy_bits)
             mass.append(res.delivered_mass)
             top_snd.append(res.sender_top1)
         if eps and cfg.clients >= 2:
@@ -122,6 +138,8 @@ def measure_network(cfg: SimConfig, *, entropy: bool = True, eps: bool = True,
         data["message_entropy_bits"] = summarize(msg)
         data["sender_entropy_bits"] = summarize(np.concatenate(h_snd))
         data["sender_entropy_max_bits"] = math.log2(cfg.clients)
+        if h_rcpt:
+            data["recipient_entropy_bits"] = summarize(np.concatenate(h_rcpt))
         data["delivered_mass_min"] = float(np.concatenate(mass).min()) if msg.size else math.nan
         data["adversary_top1_sender"] = float(np.concatenate(top_snd).mean()) if msg.size \
             else math.nan

@@ -8,9 +8,13 @@ roles and the timing the adversary may assume; every other line is one packet cr
 
 ``t`` (seconds) is when the packet leaves ``src``; it reaches ``dst`` at ``t + link_latency``.
 ``size`` is the bytes on the wire (constant in a correct network; the reader reports whether it
-was). ``msg`` and ``kind`` are ground truth that the adversary never reads: ``msg`` is the same
-on every hop of one packet (the testnet knows it; the wire does not show it) and lets us score the
-adversary and model corrupt mixes; ``kind`` is ``real``, ``loop`` or ``drop``. Injection is a row
+was). A ``kind`` of ``mix-loop`` marks a node's own loop: the adversary is told its first row
+(no departure of the origin's pool) and last row (no arrival), and that a provider on its way
+relays it at once; the optional meta key ``layers`` (node -> layer) lets it reject paths that
+no real packet takes. Otherwise ``msg`` and ``kind`` are ground truth that the adversary never
+reads: ``msg`` is the same on every hop of one packet (the testnet knows it; the wire does
+not show it) and lets us score the adversary and model corrupt mixes; ``kind`` is ``real``,
+``loop``, ``drop`` or ``mix-loop``. Injection is a row
 from a client, delivery a row from a mix to a provider (or to a client when there are no
 providers); both follow from the roles, so no extra marker is needed.
 """
@@ -33,7 +37,8 @@ from simulations.observations import Kind, Observations, Role
 IntArray = npt.NDArray[np.int64]
 
 ROLE_NAMES = {"client": Role.CLIENT, "provider": Role.PROVIDER, "mix": Role.MIX}
-KIND_NAMES = {"real": Kind.REAL, "loop": Kind.LOOP, "drop": Kind.DROP}
+KIND_NAMES = {"real": Kind.REAL, "loop": Kind.LOOP, "drop": Kind.DROP,
+              "mix-loop": Kind.MIX_LOOP}
 META = "meta"
 
 
@@ -59,7 +64,13 @@ def write_trace(run: NetworkRun, path: Path | str, size: int = 2276) -> int:
     names = _model_names(run)
     n_links = run.hops
     order = np.argsort(obs.t_dep, kind="stable")
-    packet = np.arange(obs.n_rows) // n_links
+    n_pk = run.first_row.size
+    client_rows = run.n_client_rows
+    packet = np.arange(obs.n_rows) // max(n_links, 1)
+    kind_of = run.kind
+    if obs.n_rows > client_rows:
+        packet[client_rows:] = n_pk + (np.arange(obs.n_rows - client_rows) // run.loop_links)
+        kind_of = np.concatenate([run.kind, np.full(int(packet[-1]) + 1 - n_pk, Kind.MIX_LOOP)])
     kinds = {int(k): name for name, k in KIND_NAMES.items()}
     with open(path, "w", encoding="utf-8") as fh:
         meta = {
@@ -67,6 +78,8 @@ def write_trace(run: NetworkRun, path: Path | str, size: int = 2276) -> int:
             "nodes": {names[i]: Role(int(obs.node_role[i])).name.lower()
                       for i in range(obs.n_nodes)},
             "corrupt": [names[i] for i in np.flatnonzero(obs.corrupt)],
+            "layers": {names[i]: int(obs.node_layer[i]) for i in range(obs.n_nodes)}
+            if obs.node_layer is not None else {},
             "mean_hop_delay": run.config.mean_hop_delay,
             "link_latency": run.config.link_latency,
         }
@@ -76,7 +89,7 @@ def write_trace(run: NetworkRun, path: Path | str, size: int = 2276) -> int:
             fh.write(json.dumps({
                 "t": float(obs.t_dep[r]), "src": names[int(obs.src[r])],
                 "dst": names[int(obs.dst[r])], "size": size, "msg": f"p{p}",
-                "kind": kinds[int(run.kind[p])],
+                "kind": kinds[int(kind_of[p])],
             }) + "\n")
     return int(order.size)
 
@@ -151,9 +164,20 @@ def parse_trace(lines: Iterable[str]) -> Trace:
             next_row[last_seen[key]] = i
             prev_row[i] = last_seen[key]
         last_seen[key] = i
+    layers_given: dict[str, int] = meta.get("layers", {})
+    layer = None
+    if layers_given and all(n in layers_given for n in names):
+        layer = np.array([int(layers_given[n]) for n in names], dtype=np.int64)
+    loop_rows = kind == Kind.MIX_LOOP
+    fresh = absorbed = relay = None
+    if loop_rows.any():
+        fresh = loop_rows & (prev_row < 0)
+        absorbed = loop_rows & (next_row < 0)
+        relay = loop_rows & ~absorbed & (role[dst] == Role.PROVIDER)
     obs = Observations(
         t_dep=t_dep, t_arr=t_dep + latency, src=src, dst=dst, node_role=role,
         corrupt=corrupt, next_row=next_row, prev_row=prev_row, node_names=names,
+        node_layer=layer, relay=relay, fresh=fresh, absorbed=absorbed,
     )
     return Trace(obs, kind, len(sizes) == 1, None if delay is None else float(delay), latency)
 
