@@ -83,6 +83,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="draw the figure into this file")
     p.add_argument("--sweep", metavar="PARAM=V1,V2,...", help="run once per value of PARAM")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="sweep: local processes (default: one per CPU; 1: serial)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="sweep: run the points on this Dask distributed scheduler")
+    p.add_argument("--table", metavar="FILE.csv",
+                   help="sweep: also write a tidy table, one row per value")
     p.add_argument("--write-trace", metavar="FILE",
                    help="network scenarios: also write the first run as a link trace")
     p.set_defaults(func=handler)

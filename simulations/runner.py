@@ -23,6 +23,7 @@ from simulations.scenarios import (
     analyze_trace,
     headline,
 )
+from simulations.sweeps import connect, run_points, write_table
 from simulations.trace import read_trace, write_trace
 
 
@@ -69,21 +70,30 @@ def run(args: argparse.Namespace, cfg: SimConfig) -> int:
 
 
 def _sweep(args: argparse.Namespace, cfg: SimConfig, run: Any) -> int:
+    del run  # the points run by name (simulations.sweeps), wherever they run
     name, values = parse_sweep(args.sweep)
+    points = [cfg.replace(**{name: value}) for value in values]
     results: list[dict[str, Any]] = []
     curves: list[tuple[str, Curve]] = []
     heads: list[float] = []
-    with Progress(transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task(f"sweep {name}", total=len(values))
-        for value in values:
-            point = cfg.replace(**{name: value})
-            outcome: Outcome = run(point)
-            results.append({"value": value, "parameters": outcome.parameters(point),
-                            **outcome.data})
-            heads.append(headline(args.scenario, outcome.data))
-            if outcome.curve is not None:
-                curves.append((f"{name}={value}", outcome.curve))
-            bar.advance(task)
+    client = connect(args.scheduler)
+    try:
+        with Progress(transient=True, console=_stderr_console()) as bar:
+            task = bar.add_task(f"sweep {name}", total=len(values))
+            outcomes: list[Outcome] = run_points(
+                [(args.scenario, p.to_dict()) for p in points], jobs=args.jobs, client=client,
+                progress=lambda: bar.advance(task))
+    finally:
+        if client is not None:
+            client.close()
+    for value, point, outcome in zip(values, points, outcomes, strict=True):
+        results.append({"value": value, "parameters": outcome.parameters(point),
+                        **outcome.data})
+        heads.append(headline(args.scenario, outcome.data))
+        if outcome.curve is not None:
+            curves.append((f"{name}={value}", outcome.curve))
+    if args.table:
+        write_table(args.table, name, results)
     data = {
         "scenario": args.scenario,
         "parameters": cfg.to_dict(),

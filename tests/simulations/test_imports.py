@@ -1,4 +1,5 @@
-"""The simulations package stays in its room: mixcore, numpy, matplotlib, rich and stdlib only."""
+"""The simulations package stays in its room: mixcore, numpy, matplotlib, rich, distributed
+(Dask, for sweeps on a cluster) and stdlib only."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import simulations
 
-ALLOWED = {"mixcore", "numpy", "matplotlib", "rich", "simulations"}
+ALLOWED = {"mixcore", "numpy", "matplotlib", "rich", "simulations", "distributed"}
 
 
 def test_simulations_imports_only_allowed_packages() -> None:
