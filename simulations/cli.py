@@ -52,8 +52,11 @@ def register(subparsers: Any) -> None:
         description="Simulate the mixnet against a global passive adversary and attacks, or "
         "analyze a recorded link trace: mixnet simulate trace FILE.",
     )
-    p.add_argument("scenario", choices=[*SCENARIO_NAMES, "trace"], help="what to simulate")
-    p.add_argument("file", nargs="?", help="trace file (JSON lines) for the trace scenario")
+    p.add_argument("scenario", choices=[*SCENARIO_NAMES, "trace", "paper"],
+                   help="what to simulate (paper loopix: the Loopix paper's figures)")
+    p.add_argument("file", nargs="?",
+                   help="trace file (JSON lines) for trace; the paper (loopix) for paper")
+    p.add_argument("--out", metavar="DIR", help="paper: folder for the figures and tables")
     defaults = SimConfig()
     helps = {
         "client_rate": "payload-stream packets/s per client, all real unless --message-rate "

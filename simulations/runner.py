@@ -51,6 +51,8 @@ def run(args: argparse.Namespace, cfg: SimConfig) -> int:
         if args.plot and outcome.curve is not None:
             _plot(args.plot, f"trace {args.file}", [("trace", outcome.curve)])
         return 0
+    if args.scenario == "paper":
+        return _paper(args, cfg)
     if args.file:
         raise MixnetError(f"unexpected argument {args.file!r} (only the trace scenario takes one)")
     scenario = SCENARIOS[args.scenario]
@@ -104,6 +106,23 @@ def _sweep(args: argparse.Namespace, cfg: SimConfig, run: Any) -> int:
     if args.plot:
         _plot(args.plot, f"{args.scenario}: sweep of {name}", curves,
               (name, [float(v) for v in values], heads, HEADLINE_LABELS[args.scenario]))
+    return 0
+
+
+def _paper(args: argparse.Namespace, cfg: SimConfig) -> int:
+    if args.file != "loopix":
+        raise MixnetError("simulate paper takes one paper: loopix")
+    if not args.out:
+        raise MixnetError("simulate paper loopix needs --out DIR")
+    from simulations.paper import run_paper  # noqa: PLC0415  (matplotlib, only here)
+
+    client = connect(args.scheduler)
+    try:
+        data = run_paper(cfg, args.out, jobs=args.jobs, client=client)
+    finally:
+        if client is not None:
+            client.close()
+    _emit(args, {"scenario": "paper", "paper": "loopix", "parameters": cfg.to_dict(), **data})
     return 0
 
 

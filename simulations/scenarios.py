@@ -242,6 +242,14 @@ def n_minus_one(cfg: SimConfig) -> Outcome:
     return Outcome(data, curve)
 
 
+def network_entropy(cfg: SimConfig) -> Outcome:
+    """Only the entropies (and latency): the paper figures' points."""
+    return measure_network(cfg, entropy=True, eps=False, timing=False)
+
+
+#: Runnable by name (sweep points), not listed as a command scenario.
+HIDDEN = {"network-entropy": network_entropy}
+
 SCENARIOS: dict[str, Callable[[SimConfig], Outcome]] = {
     "single-mix": single_mix,
     "network": network,

@@ -22,7 +22,7 @@ from typing import Any
 
 from mixcore.errors import MixnetError
 from simulations.config import SimConfig
-from simulations.scenarios import SCENARIOS, Outcome
+from simulations.scenarios import HIDDEN, SCENARIOS, Outcome
 
 Point = tuple[str, dict[str, Any]]
 
@@ -30,7 +30,7 @@ Point = tuple[str, dict[str, Any]]
 def run_point(point: Point) -> Outcome:
     """Run one sweep point (top-level, so a process pool or a Dask worker can call it)."""
     name, params = point
-    return SCENARIOS[name](SimConfig(**params))
+    return {**SCENARIOS, **HIDDEN}[name](SimConfig(**params))
 
 
 def run_points(points: list[Point], *, jobs: int | None = None, client: Any = None,
