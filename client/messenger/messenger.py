@@ -115,6 +115,7 @@ class Messenger:
         self.card = ContactCard.create(identity, provider, mailbox)
         self.counts: Counter[str] = Counter()
         self._progress: dict[bytes, tuple[int, int]] = {}
+        self._expiry_scan: tuple[int, float] | None = None  # (store revision, next expiry)
 
     # -- contacts ------------------------------------------------------------------------------
 
@@ -839,12 +840,23 @@ class Messenger:
         return out
 
     def expire(self) -> int:
-        """Delete every message whose timer ran out; returns how many."""
+        """Delete every message whose timer ran out; returns how many. Skips the scan while
+        nothing was written since the last one and no timer is due (the daemon asks every
+        second)."""
+        now = self.clock()
+        if self._expiry_scan is not None:
+            revision, due = self._expiry_scan
+            if revision == self.store.revision and now < due:
+                return 0
         before = self.counts["expired"]
-        for c in self._contacts():
-            self._live(f"c:{c.cid}")
-        for g in self._groups():
-            self._live(f"g:{g.gid.hex()}")
+        due = float("inf")
+        convs = [f"c:{c.cid}" for c in self._contacts()]
+        convs += [f"g:{g.gid.hex()}" for g in self._groups()]
+        for conv in convs:
+            for _, record in self._live(conv):
+                if record.expires_at:
+                    due = min(due, record.expires_at)
+        self._expiry_scan = (self.store.revision, due)
         return self.counts["expired"] - before
 
     def upkeep(self) -> int:

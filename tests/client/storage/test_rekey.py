@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client.storage import KdfParams, Store, StoreCorrupted, WrongPassphrase
+from client.storage import KdfParams, Store, StoreCorrupted, StoreRolledBack, WrongPassphrase
 from mixnet.cli import main
 
 FAST = KdfParams.fast_for_tests()
@@ -124,3 +124,25 @@ def test_mixnet_client_passphrase_rekeys_the_clients_store(
     with Store.open(store_path, NEW, sleep=lambda _: None) as store:
         assert store.load_identity() is not None
     assert os.stat(store_path).st_mode & 0o777 == 0o600
+
+
+def test_mixnet_client_accept_restore_accepts_a_deliberately_restored_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MIXNET_PASSPHRASE", OLD)
+    data = tmp_path / "c"
+    assert main(["client", "init", "--dir", str(data), "--provider", "cd" * 32,
+                 "--authority", "ab" * 32 + "@http://127.0.0.1:1"]) == 0
+    store_path = data / "messenger.db"
+    backup = tmp_path / "backup.db"
+    shutil.copy(store_path, backup)
+    with Store.open(store_path, OLD) as store:
+        store.put("settings", "after the backup", b"x")
+    shutil.copy(backup, store_path)
+    capsys.readouterr()
+    with pytest.raises(StoreRolledBack, match="accept-restore"):
+        Store.open(store_path, OLD)
+    assert main(["client", "accept-restore", "--dir", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted"] == [str(store_path)]
+    with Store.open(store_path, OLD) as store:
+        assert store.get("settings", "after the backup") is None
