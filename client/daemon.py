@@ -48,6 +48,7 @@ from client.messenger import ops as messenger_ops
 from client.messenger.messenger import Envelope, Messenger
 from client.storage import Store
 from client.transport_db import TransportDB
+from mixcore.anonymity import meter_for
 from mixcore.consensus import ConsensusDocument, VerifiedConsensus
 from mixcore.epochs import EpochClock
 from mixcore.errors import DecodeError, LinkError, MixnetError
@@ -315,6 +316,8 @@ class ClientDaemon:
             ),
         }
         if core is not None:
+            meter = meter_for(core.consensus)
+            out["anonymity"] = meter.to_dict() if meter is not None else None
             stats = core.statistics()
             out["transport"] = stats.to_dict()
             out["acks_pending"] = stats.acks_pending

@@ -15,7 +15,10 @@ Wire formats (see ``docs/parts/consensus.md`` for the byte-level description):
 
 * body: canonical msgpack array
   ``[version, identity_key, link_key, role, layer, host, port, epoch,
-  [[epoch, mix_key], [epoch + 1, mix_key]], name]``;
+  [[epoch, mix_key], [epoch + 1, mix_key]], name]``, optionally followed by the node's traffic
+  figures of its last full epoch ``[measured_epoch, packets_in_milli_per_s, mean_pool_milli,
+  loop_return_permille]`` (integers; -1: no loops settled). Counts only, no per-packet data:
+  they feed the clients' anonymity meter (``mixcore.anonymity``);
 * signature: Ed25519 by ``identity_key`` over ``DESCRIPTOR_SIGNING_DOMAIN + body``;
 * signed descriptor: canonical msgpack array ``[body, signature]`` (both byte strings).
 """
@@ -51,6 +54,57 @@ MAX_EPOCH = (1 << 32) - 2
 MAX_NAME_LEN = 32
 MAX_HOST_LEN = 253
 LINK_KEY_LEN = 32
+
+#: Bounds of the traffic figures (1e9 packets/s, a billion pooled packets: far past any node).
+MAX_FIGURE_MILLI = 10**12
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficFigures:
+    """A node's figures for one finished epoch, as it signs them (integers on the wire)."""
+
+    measured_epoch: int
+    packets_in_milli_per_s: int
+    mean_pool_milli: int
+    loop_return_permille: int = -1
+    """Share of the node's own loops that came back, per mille; -1 when none settled."""
+
+    def __post_init__(self) -> None:
+        _check_int("traffic.measured_epoch", self.measured_epoch, 0, MAX_EPOCH)
+        _check_int("traffic.packets_in", self.packets_in_milli_per_s, 0, MAX_FIGURE_MILLI)
+        _check_int("traffic.mean_pool", self.mean_pool_milli, 0, MAX_FIGURE_MILLI)
+        _check_int("traffic.loop_return", self.loop_return_permille, -1, 1000)
+
+    @classmethod
+    def of(cls, epoch: int, packets_in_per_s: float, mean_pool: float,
+           loop_return_share: float | None) -> TrafficFigures:
+        """From measured values (rounded to the wire's precision)."""
+        share = -1 if loop_return_share is None else round(1000 * loop_return_share)
+        return cls(epoch, round(1000 * packets_in_per_s), round(1000 * mean_pool), share)
+
+    @property
+    def packets_in_per_s(self) -> float:
+        return self.packets_in_milli_per_s / 1000
+
+    @property
+    def mean_pool(self) -> float:
+        return self.mean_pool_milli / 1000
+
+    @property
+    def loop_return_share(self) -> float | None:
+        return None if self.loop_return_permille < 0 else self.loop_return_permille / 1000
+
+    def to_wire(self) -> list[int]:
+        return [self.measured_epoch, self.packets_in_milli_per_s, self.mean_pool_milli,
+                self.loop_return_permille]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> TrafficFigures:
+        items = expect_list(obj, 4, "traffic figures")
+        if any(not isinstance(x, int) or isinstance(x, bool) for x in items):
+            raise _fail("traffic", "expected four integers")
+        return cls(*items)
+
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
@@ -145,6 +199,8 @@ class NodeDescriptor:
     """``((epoch, key), (epoch + 1, key))``: compressed Sphinx group points, in this order."""
     name: str = ""
     version: int = DESCRIPTOR_VERSION
+    traffic: TrafficFigures | None = None
+    """The node's figures of its last full epoch (signed with the rest), if it has them."""
 
     def __post_init__(self) -> None:
         _check_int("version", self.version, DESCRIPTOR_VERSION, DESCRIPTOR_VERSION)
@@ -161,6 +217,11 @@ class NodeDescriptor:
         _check_int("epoch", self.epoch, 0, MAX_EPOCH)
         self._check_mix_keys()
         check_name(self.name)
+        if self.traffic is not None:
+            if not isinstance(self.traffic, TrafficFigures):
+                raise _fail("traffic", "expected TrafficFigures")
+            if self.traffic.measured_epoch >= self.epoch:
+                raise _fail("traffic", "figures must be of an epoch before the descriptor's")
 
     def _check_mix_keys(self) -> None:
         keys = self.mix_keys
@@ -208,6 +269,7 @@ class NodeDescriptor:
             self.epoch,
             [[epoch, key] for epoch, key in self.mix_keys],
             self.name,
+            *([self.traffic.to_wire()] if self.traffic is not None else []),
         ]
 
     def encode(self) -> bytes:
@@ -218,6 +280,11 @@ class NodeDescriptor:
     def from_wire(cls, obj: Any) -> NodeDescriptor:
         """Rebuild from the decoded array; every problem is a :class:`DescriptorError`."""
         try:
+            if isinstance(obj, list) and len(obj) == 11:
+                traffic = TrafficFigures.from_wire(obj[10])
+                obj = obj[:10]
+            else:
+                traffic = None
             items = expect_list(obj, 10, "descriptor")
             version, identity_key, link_key, role, layer, host, port, epoch, keys, name = items
             if version != DESCRIPTOR_VERSION or isinstance(version, bool):
@@ -244,6 +311,7 @@ class NodeDescriptor:
             mix_keys=mix_keys,  # type: ignore[arg-type]  # checked in __post_init__
             name=name,
             version=version,
+            traffic=traffic,
         )
 
     @classmethod

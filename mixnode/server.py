@@ -42,6 +42,7 @@ from mixcore.net.directory_client import ConsensusFetcher, upload_descriptor
 from mixcore.net.link import Link, accept_link
 from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry, load_mix_key, save_mix_key
 from mixnode.config import NodeConfig
+from mixnode.figures import EpochFigures
 from mixnode.keyring import KeyRing
 from mixnode.links import OutboundLinks
 from mixnode.mailbox import MailboxStore
@@ -87,6 +88,8 @@ class MixNode:
         if self._trace is not None:
             log.warning("MIXNET_TRACE is set: recording link events (testnet use only)")
         self.uploaded_epochs: set[int] = set()
+        # Per-epoch traffic figures for the descriptor (the clients' anonymity meter).
+        self.figures = EpochFigures(self.clock.epoch_at)
         self.links: OutboundLinks | None = None
         self.client_links = 0
         self.counts: dict[str, int] = {"links_accepted": 0, "links_rejected": 0}
@@ -158,6 +161,7 @@ class MixNode:
             epoch=epoch,
             mix_keys=tuple(keys),
             name=self.config.name,
+            traffic=self.figures.for_descriptor(epoch),
         )
         return make_signed_descriptor(desc, self.identity).wire
 
@@ -289,12 +293,21 @@ class MixNode:
 
     # -- upkeep ----------------------------------------------------------------
 
+    def _observe_figures(self, now: float) -> None:
+        stats: dict[str, object] = self.runtime.statistics()
+        count = {k: int(stats.get(k, 0))  # type: ignore[call-overload]
+                 for k in ("packets_in", "pool_size", "loops_returned", "loops_lost")}
+        self.figures.observe(now, packets_in=count["packets_in"], pool_size=count["pool_size"],
+                             loops_returned=count["loops_returned"],
+                             loops_lost=count["loops_lost"])
+
     async def run_upkeep(self) -> None:
         """Once a second: keys, descriptor, retirement, periodic saves."""
         last_save = last_stats = self.runtime.now()
         while True:
             now = self.runtime.now()
             epoch = self.clock.epoch_at(now)
+            self._observe_figures(now)
             self.ensure_mix_keys(now)
             if epoch not in self.uploaded_epochs:
                 with suppress(MixnetError):

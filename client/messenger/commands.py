@@ -266,9 +266,22 @@ def _status(args: argparse.Namespace) -> int:
             f"{k[7:]} {v}" for k, v in s.items() if k.startswith("outbox_")),
         f"messages received   {transport.get('messages_received', 0)}",
         f"messenger           {s.get('messenger')}",
+        f"anonymity           {_anonymity_line(s.get('anonymity'))}",
     ]
     emit(s, args.json, "\n".join(lines))
     return 0
+
+
+def _anonymity_line(meter: dict[str, Any] | None) -> str:
+    """The meter (mixcore.anonymity) in one line: expected entropies, then any warning."""
+    if not meter:
+        return "waiting for the nodes' traffic figures"
+    line = (f"~{meter['sender_entropy_bits']:.1f} bits sender "
+            f"(~{meter['clients_estimate']:.0f} clients), "
+            f"~{meter['message_entropy_bits']:.1f} bits message")
+    for warning in meter["warnings"]:
+        line += f"\n  WARNING: {warning}"
+    return line
 
 
 def _chat(args: argparse.Namespace) -> int:

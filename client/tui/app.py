@@ -57,6 +57,8 @@ class ChatApp(App[None]):
     CSS = """
     #contacts { width: 28; border-right: solid $primary; }
     #banner { background: $error; color: $text; padding: 0 1; display: none; }
+    #anonymity { color: $text-muted; padding: 0 1; }
+    #anonymity.warn { background: $warning; color: $text; }
     #banner.shown { display: block; }
     #title { background: $boost; padding: 0 1; }
     #conversation { height: 1fr; padding: 0 1; }
@@ -76,11 +78,13 @@ class ChatApp(App[None]):
         self.conversation_text = ""
         self.banner_text = ""
         self.title_text = ""
+        self.anonymity_text = ""
 
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield ListView(id="contacts")
             with Vertical():
+                yield Static("", id="anonymity")
                 yield Static("", id="banner")
                 yield Static("select a conversation", id="title")
                 with VerticalScroll(id="conversation-scroll"):
@@ -103,7 +107,28 @@ class ChatApp(App[None]):
         except NoMatches:
             return
 
+    async def _refresh_anonymity(self) -> None:
+        """The meter's line (mixcore.anonymity): expected entropy now, and its warnings."""
+        try:
+            status = await self.api.call("status")
+        except MixnetError:
+            return
+        meter = status.get("anonymity") if isinstance(status, dict) else None
+        if not meter:
+            text, warn = "anonymity: waiting for the nodes' traffic figures", False
+        else:
+            text = (f"anonymity ~{meter['sender_entropy_bits']:.1f} bits sender, "
+                    f"~{meter['message_entropy_bits']:.1f} bits message")
+            warn = bool(meter["warnings"])
+            if warn:
+                text += "  ⚠ " + "; ".join(meter["warnings"])
+        self.anonymity_text = text
+        line = self.query_one("#anonymity", Static)
+        line.update(_escape(text))
+        line.set_class(warn, "warn")
+
     async def _refresh(self) -> None:
+        await self._refresh_anonymity()
         try:
             contacts = await self.api.call("contacts")
             groups = await self.api.call("groups")
