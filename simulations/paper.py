@@ -90,6 +90,7 @@ def _draw(path: Path, fig: Figure, base: SimConfig, rows: list[dict[str, Any]]) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.ticker  # noqa: PLC0415
 
     xs = [float(r["value"]) for r in rows]
     fig_, ax = plt.subplots(figsize=(7.2, 5.0))
@@ -104,6 +105,7 @@ def _draw(path: Path, fig: Figure, base: SimConfig, rows: list[dict[str, Any]]) 
                label=f"log2(clients) = {math.log2(base.clients):.2f}")
     if fig.log_x:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
     ax.set_xlabel(fig.xlabel)
     ax.set_ylabel("entropy (bits)")

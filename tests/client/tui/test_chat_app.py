@@ -136,3 +136,38 @@ def test_render_failed_state_with_reason() -> None:
         "state": "failed", "reason": "retry_budget_exhausted",
     })
     assert "failed: retry_budget_exhausted" in line and r"x\[y]" in line
+
+
+class MeterApi(FakeApi):
+    """The fake API plus the daemon's ``status`` with an anonymity meter."""
+
+    def __init__(self, pair: Pair, meter: dict[str, Any] | None) -> None:
+        super().__init__(pair)
+        self.meter = meter
+
+    async def call(self, op: str, **args: Any) -> Any:
+        if op == "status":
+            return {"connected": True, "anonymity": self.meter}
+        return await super().call(op, **args)
+
+
+def test_header_shows_the_anonymity_meter_and_its_warning(pair: Pair) -> None:
+    asyncio.run(_header_meter(pair))
+
+
+async def _header_meter(pair: Pair) -> None:
+    meter = {"sender_entropy_bits": 4.1, "message_entropy_bits": 6.3, "warnings": []}
+    api = MeterApi(pair, meter)
+    app = ChatApp(api, poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert "4.1 bits sender" in app.anonymity_text and "6.3 bits message" in app.anonymity_text
+        assert not app.query_one("#anonymity").has_class("warn")
+        api.meter = {**meter, "sender_entropy_bits": 1.2,
+                     "warnings": ["possible active attack: mix loops missing in layer 2"]}
+        await app.action_refresh()
+        assert "layer 2" in app.anonymity_text
+        assert app.query_one("#anonymity").has_class("warn")
+        api.meter = None
+        await app.action_refresh()
+        assert "waiting" in app.anonymity_text
