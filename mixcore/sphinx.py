@@ -40,7 +40,7 @@ import hmac
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -550,6 +550,8 @@ class Sphinx:
 
     def __init__(self, geometry: SphinxGeometry | None = None) -> None:
         self.geometry = geometry or SphinxGeometry()
+        self.urandom: Callable[[int], bytes] = os.urandom
+        """Where SURB ids and SURB keys come from (test vectors replace it)."""
 
     # -- suite-specific parts ----------------------------------------------------------------
 
@@ -664,9 +666,9 @@ class Sphinx:
         self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes
     ) -> tuple[Surb, SurbKeys]:
         """A SURB whose reply the last hop of ``path`` stores in ``mailbox``."""
-        surb_id = os.urandom(SURB_ID_LEN)
+        surb_id = self.urandom(SURB_ID_LEN)
         header, body_keys, _ = self._path_header(path, delays, SurbReplyCommand(mailbox, surb_id))
-        key = os.urandom(K)
+        key = self.urandom(K)
         surb = Surb(first_hop=path[0].node_id, header=header, key=key)
         return surb, SurbKeys(surb_id, (key, *body_keys))
 

@@ -177,6 +177,8 @@ class Core:
         self.layer_len = layer_len
         """Bytes a relay hop's layer takes in beta: length byte, RELAY command, next gamma."""
         self._aes = aes
+        self.urandom: Callable[[int], bytes] = os.urandom
+        """Where ``x`` and the exit layer's padding come from (test vectors replace it)."""
         self._zero_iv = bytes(K)
         self._layer_pad = bytes(layer_len)
 
@@ -213,28 +215,23 @@ class Core:
         public_keys: Sequence[bytes],
         relays: Sequence[bytes],
         final: bytes,
-        *,
-        x: bytes | None = None,
-        pad: bytes | None = None,
     ) -> tuple[bytes, list[HopKeys]]:
         """``alpha | beta | gamma`` for a path of ``len(public_keys)`` hops, and every hop's keys.
 
         ``relays[i]`` is hop ``i``'s length-prefixed RELAY command naming hop ``i + 1``;
-        ``final`` the exit's length-prefixed final command. ``x`` and ``pad`` (the exit layer's
-        random padding) are drawn from the OS unless given (test vectors give them).
+        ``final`` the exit's length-prefixed final command. ``x`` and the exit layer's random
+        padding come from :attr:`urandom`.
         """
         n = len(public_keys)
         pad_len = self.beta_len - (n - 1) * self.layer_len - len(final)
         if n < 1 or len(relays) != n - 1 or pad_len < 0:
             raise ValueError("path does not fit the header")
         while True:
-            secret = x if x is not None else os.urandom(32)
             try:
-                alpha, keys = self._hop_secrets(secret, public_keys)
+                alpha, keys = self._hop_secrets(self.urandom(32), public_keys)
                 break
             except RetryHeader:
-                if x is not None:
-                    raise
+                continue
         aes, zero = self._aes(), self._zero_iv
         streams = [aes.ctr(k.header, zero, bytes(self.beta_len + self.layer_len)) for k in keys]
         # Filler: what the hops after the first will find beyond the end of beta.
@@ -244,10 +241,7 @@ class Core:
             start = self.beta_len - (i - 1) * self.layer_len
             stream = streams[i - 1][start : start + len(block)]
             filler = _xor(block, stream)
-        padding = pad if pad is not None else os.urandom(pad_len)
-        if len(padding) != pad_len:
-            raise ValueError(f"the exit layer's padding is {pad_len} bytes")
-        plain = final + padding
+        plain = final + self.urandom(pad_len)
         beta = _xor(plain, streams[n - 1]) + filler
         gamma = mac(keys[n - 1].header_mac, beta)
         for i in range(n - 2, -1, -1):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mixcore.errors import BodyMacError, HeaderMacError, PacketError
+from mixcore.errors import BodyMacError, HeaderMacError, PacketError, WrongSuitePacket
 from mixcore.payload import DROP_MAILBOX
 from mixcore.sphinx import Deliver, MixPrivateKey, ParsedPacket, ProcessResult, Relay, Sphinx
 from mixnode.keyring import KeyRing
@@ -29,6 +29,8 @@ class Role(StrEnum):
 
 class DropReason(StrEnum):
     MALFORMED = "malformed"
+    WRONG_SUITE = "wrong_suite"
+    """The packet's version byte names another Sphinx suite than the network's."""
     BAD_MAC = "bad_mac"
     BAD_PAYLOAD = "bad_payload"
     REPLAY = "replay"
@@ -142,6 +144,8 @@ class PacketProcessor:
         """Peel a layer with the first live key whose header MAC verifies."""
         try:
             parsed = self.sphinx.parse(packet)  # once, however many keys are tried
+        except WrongSuitePacket:
+            return DropReason.WRONG_SUITE
         except PacketError:
             return DropReason.MALFORMED
         for epoch, key in self.keyring.live(now):
