@@ -20,6 +20,7 @@ from mixcore.params import NetworkParams
 from mixnode.processor import Role
 
 CONFIG_NAME = "node.json"
+MAX_WORKERS = 256
 
 
 class ConfigError(MixnetError):
@@ -54,6 +55,11 @@ class NodeConfig:
     replay_save_interval: float = 30.0
     metrics_port: int = 0
     """Serve Prometheus metrics on 127.0.0.1:PORT when non-zero."""
+    workers: int | None = None
+    """Worker processes that peel Sphinx layers (None: the machine's cores minus one, at least
+    one; 0: peel in the node process itself, as tests and small testnets may)."""
+    hop_queue: int = 4096
+    """Packets that may wait for a worker; more are dropped and counted (``hop_queue_full``)."""
 
     def __post_init__(self) -> None:
         try:
@@ -76,7 +82,12 @@ class NodeConfig:
             raise ConfigError("key_grace must be > 0 and shorter than an epoch")
         if not 0 < self.effective_max_hop_delay <= grace:
             raise ConfigError("max_hop_delay must be > 0 and at most the key grace")
-        for name in ("pool_capacity", "max_items_per_mailbox", "link_backlog"):
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int)
+            or not 0 <= self.workers <= MAX_WORKERS
+        ):
+            raise ConfigError(f"workers must be null or an integer in 0..{MAX_WORKERS}")
+        for name in ("pool_capacity", "max_items_per_mailbox", "link_backlog", "hop_queue"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         for name in ("peak_rate", "mailbox_ttl", "handshake_timeout", "stats_interval"):
@@ -92,6 +103,17 @@ class NodeConfig:
     @property
     def effective_max_hop_delay(self) -> float:
         return self.max_hop_delay or self.params.max_hop_delay
+
+    @property
+    def effective_workers(self) -> int:
+        """Hop worker processes to run: ``workers``, or the cores minus one (at least one)."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, cores - 1)
 
     @property
     def advertised_host(self) -> str:

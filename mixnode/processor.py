@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mixcore.errors import BodyMacError, HeaderMacError, PacketError, WrongSuitePacket
 from mixcore.payload import DROP_MAILBOX
-from mixcore.sphinx import Deliver, MixPrivateKey, ParsedPacket, ProcessResult, Relay, Sphinx
+from mixcore.sphinx import Deliver, Relay, Sphinx
 from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
+from mixnode.unwrap import Unwrapped, unwrap
 
 PROVIDER_LAYER = 0
 
@@ -40,6 +40,10 @@ class DropReason(StrEnum):
     DELAY_TOO_LONG = "delay_too_long"
     UNKNOWN_MAILBOX = "unknown_mailbox"
     POOL_FULL = "pool_full"
+    HOP_QUEUE_FULL = "hop_queue_full"
+    """The queue to the worker processes was full (a flood): dropped before the hop."""
+    WORKER_LOST = "worker_lost"
+    """A worker process died holding the packet (it is restarted; the packet is gone)."""
     NO_ROUTE = "no_route"
     COVER = "cover"
     """A drop cover packet reached its exit and was discarded, as designed (not an error)."""
@@ -132,46 +136,30 @@ class PacketProcessor:
         self.outcomes: Counter[str] = Counter()
 
     def receive(self, packet: bytes, now: float) -> Event:
+        """Peel, check and decide, in this process."""
+        live = self.keyring.live(now)
+        retired = [key for _, key in self.keyring.retired(now)]
+        return self.receive_unwrapped(unwrap(self.sphinx, live, retired, packet), now)
+
+    def receive_unwrapped(self, unwrapped: Unwrapped, now: float) -> Event:
+        """Decide on a packet a worker (or :meth:`receive`) peeled: replay filter, topology,
+        delay bound, mailbox. ``now`` is when the packet arrived."""
         self.received += 1
-        event = self._receive(packet, now)
+        event = self._decide(unwrapped, now)
         if isinstance(event, Dropped):
             self.drops[event.reason] += 1
         else:
             self.outcomes[type(event).__name__] += 1
         return event
 
-    def _unwrap(self, packet: bytes, now: float) -> tuple[int, ProcessResult] | DropReason:
-        """Peel a layer with the first live key whose header MAC verifies."""
-        try:
-            parsed = self.sphinx.parse(packet)  # once, however many keys are tried
-        except WrongSuitePacket:
-            return DropReason.WRONG_SUITE
-        except PacketError:
-            return DropReason.MALFORMED
-        for epoch, key in self.keyring.live(now):
-            result = self._try(key, parsed)
-            if result is not None:
-                return result if isinstance(result, DropReason) else (epoch, result)
-        for _epoch, key in self.keyring.retired(now):
-            if self._try(key, parsed) is not None:
-                return DropReason.EXPIRED_KEY
-        return DropReason.BAD_MAC
+    def count_unprocessed(self, reason: DropReason, n: int = 1) -> None:
+        """``n`` packets that arrived but never reached a hop (queue full, worker lost)."""
+        self.received += n
+        self.drops[reason] += n
 
-    def _try(self, key: MixPrivateKey, parsed: ParsedPacket) -> ProcessResult | DropReason | None:
-        """The result under ``key``; None when the header is not for this key."""
-        try:
-            return self.sphinx.process_parsed(key, parsed)
-        except HeaderMacError:
-            return None
-        except BodyMacError:
-            return DropReason.BAD_PAYLOAD
-        except PacketError:
-            return DropReason.MALFORMED
-
-    def _receive(self, packet: bytes, now: float) -> Event:
-        unwrapped = self._unwrap(packet, now)
-        if isinstance(unwrapped, DropReason):
-            return Dropped(unwrapped)
+    def _decide(self, unwrapped: Unwrapped, now: float) -> Event:
+        if isinstance(unwrapped, str):
+            return Dropped(DropReason(unwrapped))
         epoch, result = unwrapped
         if not self._replay_filter(epoch).check_and_add(result.replay_tag):
             return Dropped(DropReason.REPLAY)

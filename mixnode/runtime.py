@@ -15,9 +15,10 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -31,6 +32,8 @@ from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
 from mixnode.pool import DelayPool
 from mixnode.processor import (
     Dropped,
+    DropReason,
+    Event,
     Forward,
     LoopReturned,
     PacketProcessor,
@@ -40,7 +43,11 @@ from mixnode.processor import (
     Topology,
 )
 from mixnode.replay import ReplayFilter
+from mixnode.unwrap import Unwrapped
 from mixnode.view import EpochView
+
+if TYPE_CHECKING:
+    from mixnode.workers import HopWorkers
 
 #: ``send(next_node_id, packet) -> accepted``: must not block (queue or refuse).
 SendFn = Callable[[bytes, bytes], bool]
@@ -92,6 +99,8 @@ class NodeRuntime:
         self.on_forward: Callable[[bytes, bytes], None] | None = None
         """Testnet tracing only: called with (incoming, outgoing) packet of every relay."""
         self._wakeup = trio.Event()
+        self.hops: HopWorkers | None = None
+        """Worker processes that peel layers (set by the server); None: peel in this process."""
         self.processor = PacketProcessor(
             sphinx=sphinx,
             keyring=keyring,
@@ -159,9 +168,40 @@ class NodeRuntime:
     # -- packets in ---------------------------------------------------------------------------
 
     def handle_packet(self, packet: bytes) -> None:
-        """A packet arrived on a link: act on it now (never blocks)."""
+        """A packet arrived on a link: act on it now, or queue it for the hop workers (never
+        blocks). With workers, a full queue drops the packet (counted ``hop_queue_full``)."""
         now = self.now()
+        if self.hops is not None:
+            if not self.hops.submit(packet, now):
+                self.processor.count_unprocessed(DropReason.HOP_QUEUE_FULL)
+            return
         event = self.processor.receive(packet, now)
+        self._act(packet, event, now)
+        for f in self.filters.values():
+            f.flush_journal()
+
+    def on_hop_results(
+        self, packets: Sequence[bytes], arrivals: Sequence[float], results: Sequence[Unwrapped]
+    ) -> None:
+        """A worker peeled a batch: decide on each packet here, in one place (replay filter
+        included), as of the time it arrived. Their replay tags go to the journals in one write
+        per filter, before any of them can be forwarded (the pool runs after this returns)."""
+        filters = self.filters.values()
+        for f in filters:
+            f.defer_journal()
+        receive = self.processor.receive_unwrapped
+        try:
+            for packet, arrival, result in zip(packets, arrivals, results, strict=True):
+                self._act(packet, receive(result, arrival), arrival)
+        finally:
+            for f in self.filters.values():
+                f.flush_journal()
+
+    def on_hop_lost(self, count: int) -> None:
+        """A worker died holding ``count`` packets: they are gone (and counted)."""
+        self.processor.count_unprocessed(DropReason.WORKER_LOST, count)
+
+    def _act(self, packet: bytes, event: Event, now: float) -> None:
         if isinstance(event, Forward):
             if self.on_forward is not None:
                 self.on_forward(packet, event.packet)
@@ -311,4 +351,6 @@ class NodeRuntime:
         }
         if self.mailbox is not None:
             stats.update(self.mailbox.statistics())
+        if self.hops is not None:
+            stats["workers"] = self.hops.statistics()
         return stats

@@ -49,6 +49,7 @@ from mixnode.metrics import start_metrics_server
 from mixnode.processor import Role
 from mixnode.runtime import NodeRuntime, RuntimeSettings
 from mixnode.view import EpochView, Peer
+from mixnode.workers import HopWorkers
 
 log = logging.getLogger("mixnet.mixnode")
 
@@ -128,13 +129,15 @@ class MixNode:
             if self.keyring.get(epoch) is not None:
                 continue
             path = self._mix_key_path(epoch)
-            if path.exists():
-                _, key = load_mix_key(path)
-            elif epoch >= current:
-                key = MixPrivateKey.generate()
+            suite = self.sphinx.geometry.suite
+            key = load_mix_key(path)[1] if path.exists() else None
+            if key is not None and key.suite != suite:  # the network changed suites
+                key = None
+            if key is None:
+                if epoch < current:
+                    continue
+                key = MixPrivateKey.generate(suite)
                 save_mix_key(path, key, epoch)
-            else:
-                continue
             self.keyring.add(epoch, key)
 
     def erase_old_keys(self) -> None:
@@ -386,6 +389,17 @@ async def serve(
             nursery.start_soon(fetcher.run)
             nursery.start_soon(node.runtime.run_pool)
             nursery.start_soon(node.runtime.run_loops)
+            if config.effective_workers:  # the hop in worker processes (mixnode/workers.py)
+                node.runtime.hops = HopWorkers(
+                    count=config.effective_workers,
+                    geometry=node.sphinx.geometry,
+                    keyring=node.keyring,
+                    now=node.runtime.now,
+                    on_results=node.runtime.on_hop_results,
+                    on_lost=node.runtime.on_hop_lost,
+                    queue_capacity=config.hop_queue,
+                )
+                await nursery.start(node.runtime.hops.run)
             if config.metrics_port:
                 start_metrics_server(config.metrics_port, node.statistics)
             task_status.started(node.port)

@@ -208,7 +208,7 @@ async def test_a_burst_in_one_write_is_handled_whole_with_bad_packets_counted(
     alice = (p1, mailbox_address(alice_key.public))
     bob = (p2, mailbox_address(bob_key.public))
     packets = [send_message(view, alice, bob, b"burst %d" % i)[0] for i in range(120)]
-    malformed = b"\x01\x04" + bytes(SX.geometry.packet_len - 2)  # (0, 0) is not on the curve
+    malformed = b"\x02" + b"\xff" * 32 + bytes(SX.geometry.packet_len - 33)  # alpha >= 2^255-19
     burst = [*packets[:60], packets[0], malformed, *packets[60:]]
     entry_before = entry.stats() or {}
     exit_before = exit_.stats() or {}
