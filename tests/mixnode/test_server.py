@@ -183,6 +183,46 @@ async def test_message_is_stored_acked_survives_sigkill_and_leaves_only_after_ac
         assert all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, 100))
 
 
+async def test_a_packet_replayed_after_a_sigkill_is_dropped_with_hop_workers(
+    net: LocalNetwork,
+) -> None:
+    """The entry provider peels in worker processes; it forwards a packet, is SIGKILLed, comes
+    back, and is sent the same packet again: the replay tag it journaled before forwarding is
+    still there, so the copy is dropped (``replay``; ``expired_key`` if the restart outlasted
+    the key's grace on a slow machine) and Bob's provider stores the message once."""
+    view = await listed_view(net)
+    while CLOCK.end(CLOCK.epoch_at(time.time())) - time.time() < 5.0:  # a whole key's life
+        view = await listed_view(net)
+    p1, _ = provider(net, view, 1)
+    p2, _ = provider(net, view, 2)
+    entry, exit_ = net.processes["provider1"], net.processes["provider2"]
+    assert (entry.stats() or {})["workers"]["workers"] >= 1  # the hop runs in workers
+    alice_key, bob_key = LinkKey.generate(), LinkKey.generate()
+    alice = (p1, mailbox_address(alice_key.public))
+    bob = (p2, mailbox_address(bob_key.public))
+    async with await client_link(view, p2, bob_key) as bob_link:
+        await pull(bob_link, 0)  # registers Bob's mailbox
+    stored = (exit_.stats() or {}).get("stored_messages", 0)
+    packet, _ = send_message(view, alice, bob, b"only once")
+    async with await client_link(view, p1, alice_key) as alice_link:
+        await alice_link.send_packet(packet)
+        await stats_when(exit_, lambda s: s.get("stored_messages", 0) == stored + 1)
+    net.kill("provider1")
+    net.start("provider1")
+    net.wait_ready(["provider1"])
+    async with await client_link(view, p1, alice_key) as alice_link:
+        await alice_link.send_packet(packet)
+        after = await stats_when(entry, lambda s: _refused(s) >= 1)
+    assert _refused(after) == 1, after["dropped"]
+    await trio.sleep(1.0)  # what the exit would have stored by now, had the copy gone through
+    assert (exit_.stats() or {}).get("stored_messages", 0) == stored + 1
+
+
+def _refused(stats: dict[str, Any]) -> int:
+    dropped = stats.get("dropped", {})
+    return int(dropped.get("replay", 0) + dropped.get("expired_key", 0))
+
+
 async def stats_when(proc: Any, done: Any, timeout: float = 20.0) -> dict[str, Any]:
     """The node's statistics once ``done(stats)`` holds (they are written once a second)."""
     deadline = trio.current_time() + timeout
