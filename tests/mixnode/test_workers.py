@@ -125,7 +125,8 @@ def test_worker_core_peels_like_the_node_and_refuses_garbage() -> None:
     hops = [PathHop(bytes([i]) * 32, keys[7].public if i == 0 else keys[8].public)
             for i in range(2)]
     packets = [SX.create_forward(hops, [0.5], bytes(16), b"p%d" % i) for i in range(3)]
-    packets.append(b"\x02" + os.urandom(31) + b"\x00" + os.urandom(G.packet_len - 33))  # no key fits
+    no_key = b"\x02" + os.urandom(31) + b"\x00" + os.urandom(G.packet_len - 33)
+    packets.append(no_key)  # canonical alpha, but no key of ours fits
     packets.append(os.urandom(G.packet_len - 1) + b"\x00")  # garbage
     core = WorkerCore(Sphinx(G))
     assert core.handle(KEYS, encode_keys(keys)) is None
