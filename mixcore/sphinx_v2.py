@@ -45,7 +45,9 @@ import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
 
 from mixcore.params import SPHINX_SUITE_V2
@@ -166,7 +168,19 @@ class SecretKey:
 
     def exchange(self, alpha: bytes) -> bytes:
         """``X25519(a, alpha)``; ValueError for a point of small order (zero result)."""
-        return self._private.exchange(X25519PublicKey.from_public_bytes(alpha))
+        shared = x25519(self._secret, alpha)
+        if shared is None:
+            raise ValueError("X25519 result is zero (a point of small order)")
+        return shared
+
+
+def x25519(scalar: bytes, u: bytes) -> bytes | None:
+    """libsodium's ``crypto_scalarmult`` without PyNaCl's wrapper (a hop makes two calls);
+    None when the result is zero, which libsodium refuses (``u`` of small order)."""
+    out = _ffi.new("unsigned char[32]")
+    if _lib.crypto_scalarmult(out, scalar, u):
+        return None
+    return _ffi.buffer(out, 32)[:]
 
 
 class Core:
@@ -282,8 +296,11 @@ class Core:
 
     @staticmethod
     def blind(keys: HopKeys, alpha: bytes) -> bytes:
-        """The next hop's alpha: ``X25519(b, alpha)``."""
-        return crypto_scalarmult(keys.blinding, alpha)
+        """The next hop's alpha: ``X25519(b, alpha)`` (alpha was not of small order: its
+        shared secret was not zero, and clamped scalars are multiples of 8)."""
+        out = x25519(keys.blinding, alpha)
+        assert out is not None
+        return out
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
