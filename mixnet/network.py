@@ -110,8 +110,11 @@ class LocalNetwork:
         providers: int = 2,
         python: str = sys.executable,
         trace: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.root = Path(root)
+        self.workers = workers
+        """Hop worker processes per node (None: each node's default, cores minus one)."""
         self.params = params
         self.n_authorities = authorities
         self.mixes_per_layer = mixes_per_layer
@@ -158,7 +161,8 @@ class LocalNetwork:
             info = _cli_json(
                 ["mixnode", "init", "--dir", str(data), "--role", role, "--name", name,
                  "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json",
-                 *authority_args]
+                 *authority_args,
+                 *(["--workers", str(self.workers)] if self.workers is not None else [])]
             )
             argv = self._mixnet("mixnode", "run", "--config", info["config"])
             self.processes[name] = Process(name, role, data, argv, port, info)
