@@ -17,8 +17,8 @@ per second seen at the sink at saturation.
   (the issue's bar with one worker: >= 0.8). Wall-clock rates on a shared machine swing by 2x
   from second to second, so ``ratio_own_hop_cpu`` says the same from CPU time: the hop's CPU
   cost in this process over the node's bottleneck per packet (with one worker the larger of
-  the node process's and the worker's CPU per packet, each having a core); ``bound_per_s``/``ratio`` for suite v1 networks
-  (raw sphinxmix ``sphinx_process``) are printed when ``--suite`` is v1;
+  the node process's and the worker's CPU per packet, each having a core). ``bound_per_s`` and
+  ``ratio`` (raw sphinxmix ``sphinx_process``) are printed when ``--suite`` is v1;
 * ``main_cpu_us_per_packet``: CPU the node process spent per forwarded packet (links, replay
   filter, pool, frames to and from the workers); ``worker_cpu_us_per_hop``: CPU the workers
   spent per packet; RSS of both;
