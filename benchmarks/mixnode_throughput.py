@@ -82,6 +82,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _sys_s(pid: int) -> float:
+    """Of :func:`_cpu_s`, the part spent in the kernel (on loopback that includes the TCP
+    receive path of the peer, which a real network's NIC and the peer's kernel would carry)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     """The node's worker processes (its direct children)."""
     out: set[int] = set()
@@ -162,7 +169,7 @@ async def _load(  # noqa: PLR0917
             rounds: dict[str, list[float]] = {"raw": [], "own": [], "own_cpu": []}
             _bound_rounds(sx, probe, key, rounds)
             workers = _children(pid)
-            cpu_at = _cpu_s(pid)
+            cpu_at, sys_at = _cpu_s(pid), _sys_s(pid)
             worker_cpu_at = sum(_cpu_s(w) for w in workers)
             sent_at = time.perf_counter()
             chunk = packets[c * per_cycle : (c + 1) * per_cycle]
@@ -176,6 +183,7 @@ async def _load(  # noqa: PLR0917
                 "start": sent_at, "end": sent_until, "drained": time.perf_counter(),
                 "n": len(chunk),
                 "node_cpu_s": _cpu_s(pid) - cpu_at,
+                "node_sys_s": _sys_s(pid) - sys_at,
                 "worker_cpu_s": sum(_cpu_s(w) for w in workers) - worker_cpu_at,
                 "raw": statistics.median(rounds["raw"]) if rounds["raw"] else 0.0,
                 "own": statistics.median(rounds["own"]),
@@ -347,6 +355,7 @@ def _summary(  # noqa: PLR0917
         "own_hop_per_s": round(statistics.median(c["own"] for c in cycles), 1),
         "ratio_own_hop": round(statistics.median(c["forwarded"] / c["own"] for c in cycles), 3),
         "main_cpu_us_per_packet": round(node_cpu / n * 1e6, 1),
+        "main_kernel_us_per_packet": round(sum(c["node_sys_s"] for c in cycles) / n * 1e6, 1),
         "worker_cpu_us_per_hop": round(worker_cpu / n * 1e6, 1) if workers else None,
         "node_cpu_share": round(node_cpu / load_s, 3),
         "workers_cpu_share": round(worker_cpu / load_s, 3),
@@ -382,6 +391,7 @@ def _report(
         main_us, worker_us = best["main_cpu_us_per_packet"], best["worker_cpu_us_per_hop"]
         result.update({
             "main_cpu_us_per_packet": main_us,
+            "main_kernel_us_per_packet": best["main_kernel_us_per_packet"],
             "worker_cpu_us_per_hop": worker_us,
             "predicted_per_s": _predict(main_us, worker_us),
             "predicted_8_core_target": 20_000,
