@@ -229,7 +229,7 @@ def _arrivals_in(arrivals: list[float], lo: float, hi: float) -> list[float]:
 async def _run(args: argparse.Namespace) -> dict[str, object]:
     worker_counts = [int(w) for w in str(args.workers).split(",")]
     params = NetworkParams(
-        epoch_length=240.0,  # the whole run (every worker count) fits one epoch and its grace
+        epoch_length=480.0,  # the whole run (every worker count) fits one epoch and its grace
         genesis_time=float(int(time.time()) - 1),
         mean_hop_delay=0.0,
         mix_loop_rate=0.0,

@@ -1,6 +1,13 @@
 """Sphinx packets: the only module that imports sphinxmix or petlib.
 
-Senders build headers with sphinxmix's ``create_header``; everything else is our own code over
+Two suites, chosen per network by ``NetworkParams.sphinx_suite`` (``Sphinx(geometry)`` returns
+the suite's implementation; a packet's first byte names its suite):
+
+* ``sphinx-v2-x25519`` (the default, :class:`SphinxV2`): our own construction over X25519, in
+  :mod:`mixcore.sphinx_v2`, which gets its AES from here;
+* ``sphinx-v1-p256`` (:class:`SphinxV1`): sphinxmix's construction, byte for byte, as follows.
+
+Suite v1 senders build headers with sphinxmix's ``create_header``; everything else is our own code over
 the same primitives, with our routing encoding (:mod:`mixcore.routing`), body layout and byte
 serialization. We never call ``petlib.pack``: it is broken under msgpack >= 1.
 
