@@ -7,9 +7,9 @@ the suite's implementation; a packet's first byte names its suite):
   :mod:`mixcore.sphinx_v2`, which gets its AES from here;
 * ``sphinx-v1-p256`` (:class:`SphinxV1`): sphinxmix's construction, byte for byte, as follows.
 
-Suite v1 senders build headers with sphinxmix's ``create_header``; everything else is our own code over
-the same primitives, with our routing encoding (:mod:`mixcore.routing`), body layout and byte
-serialization. We never call ``petlib.pack``: it is broken under msgpack >= 1.
+Suite v1 senders build headers with sphinxmix's ``create_header``; everything else is our own
+code over the same primitives, with our routing encoding (:mod:`mixcore.routing`), body layout
+and byte serialization. We never call ``petlib.pack``: it is broken under msgpack >= 1.
 
 Nodes do not call sphinxmix's ``sphinx_process``: :meth:`Sphinx.process_parsed` computes the same
 bytes (tests compare the two on random paths) in about two thirds of the time, because the hop's
