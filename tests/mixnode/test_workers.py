@@ -296,3 +296,34 @@ async def test_workers_run_suite_v1_too(make_network: Callable[..., Any], tmp_pa
         await node.wait_until(lambda: len(node.sent) == 5)
         nursery.cancel_scope.cancel()
     assert all(len(p) == v1.packet_len for p in node.sent)
+
+
+@pytest.mark.slow
+async def test_tags_a_crashed_node_acted_on_are_there_in_its_next_life(
+    make_network: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A node with a real worker forwards packets and dies without saving anything (as after a
+    SIGKILL: no filter save, no close); a new node on the same data directory, with a new
+    worker, is sent the same packets: every one is a replay, none goes out again."""
+    kit = make_network(mixes=3, providers=1)
+    first = Node(kit, tmp_path)
+    hops = first.workers(1, batch_size=8)  # several batches, each journaled in one write
+    packets = first.packets(40)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first.runtime.run_pool)
+        await nursery.start(hops.run)
+        for packet in packets:
+            first.runtime.handle_packet(packet)
+        await first.wait_until(lambda: len(first.sent) == len(packets))
+        nursery.cancel_scope.cancel()  # and nothing saved or closed
+    second = Node(kit, tmp_path)
+    hops = second.workers(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(second.runtime.run_pool)
+        await nursery.start(hops.run)
+        for packet in packets:
+            second.runtime.handle_packet(packet)
+        await second.wait_until(lambda: second.accounted() == len(packets))
+        nursery.cancel_scope.cancel()
+    assert second.drops("replay") == len(packets)
+    assert second.sent == []
