@@ -8,6 +8,7 @@ from the consensus, and the Noise XK handshake fails unless the peer holds that 
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class OutboundLinks:
         backlog: int,
         handshake_timeout: float,
         rng: random.Random,
+        idle_timeout: float = math.inf,
     ) -> None:
         self._nursery = nursery
         self._local_key = local_key
@@ -43,6 +45,7 @@ class OutboundLinks:
         self._backlog = backlog
         self._timeout = handshake_timeout
         self._rng = rng
+        self._idle = idle_timeout
         self._queues: dict[bytes, trio.MemorySendChannel[bytes]] = {}
         self.counts: Counter[str] = Counter()
 
@@ -82,15 +85,29 @@ class OutboundLinks:
         self.counts["connected"] += 1
         return link
 
+    @staticmethod
+    def _drain(queue: trio.MemoryReceiveChannel[bytes], pending: list[bytes]) -> None:
+        """Take what else is waiting: one write per batch, not per packet, so a busy node's
+        output keeps pace with its input."""
+        while len(pending) < MAX_BATCH:
+            try:
+                pending.append(queue.receive_nowait())
+            except trio.WouldBlock:
+                break
+
     async def _run_peer(self, node_id: bytes, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         backoff = INITIAL_BACKOFF
         pending: list[bytes] = []
         while True:
+            if not pending:  # no link is held while there is nothing to send
+                pending.append(await queue.receive())
+                self._drain(queue, pending)
             link = await self._connect(node_id)
             if link is None:
                 if self._resolve(node_id) is None:  # left the consensus: stop and forget it
                     self._queues.pop(node_id, None)
-                    self.counts["dropped_on_exit"] += queue.statistics().current_buffer_used
+                    dropped = len(pending) + queue.statistics().current_buffer_used
+                    self.counts["dropped_on_exit"] += dropped
                     return
                 await trio.sleep(backoff * (0.5 + self._rng.random()))
                 backoff = min(MAX_BACKOFF, backoff * 2)
@@ -100,14 +117,13 @@ class OutboundLinks:
                 async with link:
                     while True:
                         if not pending:
-                            pending.append(await queue.receive())
-                            # Drain what else is waiting: one write per batch, not per packet,
-                            # so a busy node's output keeps pace with its input.
-                            while len(pending) < MAX_BATCH:
-                                try:
-                                    pending.append(queue.receive_nowait())
-                                except trio.WouldBlock:
-                                    break
+                            with trio.move_on_after(self._idle) as idle:
+                                pending.append(await queue.receive())
+                            if idle.cancelled_caught:
+                                # Quiet for idle_timeout: close it before the peer does.
+                                self.counts["idle_closed"] += 1
+                                break
+                            self._drain(queue, pending)
                         await link.send_packets(pending)
                         self.counts["packets_sent"] += len(pending)
                         pending = []

@@ -26,10 +26,12 @@ from mixcore.errors import PacketError
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.sphinx import Sphinx
 from mixnode.keyring import KeyRing
+from mixnode.limits import BucketTable
 from mixnode.loops import LoopSchedule, LoopTracker
 from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
 from mixnode.pool import DelayPool
 from mixnode.processor import (
+    Arrival,
     Dropped,
     Forward,
     LoopReturned,
@@ -59,6 +61,9 @@ class RuntimeSettings:
     pull_batch: int
     loop_slack: float = 30.0
     """Seconds beyond a loop's summed delays before it counts as lost."""
+    mailbox_item_rate: float = 10.0
+    """Items/s stored into one mailbox, sustained (beyond it: refused, no ACK, sender retries)."""
+    mailbox_item_burst: float = 600.0
 
 
 class NodeRuntime:
@@ -92,6 +97,7 @@ class NodeRuntime:
         self.on_forward: Callable[[bytes, bytes], None] | None = None
         """Testnet tracing only: called with (incoming, outgoing) packet of every relay."""
         self._wakeup = trio.Event()
+        self.mailbox_rates = BucketTable(settings.mailbox_item_rate, settings.mailbox_item_burst)
         self.processor = PacketProcessor(
             sphinx=sphinx,
             keyring=keyring,
@@ -158,10 +164,23 @@ class NodeRuntime:
 
     # -- packets in ---------------------------------------------------------------------------
 
-    def handle_packet(self, packet: bytes) -> None:
-        """A packet arrived on a link: act on it now (never blocks)."""
+    def handle_packet(
+        self,
+        packet: bytes,
+        *,
+        arrival: Arrival = Arrival.NETWORK,
+        previous_node: bytes | None = None,
+    ) -> None:
+        """A packet arrived on a link: act on it now (never blocks).
+
+        ``arrival`` says which side it came from (a provider's client links may only feed
+        layer 1) and ``previous_node`` which node's link (mail is stored only from the last
+        mix layer).
+        """
         now = self.now()
-        event = self.processor.receive(packet, now)
+        event = self.processor.receive(
+            packet, now, arrival=arrival, previous_node=previous_node
+        )
         if isinstance(event, Forward):
             if self.on_forward is not None:
                 self.on_forward(packet, event.packet)
@@ -187,6 +206,9 @@ class NodeRuntime:
         except PacketError:
             self.counts["bad_mailbox_payload"] += 1
             return
+        if not self.mailbox_rates.take(event.mailbox, now):
+            self.counts["mailbox_rate_limited"] += 1
+            return  # no ACK: the sender retries later
         try:
             self.mailbox.store_message(event.mailbox, payload.data, now)
         except MailboxFull:
@@ -204,6 +226,9 @@ class NodeRuntime:
 
     def _store_reply(self, event: StoreReply, now: float) -> None:
         assert self.mailbox is not None
+        if not self.mailbox_rates.take(event.mailbox, now):
+            self.counts["mailbox_rate_limited"] += 1
+            return
         try:
             self.mailbox.store_reply(event.mailbox, event.surb_id, event.body, now)
         except MailboxFull:
