@@ -96,6 +96,7 @@ def write_authorities(
     schedule: VotingSchedule | None = None,
     threshold: int | None = None,
     admission: AdmissionSettings = OPEN_ADMISSION,
+    **settings: Any,
 ) -> list[tuple[Path, AuthorityConfig, IdentityKey]]:
     """Configs for ``count`` authorities on free loopback ports, each knowing all the others."""
     identities = [IdentityKey.generate() for _ in range(count)]
@@ -123,6 +124,7 @@ def write_authorities(
             threshold=threshold,
             schedule=schedule or VotingSchedule(poll_interval=0.1),
             admission=admission,
+            **settings,
         )
         path = folder / "authority.json"
         save_config(path, config)
