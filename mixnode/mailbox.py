@@ -13,7 +13,9 @@ keys that registered once and went away do not hold places forever. When the own
 seen is kept only to the hour (``last_seen``), which is all freeing needs.
 
 The database file and its ``-wal``/``-shm`` are mode 0600 and run with ``secure_delete`` on:
-acknowledged and expired mail is overwritten on disk, not left readable in free pages.
+acknowledged and expired mail is overwritten on disk, not left readable in free pages. The WAL
+still holds older copies of changed pages until a checkpoint, so after deleting the store
+checkpoints and truncates it (:meth:`MailboxStore.scrub`, at most every ``scrub_interval``).
 
 This is the only module of the provider that speaks SQL.
 """
@@ -75,8 +77,12 @@ class MailboxStore:
         max_items_per_mailbox: int = 10_000,
         max_mailboxes: int = 100_000,
         idle_ttl: float | None = None,
+        scrub_interval: float = 10.0,
     ) -> None:
         self.ttl = ttl
+        self.scrub_interval = scrub_interval
+        self._dirty = False
+        self._last_scrub = -math.inf
         self.idle_ttl = max(ttl, idle_ttl or ttl)
         self.max_items = max_items_per_mailbox
         self.max_mailboxes = max_mailboxes
@@ -103,6 +109,8 @@ class MailboxStore:
         self._next_idle_scan = -math.inf
 
     def close(self) -> None:
+        if self._dirty:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
     # -- mailboxes ---------------------------------------------------------------------------
@@ -197,13 +205,26 @@ class MailboxStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._dirty = self._dirty or deleted > 0
         return deleted
+
+    def scrub(self, now: float, *, force: bool = False) -> bool:
+        """After deletions, checkpoint and truncate the WAL, which still holds the deleted
+        mail's pages (at most once per ``scrub_interval`` unless ``force``)."""
+        if not self._dirty or (not force and now - self._last_scrub < self.scrub_interval):
+            return False
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._dirty = False
+        self._last_scrub = now
+        return True
 
     def expire(self, now: float) -> int:
         """Delete items older than the TTL, then free empty mailboxes idle past ``idle_ttl``;
         returns how many items went."""
         cur = self._db.execute("DELETE FROM items WHERE stored < ?", (now - self.ttl,))
         expired = cur.rowcount
+        self._dirty = self._dirty or expired > 0
+        self.scrub(now)
         if now < self._next_idle_scan:
             return expired
         self._next_idle_scan = now + self.seen_granularity / 4
@@ -222,6 +243,7 @@ class MailboxStore:
             for address in freed:
                 del self._hosted[address]
             self.freed += len(freed)
+            self._dirty = self._dirty or bool(freed)
         return expired
 
     def statistics(self) -> dict[str, int]:
