@@ -19,7 +19,6 @@ from mixcore.keys import IdentityKey, LinkKey, save_identity_key
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
 
-
 #: Open admission without caps that matter: for tests of the other rules, whose fake nodes no
 #: operator approved (tests/directory/test_admission.py tests admission itself).
 OPEN_ADMISSION = AdmissionSettings(

@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from directory.admission import AdmissionMode, AdmissionSettings
 from directory.app import create_app
 from directory.authority import Authority
 from directory.config import AuthorityConfig, PeerConfig
 from directory.registry import MAX_UPLOAD_BYTES
-from directory.admission import AdmissionMode, AdmissionSettings
 from directory.store import DirectoryStore
 from mixcore.consensus import AuthoritySet, verify_consensus
 from mixcore.descriptor import DESCRIPTOR_SIGNING_DOMAIN
