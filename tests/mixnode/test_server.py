@@ -280,7 +280,7 @@ async def test_a_strangers_one_hop_packets_never_reach_a_mailbox(net: LocalNetwo
         refused = dropped.get("client_delivery", 0) + dropped.get("expired_key", 0)
         return refused, stats.get("stored_messages", 0)
 
-    refused_before, stored_before = counts(exit_.stats() or {})
+    refused_before, _ = counts(exit_.stats() or {})
     async with await client_link(view, p2, bob_key) as bob_link:
         await pull(bob_link, 0)  # Bob's mailbox exists
         me = view.hops[p2]
@@ -291,8 +291,9 @@ async def test_a_strangers_one_hop_packets_never_reach_a_mailbox(net: LocalNetwo
             await mallory_link.send_packets(junk)
             await pull(mallory_link, 1)  # handled in order: the junk came first
         after = await stats_when(exit_, lambda s: counts(s)[0] >= refused_before + 40)
-        assert counts(after) == (refused_before + 40, stored_before)
+        assert counts(after)[0] == refused_before + 40
         assert after["dropped"]["client_delivery"] > 0
+        # Nobody else writes to this new Bob: his mailbox got none of it.
         assert all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, 1))
 
 
