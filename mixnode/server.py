@@ -312,9 +312,7 @@ class MixNode:
         except Exception as exc:  # contained: a bug or a hostile peer costs one connection
             name = type(exc).__name__
             self._count("connection_errors")
-            self.counts[f"connection_error_{name}"] = (
-                self.counts.get(f"connection_error_{name}", 0) + 1
-            )
+            self._count(f"connection_error_{name}")
             self.refusals(f"error:{name}", f"closed a connection after {name}: {exc}")
             with suppress(Exception):
                 await stream.aclose()
