@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from client import store_commands
 from client.daemon_config import ClientConfigError, DaemonConfig
 from client.e2e.cards import ContactCard
 from client.e2e.identity import UserIdentity
@@ -271,4 +272,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inbox.add_argument("--json", action="store_true")
     inbox.set_defaults(func=_inbox)
 
+    store_commands.register(cmds)  # passphrase, accept-restore
     messenger_commands.register(sub)

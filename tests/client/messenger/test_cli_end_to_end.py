@@ -228,3 +228,12 @@ def test_errors_a_person_understands(net: LocalNetwork) -> None:
     assert api(net, "bob", "status")["messenger"].get("undecryptable", 0) >= 1
     out = mixnet("client", "inbox", "--dir", bob, "--all", "--json")
     assert "raw testnet bytes" in out.stdout
+
+
+def test_passphrase_change_refuses_while_the_daemon_holds_the_store(net: LocalNetwork) -> None:
+    alice = net.processes["alice"].data_dir
+    result = mixnet("client", "passphrase", "--dir", str(alice),
+                    env={"MIXNET_NEW_PASSPHRASE": "another one"})
+    assert result.returncode == 1 and "daemon is running" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert api(net, "alice", "status")["connected"]  # untouched, still serving
