@@ -244,6 +244,12 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         workers=worker_counts[0],
     ) as net:
         net.create()
+        # The feeder is one client link sending as fast as it can: lift the per-client-link
+        # packet rate a provider enforces (a client's own rates times five, by default).
+        node_json = net.of_kind("provider")[0].data_dir / "node.json"
+        settings = json.loads(node_json.read_text())
+        settings.update(client_packet_rate=1e9, client_packet_burst=1e9)
+        node_json.write_text(json.dumps(settings))
         net.start_all()
         auth = net.of_kind("authority")[0]
         fetcher = ConsensusFetcher(

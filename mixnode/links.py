@@ -8,6 +8,7 @@ from the consensus, and the Noise XK handshake fails unless the peer holds that 
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, deque
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class OutboundLinks:
         backlog: int,
         handshake_timeout: float,
         rng: random.Random,
+        idle_timeout: float = math.inf,
     ) -> None:
         self._nursery = nursery
         self._local_key = local_key
@@ -43,6 +45,7 @@ class OutboundLinks:
         self._backlog = backlog
         self._timeout = handshake_timeout
         self._rng = rng
+        self._idle = idle_timeout
         self._queues: dict[bytes, _PeerQueue] = {}
         self.counts: Counter[str] = Counter()
 
@@ -86,11 +89,13 @@ class OutboundLinks:
         backoff = INITIAL_BACKOFF
         pending: list[bytes] = []
         while True:
+            if not pending:  # no link is held while there is nothing to send
+                pending = await queue.take(MAX_BATCH)
             link = await self._connect(node_id)
             if link is None:
                 if self._resolve(node_id) is None:  # left the consensus: stop and forget it
                     self._queues.pop(node_id, None)
-                    self.counts["dropped_on_exit"] += len(queue.packets)
+                    self.counts["dropped_on_exit"] += len(pending) + len(queue.packets)
                     return
                 await trio.sleep(backoff * (0.5 + self._rng.random()))
                 backoff = min(MAX_BACKOFF, backoff * 2)
@@ -102,7 +107,12 @@ class OutboundLinks:
                         if not pending:
                             # Whatever is waiting, up to a batch: one write per batch, not per
                             # packet, so a busy node's output keeps pace with its input.
-                            pending = await queue.take(MAX_BATCH)
+                            with trio.move_on_after(self._idle) as idle:
+                                pending = await queue.take(MAX_BATCH)
+                            if idle.cancelled_caught:
+                                # Quiet for idle_timeout: close it before the peer does.
+                                self.counts["idle_closed"] += 1
+                                break
                         await link.send_packets(pending)
                         self.counts["packets_sent"] += len(pending)
                         pending = []

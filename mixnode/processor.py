@@ -2,7 +2,12 @@
 
 It peels one Sphinx layer with whichever live key fits, drops replays, checks the next hop
 against the consensus topology and the delay against the node's bound, and says what to do:
-hold and forward, store in a mailbox, or drop for a counted reason. It never sleeps, sends or
+hold and forward, store in a mailbox, or drop for a counted reason.
+
+Where a packet came from matters at a provider: a packet from one of its *client* links may
+only enter layer 1 (a client cannot hand it a one-hop packet for a mailbox), and mail for a
+mailbox is stored only when it arrived from a node of the last mix layer — deliveries come from
+the network side, through the mixes, or not at all. It never sleeps, sends or
 logs; the trio server does the I/O and the delay pool does the waiting.
 """
 
@@ -45,8 +50,23 @@ class DropReason(StrEnum):
     WORKER_LOST = "worker_lost"
     """A worker process died holding the packet (it is restarted; the packet is gone)."""
     NO_ROUTE = "no_route"
+    CLIENT_DELIVERY = "client_delivery"
+    """A packet from a client link tried to end at this provider instead of entering layer 1."""
+    NOT_FROM_LAST_LAYER = "not_from_last_layer"
+    """Mail for a mailbox that arrived from a node outside the last mix layer."""
     COVER = "cover"
     """A drop cover packet reached its exit and was discarded, as designed (not an error)."""
+
+
+class Arrival(StrEnum):
+    """The side a packet arrived from."""
+
+    NETWORK = "network"
+    """A link from a node (its id, when known, is checked for deliveries)."""
+    CLIENT = "client"
+    """A provider's link from one of its clients."""
+    LOCAL = "local"
+    """Produced by this node itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +155,36 @@ class PacketProcessor:
         self.drops: Counter[DropReason] = Counter()
         self.outcomes: Counter[str] = Counter()
 
-    def receive(self, packet: bytes, now: float) -> Event:
-        """Peel, check and decide, in this process."""
+    def receive(
+        self,
+        packet: bytes,
+        now: float,
+        *,
+        arrival: Arrival = Arrival.NETWORK,
+        previous_node: bytes | None = None,
+    ) -> Event:
+        """Peel, check and decide, in this process (see :meth:`receive_unwrapped`)."""
         live = self.keyring.live(now)
         retired = [key for _, key in self.keyring.retired(now)]
-        return self.receive_unwrapped(unwrap(self.sphinx, live, retired, packet), now)
+        unwrapped = unwrap(self.sphinx, live, retired, packet)
+        return self.receive_unwrapped(
+            unwrapped, now, arrival=arrival, previous_node=previous_node
+        )
 
-    def receive_unwrapped(self, unwrapped: Unwrapped, now: float) -> Event:
+    def receive_unwrapped(
+        self,
+        unwrapped: Unwrapped,
+        now: float,
+        *,
+        arrival: Arrival = Arrival.NETWORK,
+        previous_node: bytes | None = None,
+    ) -> Event:
         """Decide on a packet a worker (or :meth:`receive`) peeled: replay filter, topology,
-        delay bound, mailbox. ``now`` is when the packet arrived."""
+        delay bound, mailbox. ``now`` is when the packet arrived; ``previous_node`` is the node
+        id of the link it came on (mail for a mailbox from a node outside the last layer is
+        dropped; None skips the check)."""
         self.received += 1
-        event = self._decide(unwrapped, now)
+        event = self._decide(unwrapped, now, arrival, previous_node)
         if isinstance(event, Dropped):
             self.drops[event.reason] += 1
         else:
@@ -157,12 +196,16 @@ class PacketProcessor:
         self.received += n
         self.drops[reason] += n
 
-    def _decide(self, unwrapped: Unwrapped, now: float) -> Event:
+    def _decide(
+        self, unwrapped: Unwrapped, now: float, arrival: Arrival, previous_node: bytes | None
+    ) -> Event:
         if isinstance(unwrapped, str):
             return Dropped(DropReason(unwrapped))
         epoch, result = unwrapped
         if not self._replay_filter(epoch).check_and_add(result.replay_tag):
             return Dropped(DropReason.REPLAY)
+        if arrival is Arrival.CLIENT and not isinstance(result, Relay):
+            return Dropped(DropReason.CLIENT_DELIVERY)
         if isinstance(result, Relay):
             topology = self._topology(epoch)
             my_layer = topology.layers.get(self.node_id) if topology else None
@@ -182,6 +225,10 @@ class PacketProcessor:
             return Dropped(DropReason.COVER)
         if self.role is not Role.PROVIDER or not self._hosts_mailbox(result.mailbox):
             return Dropped(DropReason.UNKNOWN_MAILBOX)
+        if arrival is Arrival.NETWORK and previous_node is not None:
+            topology = self._topology(epoch)
+            if topology is None or topology.layers.get(previous_node) != topology.num_layers:
+                return Dropped(DropReason.NOT_FROM_LAST_LAYER)
         if isinstance(result, Deliver):
             return StoreMessage(result.mailbox, result.payload)
         return StoreReply(result.mailbox, result.surb_id, result.body)

@@ -27,10 +27,12 @@ from mixcore.errors import PacketError
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.sphinx import Sphinx
 from mixnode.keyring import KeyRing
+from mixnode.limits import BucketTable
 from mixnode.loops import LoopSchedule, LoopTracker
 from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
 from mixnode.pool import DelayPool
 from mixnode.processor import (
+    Arrival,
     Dropped,
     DropReason,
     Event,
@@ -66,6 +68,9 @@ class RuntimeSettings:
     pull_batch: int
     loop_slack: float = 30.0
     """Seconds beyond a loop's summed delays before it counts as lost."""
+    mailbox_item_rate: float = 10.0
+    """Items/s stored into one mailbox, sustained (beyond it: refused, no ACK, sender retries)."""
+    mailbox_item_burst: float = 600.0
 
 
 class NodeRuntime:
@@ -101,6 +106,7 @@ class NodeRuntime:
         self._wakeup = trio.Event()
         self.hops: HopWorkers | None = None
         """Worker processes that peel layers (set by the server); None: peel in this process."""
+        self.mailbox_rates = BucketTable(settings.mailbox_item_rate, settings.mailbox_item_burst)
         self.processor = PacketProcessor(
             sphinx=sphinx,
             keyring=keyring,
@@ -167,32 +173,50 @@ class NodeRuntime:
 
     # -- packets in ---------------------------------------------------------------------------
 
-    def handle_packet(self, packet: bytes) -> None:
+    def handle_packet(
+        self,
+        packet: bytes,
+        *,
+        arrival: Arrival = Arrival.NETWORK,
+        previous_node: bytes | None = None,
+    ) -> None:
         """A packet arrived on a link: act on it now, or queue it for the hop workers (never
-        blocks). With workers, a full queue drops the packet (counted ``hop_queue_full``)."""
+        blocks). With workers, a full queue drops the packet (counted ``hop_queue_full``).
+
+        ``arrival`` says which side it came from (a provider's client links may only feed
+        layer 1) and ``previous_node`` which node's link (mail is stored only from the last
+        mix layer).
+        """
         now = self.now()
         if self.hops is not None:
-            if not self.hops.submit(packet, now):
+            if not self.hops.submit(packet, (now, arrival, previous_node)):
                 self.processor.count_unprocessed(DropReason.HOP_QUEUE_FULL)
             return
-        event = self.processor.receive(packet, now)
+        event = self.processor.receive(packet, now, arrival=arrival, previous_node=previous_node)
         self._act(packet, event, now)
         for f in self.filters.values():
             f.flush_journal()
 
     def on_hop_results(
-        self, packets: Sequence[bytes], arrivals: Sequence[float], results: Sequence[Unwrapped]
+        self,
+        packets: Sequence[bytes],
+        contexts: Sequence[tuple[float, Arrival, bytes | None]],
+        results: Sequence[Unwrapped],
     ) -> None:
         """A worker peeled a batch: decide on each packet here, in one place (replay filter
-        included), as of the time it arrived. Their replay tags go to the journals in one write
-        per filter, before any of them can be forwarded (the pool runs after this returns)."""
+        included), as of the time and side it arrived on. Their replay tags go to the journals
+        in one write per filter, before any of them can be forwarded (the pool runs after this
+        returns)."""
         filters = self.filters.values()
         for f in filters:
             f.defer_journal()
         receive = self.processor.receive_unwrapped
         try:
-            for packet, arrival, result in zip(packets, arrivals, results, strict=True):
-                self._act(packet, receive(result, arrival), arrival)
+            for packet, (now, arrival, previous), result in zip(
+                packets, contexts, results, strict=True
+            ):
+                event = receive(result, now, arrival=arrival, previous_node=previous)
+                self._act(packet, event, now)
         finally:
             for f in self.filters.values():
                 f.flush_journal()
@@ -227,6 +251,9 @@ class NodeRuntime:
         except PacketError:
             self.counts["bad_mailbox_payload"] += 1
             return
+        if not self.mailbox_rates.take(event.mailbox, now):
+            self.counts["mailbox_rate_limited"] += 1
+            return  # no ACK: the sender retries later
         try:
             self.mailbox.store_message(event.mailbox, payload.data, now)
         except MailboxFull:
@@ -244,6 +271,9 @@ class NodeRuntime:
 
     def _store_reply(self, event: StoreReply, now: float) -> None:
         assert self.mailbox is not None
+        if not self.mailbox_rates.take(event.mailbox, now):
+            self.counts["mailbox_rate_limited"] += 1
+            return
         try:
             self.mailbox.store_reply(event.mailbox, event.surb_id, event.body, now)
         except MailboxFull:

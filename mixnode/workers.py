@@ -33,6 +33,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -61,14 +62,15 @@ _PIPE_BYTES = 1 << 20
 _READ_BYTES = 1 << 20
 
 
-OnResults = Callable[[Sequence[bytes], Sequence[float], Sequence[Unwrapped]], None]
+OnResults = Callable[[Sequence[bytes], Sequence[Any], Sequence[Unwrapped]], None]
+"""Called with a batch's packets, the context each was submitted with, and their results."""
 
 
 @dataclass(slots=True)
 class _Batch:
     batch_id: int
     packets: list[bytes]
-    arrivals: list[float]
+    contexts: list[Any]
 
 
 @dataclass(slots=True)
@@ -115,7 +117,7 @@ class HopWorkers:
             python, "-m", "mixnode.workers",
             geometry.suite, str(geometry.max_hops), str(geometry.body_len),
         ]
-        self._pending: deque[tuple[bytes, float]] = deque()
+        self._pending: deque[tuple[bytes, Any]] = deque()
         self._has_work = trio.Event()
         self._next_id = 0
         self.pids: list[int | None] = [None] * count
@@ -126,12 +128,13 @@ class HopWorkers:
 
     # -- the node's side ----------------------------------------------------------------------
 
-    def submit(self, packet: bytes, now: float) -> bool:
-        """Queue ``packet`` (arrived at ``now``) for a worker; False when the queue is full."""
+    def submit(self, packet: bytes, context: Any) -> bool:
+        """Queue ``packet`` for a worker; False when the queue is full. ``context`` (when and
+        where it arrived, opaque here) comes back with its result."""
         if len(self._pending) >= self.queue_capacity:
             self.counts["queue_full"] += 1
             return False
-        self._pending.append((packet, now))
+        self._pending.append((packet, context))
         if not self._has_work.is_set():
             self._has_work.set()
         return True
@@ -216,7 +219,7 @@ class HopWorkers:
         n = min(len(pending), self.batch_size)
         items = [pending.popleft() for _ in range(n)]
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        return _Batch(self._next_id, [p for p, _ in items], [t for _, t in items])
+        return _Batch(self._next_id, [p for p, _ in items], [c for _, c in items])
 
     async def _send(
         self,
@@ -270,7 +273,7 @@ class HopWorkers:
                     raise FrameError("a worker answered for the wrong number of packets")
                 credit.release()
                 self.counts["packets"] += len(results)
-                self._on_results(batch.packets, batch.arrivals, results)
+                self._on_results(batch.packets, batch.contexts, results)
         except (_WorkerGone, FrameError) as exc:
             if isinstance(exc, FrameError):
                 log.error("hop worker %d broke the protocol: %s", slot.index, exc)

@@ -11,6 +11,7 @@ from mixcore.params import SPHINX_SUITE_V1
 from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry
 from mixnode.keyring import KeyRing
 from mixnode.processor import (
+    Arrival,
     Dropped,
     DropReason,
     Forward,
@@ -196,3 +197,28 @@ def test_statistics_are_counts_only() -> None:
     assert stats["received"] >= 1
     assert set(stats) == {"received", "outcomes", "dropped"}
     assert all(isinstance(v, int) for v in stats["dropped"].values())  # type: ignore[union-attr]
+
+
+def test_mail_is_stored_only_from_the_last_layer_and_never_from_a_client_link() -> None:
+    """Deliveries come from the network side: a provider stores mail that reached it from a
+    node of the last mix layer; a client link may only feed layer 1."""
+    p2 = NODES["p2"].processor
+    # One hop, handed over on a client link: refused, whatever it carries.
+    one_hop = SX.create_forward(path("p2"), [], BOB, b"junk")
+    assert p2.receive(one_hop, 1.0, arrival=Arrival.CLIENT) == Dropped(
+        DropReason.CLIENT_DELIVERY
+    )
+    # The same from a node link of layer 1 (a corrupt mix skipping layers 2 and 3): refused.
+    one_hop = SX.create_forward(path("p2"), [], BOB, b"junk")
+    assert p2.receive(one_hop, 1.0, previous_node=IDS["m1"]) == Dropped(
+        DropReason.NOT_FROM_LAST_LAYER
+    )
+    # From the last layer: stored.
+    honest = SX.create_forward(path("p2"), [], BOB, b"mail")
+    assert p2.receive(honest, 1.0, previous_node=IDS["m3"]) == StoreMessage(BOB, b"mail")
+    # A client's packet into layer 1 passes; into layer 2 does not.
+    p1 = NODES["p1"].processor
+    to_layer_1 = SX.create_forward(path("p1", "m1", "m2", "m3", "p2"), [0.0] * 4, BOB, b"x")
+    assert isinstance(p1.receive(to_layer_1, 1.0, arrival=Arrival.CLIENT), Forward)
+    to_layer_2 = SX.create_forward(path("p1", "m2", "m3", "p2"), [0.0] * 3, BOB, b"x")
+    assert p1.receive(to_layer_2, 1.0, arrival=Arrival.CLIENT) == Dropped(DropReason.WRONG_LAYER)

@@ -3,11 +3,13 @@
 What a client relies on from its provider and the mixes, end to end over real Noise links:
 a message crosses the network, is stored durably, is acknowledged through the SURB, survives a
 SIGKILL of the provider, and leaves only after the owner acknowledges the pull; nobody else can
-pull it; garbage on a link closes that link only; keys rotate under traffic.
+pull it; a stranger's one-hop packets never reach a mailbox; garbage on a link closes that link
+only; keys rotate under traffic; the Prometheus endpoint of a real node answers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -15,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -28,7 +31,7 @@ from mixcore.params import NetworkParams
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload, data_capacity
 from mixcore.routing import mailbox_address
 from mixcore.sphinx import PathHop, Sphinx, SphinxGeometry, SurbKeys
-from mixnet.network import LocalNetwork, pid_alive
+from mixnet.network import LocalNetwork, free_port, pid_alive
 from mixnode.view import EpochView
 
 pytestmark = pytest.mark.slow
@@ -52,6 +55,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
         providers=2,
     )
     network.create()
+    mix1 = network.processes["mix1"].data_dir / "node.json"
+    config = json.loads(mix1.read_text())
+    config["metrics_port"] = free_port()
+    mix1.write_text(json.dumps(config))
     try:
         network.start_all()
         yield network
@@ -312,6 +319,65 @@ async def test_another_key_cannot_pull_and_every_response_has_the_same_size(
         assert (await pull_until(bob_link, ItemType.MESSAGE))[0].data == b"for bob only"
 
 
+async def test_a_strangers_one_hop_packets_never_reach_a_mailbox(net: LocalNetwork) -> None:
+    """Issue 15 item 6: one-hop packets on a client link were stored in the named mailbox
+    (272 junk items/s, then the owner's real mail was refused as mailbox_full)."""
+    view = await listed_view(net)
+    p2, _ = provider(net, view, 2)
+    exit_ = net.processes["provider2"]
+    bob_key, mallory_key = LinkKey.generate(), LinkKey.generate()
+    bob_mailbox = mailbox_address(bob_key.public)
+    def counts(stats: dict[str, Any]) -> tuple[int, int]:
+        dropped = stats.get("dropped", {})
+        # A loaded machine may hold a packet past its key's grace: then it is an expired_key
+        # drop instead, never a stored message either.
+        refused = dropped.get("client_delivery", 0) + dropped.get("expired_key", 0)
+        return refused, stats.get("stored_messages", 0)
+
+    refused_before, _ = counts(exit_.stats() or {})
+    async with await client_link(view, p2, bob_key) as bob_link:
+        await pull(bob_link, 0)  # Bob's mailbox exists
+        me = view.hops[p2]
+        surb, _ = SX.create_surb([me], [], mailbox_address(mallory_key.public))
+        payload = MailboxPayload(surb, b"junk").encode(SX.geometry)
+        async with await client_link(view, p2, mallory_key) as mallory_link:
+            junk = [SX.create_forward([me], [], bob_mailbox, payload) for _ in range(40)]
+            await mallory_link.send_packets(junk)
+            await pull(mallory_link, 1)  # handled in order: the junk came first
+        after = await stats_when(exit_, lambda s: counts(s)[0] >= refused_before + 40)
+        assert counts(after)[0] == refused_before + 40
+        assert after["dropped"]["client_delivery"] > 0
+        # Nobody else writes to this new Bob: his mailbox got none of it.
+        assert all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, 1))
+
+
+async def test_metrics_endpoint_of_a_real_node_answers_with_its_counters(
+    net: LocalNetwork,
+) -> None:
+    """Issue 15 item 7: every scrape of a real node answered 500 (the exporter's thread read
+    trio's clock outside the event loop)."""
+    await listed_view(net)
+    port = json.loads((net.processes["mix1"].data_dir / "node.json").read_text())["metrics_port"]
+    async with httpx.AsyncClient() as http:
+        first = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert first.status_code == 200, first.text[:300]
+        assert "mixnet_node_packets_in " in first.text
+        assert 'mixnet_node_dropped{kind=' in first.text or "mixnet_node_loops_sent" in first.text
+        packets = _sample(first.text, "mixnet_node_packets_in")
+        deadline = trio.current_time() + 20
+        while _sample((await http.get(f"http://127.0.0.1:{port}/metrics")).text,
+                      "mixnet_node_packets_in") <= packets:
+            assert trio.current_time() < deadline, "the counters never moved"
+            await trio.sleep(0.5)
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the scrape")
+
+
 async def test_garbage_closes_only_that_link_and_the_node_keeps_serving(
     net: LocalNetwork,
 ) -> None:
@@ -369,5 +435,6 @@ async def test_keys_rotate_under_traffic_and_loops_keep_returning(net: LocalNetw
         assert min(stats["mix_key_epochs"]) >= epoch - 1  # old keys erased after their grace
         assert stats["loops_returned"] > 0
         assert stats["loop_return_share"] >= 0.9, (proc.name, stats)
-        assert "bad_mac" not in stats["dropped"] and "expired_key" not in stats["dropped"]
+        assert "bad_mac" not in stats["dropped"] and "expired_key" not in stats["dropped"], (
+            proc.name, stats)
     assert all(p.running() for p in net.processes.values())
