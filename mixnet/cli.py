@@ -3,7 +3,9 @@
 Each role package may provide ``<role>/cli.py`` with ``register(subparsers)``; that function adds
 its subcommand and sets ``func`` on its parser to a handler ``(args) -> int`` (the exit status).
 Handlers print one JSON object on stdout when ``--json`` is given. User errors surface as one line
-on stderr and a non-zero status, never a traceback.
+on stderr and a non-zero status, never a traceback. Before any command runs, the process gets a
+private umask (every file it creates is 0600, every folder 0700) and its descriptor limit raised
+to the hard limit (:func:`mixcore.process.prepare_process`): this is the entry of every role.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 import mixcore
 from mixcore.errors import MixnetError
 from mixcore.params import NetworkParams
+from mixcore.process import prepare_process
 
 #: Role packages whose ``cli`` module is mounted when it exists, in help order.
 ROLE_CLIS = ("directory", "mixnode", "client", "simulations")
@@ -114,6 +117,7 @@ def _first_mixnet_error(group: BaseExceptionGroup[BaseException]) -> MixnetError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prepare_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

@@ -4,7 +4,9 @@ The harness behind ``mixnet testnet`` and every integration test that needs real
 authority, mix and provider is a separate ``python -m mixnet.cli ...`` process with its own data
 directory, configured through the same ``init`` commands an operator uses. Processes are tracked
 by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so no test or run
-leaves one behind.
+leaves one behind. Its authorities run in the default admission mode: each approves the nodes
+this harness created (``mixnet directory approve --file``), as an operator would. Every file
+and folder it writes is owner-only (0600/0700), like those of the processes it starts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mixcore.errors import MixnetError
+from mixcore.files import private_dir, write_atomic
 from mixcore.params import NetworkParams
 from mixnet.cli import main as cli_main
 
@@ -110,8 +113,11 @@ class LocalNetwork:
         providers: int = 2,
         python: str = sys.executable,
         trace: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.root = Path(root)
+        self.workers = workers
+        """Hop worker processes per node (None: each node's default, cores minus one)."""
         self.params = params
         self.n_authorities = authorities
         self.mixes_per_layer = mixes_per_layer
@@ -127,9 +133,9 @@ class LocalNetwork:
 
     def create(self) -> None:
         """Write every key and config (no process started)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         params_file = self.root / "params.json"
-        params_file.write_text(json.dumps(self.params.to_dict()))
+        write_atomic(params_file, json.dumps(self.params.to_dict()).encode())
         auths: list[Process] = []
         for i in range(1, self.n_authorities + 1):
             name, port = f"auth{i}", free_port()
@@ -158,11 +164,23 @@ class LocalNetwork:
             info = _cli_json(
                 ["mixnode", "init", "--dir", str(data), "--role", role, "--name", name,
                  "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json",
-                 *authority_args]
+                 *authority_args,
+                 *(["--workers", str(self.workers)] if self.workers is not None else [])]
             )
+            if role == "provider":
+                # Every client of a local network connects from 127.0.0.1: one "source".
+                _edit_json(Path(info["config"]), registrations_per_source=1_000_000)
             argv = self._mixnet("mixnode", "run", "--config", info["config"])
             self.processes[name] = Process(name, role, data, argv, port, info)
+        approvals = self.root / "approved-nodes.txt"
+        write_atomic(approvals, "".join(
+            f"{info['identity_key']} {role}\n"
+            for (name, role) in nodes
+            for info in [self.processes[name].info]
+        ).encode())
         for auth in auths:
+            _cli_json(["directory", "approve", "--config", auth.info["config"],
+                       "--file", str(approvals), "--json"])
             self.processes[auth.name] = auth
 
     def add_client(self, name: str, provider: str, *, passphrase: str | None = None) -> Process:
@@ -208,7 +226,7 @@ class LocalNetwork:
         env = {**os.environ, **proc.env}
         if self.trace and proc.kind in ("mix", "provider"):
             env["MIXNET_TRACE"] = str(proc.data_dir / "trace.jsonl")
-        with open(proc.log_path, "ab") as log, open(proc.out_path, "wb") as out:
+        with _private_open(proc.log_path, "ab") as log, _private_open(proc.out_path, "wb") as out:
             proc.popen = subprocess.Popen(  # noqa: S603  # our own interpreter and arguments
                 proc.argv,
                 env=env,
@@ -346,6 +364,18 @@ class LocalNetwork:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _edit_json(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def _private_open(path: Path, mode: str) -> io.BufferedWriter:
+    """Open a log for writing, created 0600 whatever the launcher's umask."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)  # type: ignore[return-value]
 
 
 def pid_alive(pid: int) -> bool:

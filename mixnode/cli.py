@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -13,7 +14,7 @@ import trio
 from mixcore.consensus import AuthorityRef
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
 from mixcore.params import NetworkParams
-from mixnode.config import CONFIG_NAME, ConfigError, NodeConfig
+from mixnode.config import CONFIG_NAME, MAX_WORKERS, ConfigError, NodeConfig
 from mixnode.processor import Role
 from mixnode.server import IDENTITY_FILE, LINK_FILE, serve
 
@@ -32,6 +33,18 @@ def _parse_authority(value: str) -> AuthorityRef:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+WORKERS_HELP = (
+    "worker processes for the Sphinx hop (default: cores minus one, at least one; 0: in the "
+    "node process)"
+)
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or int(value) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_WORKERS}")
+    return int(value)
+
+
 def _init(args: argparse.Namespace) -> int:
     data = Path(args.dir).resolve()
     if (data / CONFIG_NAME).exists() and not args.force:
@@ -47,6 +60,7 @@ def _init(args: argparse.Namespace) -> int:
         authorities=tuple(args.authority),
         threshold=args.threshold or len(args.authority) // 2 + 1,
         params=params,
+        workers=args.workers,
     )
     data.mkdir(parents=True, exist_ok=True)
     identity, link = IdentityKey.generate(), LinkKey.generate()
@@ -70,6 +84,8 @@ def _init(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.config)
+    if args.workers is not None:
+        config = dataclasses.replace(config, workers=args.workers)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is metadata
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -102,10 +118,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init.add_argument("--name", default="", help="operator nickname (<= 32 printable chars)")
     init.add_argument("--params", help="JSON file of network parameters (default: built-in)")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.add_argument("--workers", type=_workers, default=None, metavar="N", help=WORKERS_HELP)
     init.add_argument("--json", action="store_true")
     init.set_defaults(func=_init)
 
     run = cmds.add_parser("run", help="run the node until SIGINT/SIGTERM")
     run.add_argument("--config", required=True)
     run.add_argument("--verbose", action="store_true")
+    run.add_argument(
+        "--workers", type=_workers, default=None, metavar="N", help=WORKERS_HELP + " (overrides)"
+    )
     run.set_defaults(func=_run)
