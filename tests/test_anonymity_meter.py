@@ -11,8 +11,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from client.messenger.commands import _anonymity_line
 from mixcore.anonymity import LayerFigures, estimate, gamma_entropy_bits, meter_for
@@ -28,6 +26,7 @@ from mixcore.encoding import pack, unpack_canonical
 from mixcore.errors import DescriptorError, SignatureError
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
+from mixcore.sphinx import MixPrivateKey
 from mixnode.figures import EpochFigures
 from simulations.config import SimConfig
 from simulations.network import simulate_network
@@ -40,8 +39,8 @@ BOUND_BITS = 0.5
 
 
 def mix_key() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+    """A mix key of the network's Sphinx suite."""
+    return MixPrivateKey.generate(PARAMS.sphinx_suite).public
 
 
 def descriptor(identity: IdentityKey, *, role: NodeRole = NodeRole.MIX, index: int = 0,
