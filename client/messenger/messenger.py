@@ -149,9 +149,10 @@ class Messenger:
         return name
 
     def add_contact(self, card_text: str, name: str | None = None) -> dict[str, Any]:
-        """Add (or update) a contact from a card string. A known identity under another name
-        (a message request, a group member) is renamed; a new card for a known name with other
-        keys is a key change (sending blocked until acknowledged)."""
+        """Add (or update) a contact from a card string. A known identity that the user never
+        named (a message request, a group member) takes the name; one the user named keeps
+        it (renaming is :meth:`rename_contact`, never a side effect); a new card for a known
+        name with other keys is a key change (sending blocked until acknowledged)."""
         card = ContactCard.from_text(card_text)
         card.verify()
         if card.identity_key == self.card.identity_key:
@@ -160,6 +161,11 @@ class Messenger:
         known = self._by_identity(card.identity_key)
         if known is not None:
             if name and name != known.name:
+                if not (known.request or known.hidden):
+                    raise MessengerError(
+                        f"that card is already your contact {known.name!r}; to rename it: "
+                        f"mixnet contact rename {known.name} {name}"
+                    )
                 self._check_free(name)
                 known.name = name
             known.card, known.request, known.hidden = card.to_bytes(), False, False
@@ -183,6 +189,41 @@ class Messenger:
             self.store.save_verification(c.cid, ContactVerification.first_seen(card))
         return self.contact_info(c)
 
+    def rename_contact(self, name: str, new_name: str) -> dict[str, Any]:
+        c = self.contact(name)
+        new_name = _check_name(new_name)
+        if new_name != c.name:
+            self._check_free(new_name)
+            c.name = new_name
+            self._save_contact(c)
+        return self.contact_info(c)
+
+    def remove_contact(self, name: str) -> dict[str, Any]:
+        """Forget a contact: card, session, verification and conversation. One who is still
+        in a group with us stays known as a group member only (the group needs the card)."""
+        c = self.contact(name)
+        in_group = any(c.cid in g.members or c.cid == g.admin for g in self._groups())
+        with self.store.transaction():
+            self.store.delete_conversation(f"c:{c.cid}")
+            self.store.delete("settings", PENDING + c.cid)
+            self.store.delete("settings", f"read:c:{c.cid}")
+            if in_group:
+                c.hidden, c.request, c.timer = True, False, 0
+                key = ContactCard.from_bytes(c.card).identity_key
+                c.name = self._unique_name(f"member-{key[:4].hex()}")
+                self._save_contact(c)
+            else:
+                self.store.delete("contacts", c.cid)
+                self.store.delete("sessions", c.cid)
+                self.store.delete("verification", c.cid)
+        return {"name": name, "removed": True, "kept_as_group_member": in_group}
+
+    def block_contact(self, name: str, *, undo: bool = False) -> dict[str, Any]:
+        c = self.contact(name)
+        c.blocked = not undo
+        self._save_contact(c)
+        return self.contact_info(c)
+
     def _check_free(self, name: str) -> None:
         if any(c.name == name for c in self._contacts()):
             raise MessengerError(f"there is already a contact named {name!r}")
@@ -197,6 +238,7 @@ class Messenger:
             "timer_proposed_by_them": c.their_proposal if c.their_proposal >= 0 else None,
             "request": c.request,
             "group_member_only": c.hidden,
+            "blocked": c.blocked,
             "unread": self._unread(f"c:{c.cid}"),
         }
 
@@ -234,6 +276,10 @@ class Messenger:
     # -- sending -------------------------------------------------------------------------------
 
     def _encrypt(self, c: ContactRecord, message: inner.Inner) -> Envelope:
+        if c.blocked:
+            raise MessengerError(
+                f"{c.name} is blocked; unblock with: mixnet contact block {c.name} --undo"
+            )
         v = self._verification(c)
         try:
             v.check_send()
@@ -598,6 +644,9 @@ class Messenger:
         self.store.delete("settings", PENDING + c.cid)
 
     def _dispatch(self, c: ContactRecord, m: inner.Inner) -> list[Envelope]:
+        if c.blocked:
+            self.counts["blocked"] += 1  # the session moved on; nothing is kept or answered
+            return []
         now = self.clock()
         if m.kind == "receipt":
             for uid in m.body[0]:
@@ -685,11 +734,12 @@ class Messenger:
             before = set(self._names(g.members))
             g.members = [sender.cid, *cids] if mine else []
             g.name, g.left = name, not mine
-            after = set(self._names(g.members))
-            for added in sorted(after - before):
-                self._event(conv, f"{sender.name} added {added}")
-            for removed in sorted(before - after - {sender.name}):
-                self._event(conv, f"{sender.name} removed {removed}")
+            if mine:  # a removed member learns only that it was removed, not about the others
+                after = set(self._names(g.members))
+                for added in sorted(after - before):
+                    self._event(conv, f"{sender.name} added {added}")
+                for removed in sorted(before - after - {sender.name}):
+                    self._event(conv, f"{sender.name} removed {removed}")
         if not mine:
             self._event(conv, f"{sender.name} removed you from the group")
         self._save_group(g)
