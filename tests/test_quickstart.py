@@ -80,13 +80,6 @@ class Output:
         self._queue.put(None)
 
     def wait_for(self, needle: str, timeout: float = 120.0) -> str:
-        t0 = time.monotonic()
-        try:
-            return self._wait_for(needle, timeout)
-        finally:
-            print(f"TIMING {time.monotonic() - t0:6.2f} line: {needle}", flush=True)
-
-    def _wait_for(self, needle: str, timeout: float) -> str:
         for line in self.lines:
             if needle in line:
                 return line
@@ -169,12 +162,10 @@ class Walk:
             command = command.replace(old, new)
         if command.startswith("export "):
             user.prelude.append(command)
-        t0 = time.monotonic()
         done = subprocess.run(
             ["bash", "-c", user.script(command)], cwd=user.home, env={**user.env, **(env or {})},
             capture_output=True, text=True, timeout=120, check=False,
         )
-        print(f"TIMING {time.monotonic() - t0:6.2f} {who}: {command[:60]}", flush=True)
         if ok:
             assert done.returncode == 0, (command, done.stdout[-1500:], done.stderr[-1500:])
         return done
@@ -234,11 +225,9 @@ class Walk:
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     """Poll ``predicate`` until true; the timeout only bounds a failure."""
     deadline = time.monotonic() + timeout
-    t0 = time.monotonic()
     while time.monotonic() < deadline:
         try:
             if predicate():
-                print(f"TIMING {time.monotonic() - t0:6.2f} wait: {what}", flush=True)
                 return
         except MixnetError:
             pass  # a daemon between two states (no consensus yet, restarting)
