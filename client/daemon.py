@@ -15,7 +15,11 @@ when is metadata, and logs are kept. A second daemon on the same directory exits
 naming the first one's PID (:mod:`client.daemon_lock`).
 
 The streams keep their Poisson timing while the link is down: a packet due then is dropped and
-counted rather than sent later in a burst, which would mark the moment of reconnection.
+counted rather than sent later in a burst, which would mark the moment of reconnection. The core
+is told (``set_link``), so its payload slots carry cover meanwhile and no attempt of a real
+fragment is spent into the dead link: messages wait in the queue and go out when the link is
+back; their retry budget is time counted from their creation, which the transport database
+keeps across restarts.
 
 **Messenger.** When the data directory holds an encrypted store (``messenger.db``, made by
 ``mixnet client init`` with a passphrase), the daemon unlocks it with the passphrase it was
@@ -156,6 +160,7 @@ class ClientDaemon:
             rng=self.rng if isinstance(self.rng, random.Random) else random.Random(),
             now=self.now(),
         )
+        self.core.set_link(False, self.now())  # until run_link connects
         if self.store is not None:
             self.messenger = Messenger(
                 self.store, provider=self.provider_id, mailbox=self.mailbox, clock=self.now,
@@ -165,7 +170,7 @@ class ClientDaemon:
             try:
                 self.core.send_message(
                     message.provider, message.mailbox, message.data, self.now(),
-                    message_id=message.message_id,
+                    message_id=message.message_id, created=message.created,
                 )
                 if self.messenger is not None and self.messenger.tracks(message.message_id):
                     self._tracked[message.message_id] = (-1, -1)
@@ -227,6 +232,9 @@ class ClientDaemon:
                          self.now() - down_since)
             down_since = None
             self.link = link
+            assert self.core is not None
+            self.core.set_link(True, self.now())  # queued fragments go out in the next slots
+            self._wake.set()
             self._link_up.set()
             self.counts["connected"] += 1
             try:
@@ -242,6 +250,8 @@ class ClientDaemon:
                             _reason(exc))
             finally:
                 self.link = None
+                if self.core is not None:
+                    self.core.set_link(False, self.now())
                 self._link_up = trio.Event()
 
     async def _connect(self) -> tuple[Link | None, str]:

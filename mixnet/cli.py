@@ -28,7 +28,8 @@ ROLE_CLIS = ("directory", "mixnode", "client", "simulations")
 ROLE_COMMANDS = {
     "directory": ("directory",),
     "mixnode": ("mixnode",),
-    "client": ("client", "contact", "send", "inbox", "read", "group", "timer", "status", "chat"),
+    "client": ("client", "contact", "send", "retry", "inbox", "read", "group", "timer", "status",
+               "chat"),
     "simulations": ("simulate",),
 }
 

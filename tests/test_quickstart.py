@@ -4,7 +4,8 @@ their later commands), in the order a newcomer does: join from the bootstrap fil
 daemon, exchange cards, verify, messages both ways, stdin, an attachment saved and said where,
 a group of three with a removal, a disappearing message; then the network is stopped with
 Ctrl-C (one line, exit 130, every process gone) and resumed from its folder, and the clients
-made against it reconnect by themselves and talk again.
+made against it reconnect by themselves: a message written while it was down goes out when it
+is back.
 
 One real network for the whole walk (the most expensive kind of test there is), kept small:
 the testnet line of the quickstart runs with flags for one authority, two one-mix layers, no
@@ -162,10 +163,13 @@ class Walk:
             command = command.replace(old, new)
         if command.startswith("export "):
             user.prelude.append(command)
+        started = time.monotonic()
         done = subprocess.run(
             ["bash", "-c", user.script(command)], cwd=user.home, env={**user.env, **(env or {})},
             capture_output=True, text=True, timeout=120, check=False,
         )
+        # shown by pytest only when the test fails: where the time went
+        print(f"{time.monotonic() - started:6.2f} s  {who}$ {command[:70]}", flush=True)
         if ok:
             assert done.returncode == 0, (command, done.stdout[-1500:], done.stderr[-1500:])
         return done
@@ -224,10 +228,12 @@ class Walk:
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     """Poll ``predicate`` until true; the timeout only bounds a failure."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while time.monotonic() < deadline:
         try:
             if predicate():
+                print(f"{time.monotonic() - started:6.2f} s  (waited for {what})", flush=True)
                 return
         except MixnetError:
             pass  # a daemon between two states (no consensus yet, restarting)
@@ -325,7 +331,7 @@ def test_the_quickstart_as_written(walk: Walk) -> None:
     # -- 5. talk, both ways -----------------------------------------------------------------------
     walk.run("alice", 'mixnet send bob "hello"')
     walk.run("alice", "echo hi | mixnet send bob -")
-    wait_for(lambda: texts(bob, "alice") == ["hello", "hi"], "bob receives both")
+    wait_for(lambda: sorted(texts(bob, "alice")) == ["hello", "hi"], "bob receives both")
     walk.run("bob", 'mixnet send bob "hello"', friend="alice")
     wait_for(lambda: texts(alice, "bob")[-1:] == ["hello"], "alice receives bob's answer")
     assert "bob" in walk.run("alice", "mixnet inbox").stdout
@@ -401,13 +407,21 @@ def test_the_quickstart_as_written(walk: Walk) -> None:
     assert out.strip().splitlines()[-1] == "mixnet: interrupted" and "Traceback" not in out
     assert not [p for p in pids if pid_alive(p)], "the testnet left a process behind"
     alice.daemon.wait_for("down")  # type: ignore[union-attr]
+    # Offline is normal: a message written now waits (carol: no disappearing timer with her).
+    done = subprocess.run(["bash", "-c", alice.script('mixnet send carol "while you were away"')],
+                          env=alice.env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert alice.api("conversation", name="carol")["messages"][-1]["state"] == "queued"
 
     testnet = walk.start(None, "mixnet testnet --resume /tmp/net --keep-running")
     testnet.wait_for("network up")
     alice.daemon.wait_for("again after")  # type: ignore[union-attr]
-    done = subprocess.run(["bash", "-c", alice.script('mixnet send bob "still there?"')],
-                          env=alice.env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    wait_for(lambda: "still there?" in texts(bob, "alice"), "a message after the restart")
+    wait_for(lambda: "while you were away" in texts(carol, "alice"),
+             "the queued message, once the network is back")
+    carol.api("msg_send", to="alice", text="back")
+    wait_for(lambda: "back" in texts(alice, "carol"), "an answer after the restart")
+    wait_for(lambda: alice.api("conversation", name="carol")["messages"][-2]["state"]
+             == "delivered", "the receipt after the restart")
+    assert "no failed messages" in walk.run("alice", "mixnet retry bob").stdout
 
     assert walk.unused() == NOT_RUN

@@ -1,4 +1,4 @@
-"""The person-facing commands: ``mixnet contact|send|inbox|read|group|timer|status|chat``.
+"""The person-facing commands: ``mixnet contact|send|retry|inbox|read|group|timer|status|chat``.
 
 Each attaches to the running daemon through the local API (``client/api.py``), takes
 ``--dir`` (default: ``$MIXNET_CLIENT_DIR``) and ``--json`` (then prints one JSON object).
@@ -259,6 +259,15 @@ def _read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retry(args: argparse.Namespace) -> int:
+    result = request(args, "msg_retry", name=args.name)
+    n = result["retried"]
+    human = (f"{args.name}: {n} failed message{'s' if n != 1 else ''} sent again" if n
+             else f"{args.name}: no failed messages to send again")
+    emit(result, args.json, human)
+    return 0
+
+
 def _inbox(args: argparse.Namespace) -> int:
     result = request(args, "msg_inbox")
     human = "\n".join(
@@ -396,6 +405,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="with --wait: the state to wait for (default at_provider)")
     _common(p)
     p.set_defaults(func=_send)
+
+    p = sub.add_parser("retry", help="send a conversation's failed messages again")
+    _name(p, "contact name or #group")
+    _common(p)
+    p.set_defaults(func=_retry)
 
     p = sub.add_parser("inbox", help="conversations with unread messages")
     _common(p)

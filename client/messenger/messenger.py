@@ -31,6 +31,7 @@ from client.messenger import inner
 from client.messenger.errors import (
     MessageTooLong,
     MessengerError,
+    RecipientWouldRefuse,
     UnknownContact,
     UnknownGroup,
 )
@@ -276,6 +277,7 @@ class Messenger:
     # -- sending -------------------------------------------------------------------------------
 
     def _encrypt(self, c: ContactRecord, message: inner.Inner) -> Envelope:
+        inner.check_acceptable(message)
         if c.blocked:
             raise MessengerError(
                 f"{c.name} is blocked; unblock with: mixnet contact block {c.name} --undo"
@@ -340,6 +342,47 @@ class Messenger:
                 file=(file_name, data, message.body[2]),
             )
         return [env]
+
+    def retry(self, name: str) -> list[Envelope]:
+        """Send again, to each recipient for whom it failed, every failed outgoing message of
+        a conversation: the same message (same uid, so a recipient that got the first copy
+        after all keeps one and answers with its receipt), encrypted afresh."""
+        _, conv = self._conversation_id(name)
+        envelopes: list[Envelope] = []
+        with self.store.transaction():
+            for _, r in self._live(conv):
+                key = f"delivery:{r.uid.hex()}"
+                data = self.store.get("settings", key) if r.direction == "out" else None
+                rows = decode_delivery(data) if data else {}
+                failed = [cid for cid, (state, _) in rows.items() if state is Delivery.FAILED]
+                if not failed:
+                    continue
+                message = self._rebuilt(r, conv)
+                for cid in failed:
+                    c = self._by_cid(cid)
+                    if c is None:
+                        continue
+                    try:
+                        envelopes.append(self._encrypt(c, message))
+                    except MessengerError as exc:
+                        rows[cid] = (Delivery.FAILED, f"not sent again: {exc}")
+                        continue
+                    rows[cid] = (Delivery.QUEUED, "")
+                self.store.put("settings", key, encode_delivery(rows))
+        return envelopes
+
+    def _rebuilt(self, r: MessageRecord, conv: str) -> inner.Inner:
+        """The inner message an outgoing record was sent as (its uid, timer and body)."""
+        ttl = round(r.expires_at - r.at) if r.expires_at else 0
+        if conv.startswith("g:"):
+            gid = bytes.fromhex(conv[2:])
+            if r.kind == "file":
+                body: tuple[Any, ...] = (gid, r.file_name, r.file_data, r.file_sha256)
+                return inner.Inner("gfile", r.uid, ttl, body)
+            return inner.Inner("gtext", r.uid, ttl, (gid, r.text))
+        if r.kind == "file":
+            return inner.Inner("file", r.uid, ttl, (r.file_name, r.file_data, r.file_sha256))
+        return inner.Inner("text", r.uid, ttl, (r.text,))
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -406,6 +449,7 @@ class Messenger:
     def _fan_out(
         self, g: GroupRecord, message: inner.Inner, cids: list[str]
     ) -> tuple[list[Envelope], dict[str, str]]:
+        inner.check_acceptable(message)  # for every member alike: refuse it before anything
         envelopes, failed = [], {}
         for cid in cids:
             c = self._by_cid(cid)
@@ -413,7 +457,7 @@ class Messenger:
                 continue
             try:
                 envelopes.append(self._encrypt(c, message))
-            except MessageTooLong:
+            except (MessageTooLong, RecipientWouldRefuse):
                 raise
             except MessengerError as exc:
                 failed[cid] = str(exc)
@@ -682,13 +726,17 @@ class Messenger:
                 self.counts["group_rejected"] += 1
                 return []
             conv = f"g:{g.gid.hex()}"
-        if m.kind in ("text", "gtext"):
-            record = MessageRecord(m.uid, "in", c.cid, "text", m.body[-1], now, expires)
+        if any(r.uid == m.uid for _, r in self._live(conv)):
+            # a copy sent again (mixnet retry) after the first arrived: keep one, answer again
+            self.counts["duplicate"] += 1
         else:
-            name, blob, digest = m.body[-3:]
-            record = MessageRecord(m.uid, "in", c.cid, "file", name, now, expires,
-                                   name, blob, digest)
-        self.store.add_message(conv, record.encode())
+            if m.kind in ("text", "gtext"):
+                record = MessageRecord(m.uid, "in", c.cid, "text", m.body[-1], now, expires)
+            else:
+                name, blob, digest = m.body[-3:]
+                record = MessageRecord(m.uid, "in", c.cid, "file", name, now, expires,
+                                       name, blob, digest)
+            self.store.add_message(conv, record.encode())
         try:
             return [self._encrypt(c, inner.receipt([m.uid]))]
         except MessengerError:  # key change unacknowledged: no receipt until then

@@ -17,6 +17,7 @@ op                 arguments                           result
 ``contact_block``  ``name, undo?``                     the contact
 ``msg_send``       ``to, text`` or ``to, file_name,``  ``{id, state, recipients}``
                    ``data``; ``to`` = ``#group`` ok
+``msg_retry``      ``name``                            ``{retried}``: failed messages sent again
 ``conversation``   ``name, mark_read?, with_data?``    ``{messages, contact?}``
 ``msg_inbox``      -                                   conversations with unread messages
 ``group_create``   ``name, members``                   the group
@@ -38,7 +39,7 @@ from client.messenger.messenger import Envelope, Messenger
 
 OPS = frozenset({
     "card", "contact_add", "contacts", "contact_verify", "contact_ack", "contact_rename",
-    "contact_remove", "contact_block", "msg_send",
+    "contact_remove", "contact_block", "msg_send", "msg_retry",
     "conversation", "msg_inbox", "group_create", "group_add", "group_remove", "groups",
     "timer_set", "timer_accept",
 })
@@ -113,6 +114,10 @@ def handle(
         send(envelopes)
         messages = m.conversation(to, mark_read=False)["messages"]
         return messages[-1] if messages else {}
+    if op == "msg_retry":
+        envelopes = m.retry(_str(request, "name"))
+        send(envelopes)
+        return {"retried": len(envelopes)}
     if op == "conversation":
         return m.conversation(
             _str(request, "name"),

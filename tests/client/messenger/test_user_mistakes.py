@@ -196,3 +196,69 @@ def test_read_save_keeps_hostile_names_inside_the_folder_and_says_where(
     out = capsys.readouterr()
     for p in saved:
         assert str(p) in out.out + out.err  # says where each one went
+
+
+# -- 6: limits at send time, as the receiver checks them -------------------------------------
+
+
+def test_text_longer_than_a_recipient_accepts_is_refused_when_sending(users: Users) -> None:
+    """A 65,537-character text used to be accepted, rejected by the receiver and left at
+    "at_provider" for ever."""
+    from client.messenger.inner import MAX_TEXT
+
+    users.befriend("alice", "bob")
+    alice, bob = users.by_name["alice"], users.by_name["bob"]
+    with pytest.raises(MessengerError, match="65,536 characters"):
+        ops.handle(alice, {"op": "msg_send", "to": "bob", "text": "x" * (MAX_TEXT + 1)},
+                   users.send)
+    assert users.outbox == [] and texts(alice, "bob") == []
+    users.send(alice.send_text("bob", "y" * MAX_TEXT))  # the limit itself is fine
+    users.deliver()
+    assert texts(bob, "alice") == ["y" * MAX_TEXT]
+    assert bob.counts["malformed"] == 0
+
+
+def test_a_group_larger_than_members_accept_is_refused_when_created(
+    users: Users, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from client.messenger import inner
+
+    monkeypatch.setattr(inner, "MAX_MEMBERS", 3)  # the receivers' limit, made small
+    for other in ("bob", "carol", "dave"):
+        users.befriend("alice", other)
+    alice = users.by_name["alice"]
+    with pytest.raises(MessengerError, match="recipient would refuse"):
+        alice.create_group("big", ["bob", "carol", "dave"])  # 4 with alice
+    assert alice.groups() == [] and users.outbox == []
+    users.send(alice.create_group("ok", ["bob", "carol"]))
+    users.deliver()
+    assert users.by_name["bob"].groups()[0]["name"] == "ok"
+    with pytest.raises(MessengerError, match="recipient would refuse"):
+        alice.group_add("ok", "dave")
+    assert sorted(alice.groups()[0]["members"]) == ["bob", "carol"]
+
+
+# -- 5: a message that finally failed can be sent again -----------------------------------------
+
+
+def test_retry_sends_a_failed_message_again_and_the_recipient_keeps_one_copy(
+    users: Users,
+) -> None:
+    users.befriend("alice", "bob")
+    alice, bob = users.by_name["alice"], users.by_name["bob"]
+    [env] = alice.send_text("bob", "are you there?")
+    alice.bind(env, b"t" * 16)
+    alice.on_transport_failed(b"t" * 16, "retry_budget_exhausted: unacknowledged for 86400 s")
+    [sent] = [m for m in alice.conversation("bob")["messages"] if m["direction"] == "out"]
+    assert sent["state"] == "failed"
+    result = ops.handle(alice, {"op": "msg_retry", "name": "bob"}, users.send)
+    assert result["retried"] == 1
+    assert alice.conversation("bob")["messages"][-1]["state"] == "queued"
+    users.deliver()
+    assert texts(bob, "alice") == ["are you there?"]
+    assert alice.conversation("bob")["messages"][-1]["state"] == "delivered"
+    # The first copy had reached the mailbox after all (its ACK was lost): still one copy.
+    users.send([env])
+    users.deliver()
+    assert texts(bob, "alice") == ["are you there?"] and bob.counts["duplicate"] == 1
+    assert ops.handle(alice, {"op": "msg_retry", "name": "bob"}, users.send)["retried"] == 0
