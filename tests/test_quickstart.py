@@ -26,6 +26,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ import trio
 
 from client.messenger.commands import call
 from mixcore.errors import MixnetError
+from mixcore.params import NetworkParams
 from mixnet.network import pid_alive
 
 pytestmark = pytest.mark.slow
@@ -115,7 +117,9 @@ class User:
         self.home = home
         home.mkdir()
         self.prelude: list[str] = []
-        self.env = {**os.environ, "HOME": str(home), "MIXNET_PASSPHRASE": PASSPHRASE}
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "HOME": str(home), "MIXNET_PASSPHRASE": PASSPHRASE,
+                    "PATH": path}  # `mixnet` is the one installed beside this interpreter
         self.env.pop("MIXNET_CLIENT_DIR", None)
         self.daemon: Output | None = None
         self.card = ""
@@ -204,7 +208,8 @@ class Walk:
         script = user.script(f"exec {command}") if user else f"exec {command}"
         proc = subprocess.Popen(
             ["bash", "-c", script], cwd=user.home if user else None,
-            env=user.env if user else {**os.environ}, stdin=subprocess.DEVNULL,
+            env=user.env if user else next(iter(self.users.values())).env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )
@@ -297,6 +302,24 @@ def test_the_quickstart_as_written(walk: Walk) -> None:
     down = walk.run("carol", "mixnet read bob", ok=False)
     assert down.returncode == 1 and "mixnet client run" in down.stderr
     assert "Traceback" not in wrong.stderr + down.stderr
+
+    # A client made with parameters the network does not use (the built-in defaults: another
+    # epoch length and genesis) used to wait for a consensus for ever, silently; now its daemon
+    # finds the network's signed parameters, sees they differ, and says what to do.
+    defaults = alice.home / "defaults.json"
+    defaults.write_text(json.dumps(NetworkParams().to_dict()))
+    key, _, url = bootstrap.split(":", 2)[2].partition("@")
+    odd = alice.home / "odd"
+    env = {k: v for k, v in alice.env.items() if k != "MIXNET_PASSPHRASE"}  # transport only
+    made = subprocess.run(
+        ["mixnet", "client", "init", "--dir", str(odd), "--provider", "provider1",
+         "--authority", f"{key}@{url}", "--params", str(defaults)],
+        env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert made.returncode == 0, made.stderr
+    stuck = subprocess.run(["mixnet", "client", "run", "--dir", str(odd)], env=env,
+                           capture_output=True, text=True, check=False, timeout=120)
+    assert stuck.returncode == 1 and "differ from the network's" in stuck.stderr
+    assert "epoch_length 3600.0 (network: " in stuck.stderr and "--join" in stuck.stderr
 
     # -- 2. the daemons; one per directory ------------------------------------------------------
     for user in (alice, bob, carol):
