@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from client import store_commands
 from client.daemon_config import ClientConfigError, DaemonConfig
 from client.messenger import commands as messenger_commands
 from client.messenger.commands import DIR_ENV, data_dir
@@ -379,4 +380,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_option(inbox)
     inbox.set_defaults(func=_raw_inbox)
 
+    store_commands.register(cmds)  # passphrase, accept-restore
     messenger_commands.register(sub)

@@ -119,7 +119,7 @@ class ClientDaemon:
         self.rng = rng or random.SystemRandom()
         self.link_key: LinkKey = load_link_key(config.link_key_path)
         self.mailbox = mailbox_address(self.link_key.public)
-        self.db = TransportDB(config.database_path)
+        self.db = TransportDB.open(config.data_dir, self.store)  # sealed, in the store
         self.core: ClientCore | None = None
         self.provider_id: bytes | None = None
         self.provider_name = ""
@@ -312,7 +312,7 @@ class ClientDaemon:
         """Remove messages whose disappearing timer ran out, even if nobody reads them."""
         while True:
             if self.messenger is not None:
-                self.messenger.expire()
+                self.messenger.upkeep()  # disappearing timers, prekey rotation
             await trio.sleep(EXPIRY_INTERVAL)
 
     async def _execute(self, actions: list[Any]) -> None:
@@ -448,7 +448,7 @@ class ClientDaemon:
             state = request.get("state")
             return [
                 {"message_id": m.message_id, "state": m.state, "reason": m.reason,
-                 "created": m.created, "updated": m.updated, "size": len(m.data)}
+                 "created": m.created, "updated": m.updated, "size": m.size}
                 for m in self.db.outgoing(state=state if isinstance(state, str) else None)
             ]
         raise ClientError(f"unknown operation {op!r}")

@@ -14,7 +14,7 @@ friend's name in place of ``bob`` (and the real card in place of ``'mixnet1:...'
 is a few seconds instead of an hour. Every command line of the quickstart must be run here
 (checked at the end), so the page and the test cannot drift apart. The checks that earlier
 lived in ``tests/client/messenger/test_cli_end_to_end.py`` are folded in (wrong passphrase,
-errors in words, raw payloads, a too-large attachment)."""
+errors in words, raw payloads, a too-large attachment, no re-key while the daemon runs)."""
 
 from __future__ import annotations
 
@@ -329,6 +329,10 @@ def test_the_quickstart_as_written(walk: Walk) -> None:
         user.daemon.wait_for("serving")
         user.daemon.wait_for("connected to provider")
         user.daemon.wait_for("epoch ")
+    rekey = subprocess.run(["bash", "-c", alice.script("mixnet client passphrase")],
+                           env={**alice.env, "MIXNET_NEW_PASSPHRASE": "another one"},
+                           capture_output=True, text=True, check=False)
+    assert rekey.returncode == 1 and "daemon is running" in rekey.stderr  # the store is in use
     second = walk.run("alice", "mixnet client run", ok=False)
     assert second.returncode == 1 and second.stderr.count("\n") == 1
     assert str(alice.daemon.proc.pid) in second.stderr  # type: ignore[union-attr]

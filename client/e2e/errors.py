@@ -31,6 +31,10 @@ class ReplayError(MessageError):
     """The message's key was already used (a replayed or duplicated ciphertext)."""
 
 
+class FirstMessageReplayError(ReplayError):
+    """An initial message (X3DH) whose ephemeral key was already accepted once: a replay."""
+
+
 class TooManySkippedError(MessageError):
     """The header claims more skipped messages than the bound allows."""
 

@@ -4,19 +4,24 @@ ChaCha20-Poly1305.
 
 Message layout (everything after the nonce looks random; nothing repeats across messages)::
 
-    header_nonce(12) | AEAD(HK, header_nonce, header(40), ad="mixnet-hdr-v1") (56)
-                     | AEAD(body_key(MK), body_nonce(MK), pad(plaintext), ad=AD || first 68 bytes)
+    salt(12) | AEAD(HK, salt, header(40), ad="mixnet-hdr-v1") (56)
+             | AEAD(body_key, body_nonce, pad(plaintext), ad=AD || first 68 bytes)
 
     header = ratchet_public(32) | previous_chain_length(u32 BE) | message_number(u32 BE)
 
-A fresh random 96-bit nonce per header (a header key encrypts at most one chain's headers, far
-below the 2^32 bound for random nonces); the body key and nonce are derived from the one-time
-message key, so the body needs no nonce on the wire. Fixed overhead: 84 bytes per message, plus
-the padding the session layer applies.
+The first 12 bytes are a fresh per-message *salt*: the header's AEAD nonce and an input of the
+body key derivation, so the body key and nonce depend on the message key **and** the salt.
+A rolled-back state (a restored backup, a VM snapshot) that uses a message key a second time
+therefore never encrypts two plaintexts under one key and nonce. The salt is a PRF of fresh
+randomness and the plaintext under the message key, so even a repeated RNG (a snapshot
+restores it too) gives two different plaintexts two different salts (the SIV idea). A header
+key encrypts at most one chain's headers, far below the 2^32 bound for random nonces. Fixed
+overhead: 84 bytes per message, plus the padding the session layer applies.
 
 KDFs: ``RK', CK, NHK = HKDF(salt=RK, ikm=DH, info="mixnet-ratchet-rk-v1", 96)``;
 ``MK = HMAC(CK, 0x01)``, ``CK' = HMAC(CK, 0x02)``;
-``body_key || body_nonce = HKDF(salt=0*32, ikm=MK, info="mixnet-ratchet-msg-v1", 44)``.
+``salt = HMAC(MK, "mixnet-ratchet-salt-v1" || random(16) || padded plaintext)[:12]``;
+``body_key || body_nonce = HKDF(salt=salt, ikm=MK, info="mixnet-ratchet-msg-v2", 44)``.
 
 Skipped message keys are stored under (header key, number), at most :data:`MAX_SKIP` per chain
 step and :data:`MAX_SKIPPED_KEYS` in all (oldest evicted first). A key is deleted when used, so a
@@ -63,7 +68,9 @@ ENC_HEADER_LEN = NONCE_LEN + HEADER_LEN + TAG_LEN  # 68
 OVERHEAD = ENC_HEADER_LEN + TAG_LEN  # 84
 _HEADER_AD = b"mixnet-hdr-v1"
 _RK_INFO = b"mixnet-ratchet-rk-v1"
-_MSG_INFO = b"mixnet-ratchet-msg-v1"
+_MSG_INFO = b"mixnet-ratchet-msg-v2"
+_SALT_CONTEXT = b"mixnet-ratchet-salt-v1"
+SALT_RANDOM_LEN = 16
 STATE_VERSION = 1
 
 
@@ -77,14 +84,26 @@ def kdf_ck(chain_key: bytes) -> tuple[bytes, bytes]:
     return hmac_sha256(chain_key, b"\x02"), hmac_sha256(chain_key, b"\x01")
 
 
-def seal_body(message_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    km = hkdf(message_key, salt=bytes(32), info=_MSG_INFO, length=KEY_LEN + NONCE_LEN)
-    return aead_seal(km[:KEY_LEN], km[KEY_LEN:], plaintext, ad)
+def message_salt(message_key: bytes, plaintext: bytes) -> bytes:
+    """A fresh salt for one message: random, and bound to the plaintext (see the module
+    docstring: two plaintexts never share a body key and nonce, even under a repeated RNG)."""
+    mac = hmac_sha256(message_key, _SALT_CONTEXT + random_bytes(SALT_RANDOM_LEN) + plaintext)
+    return mac[:NONCE_LEN]
 
 
-def open_body(message_key: bytes, ciphertext: bytes, ad: bytes) -> bytes:
-    km = hkdf(message_key, salt=bytes(32), info=_MSG_INFO, length=KEY_LEN + NONCE_LEN)
-    return aead_open(km[:KEY_LEN], km[KEY_LEN:], ciphertext, ad)
+def body_key_nonce(message_key: bytes, salt: bytes) -> tuple[bytes, bytes]:
+    km = hkdf(message_key, salt=salt, info=_MSG_INFO, length=KEY_LEN + NONCE_LEN)
+    return km[:KEY_LEN], km[KEY_LEN:]
+
+
+def seal_body(message_key: bytes, salt: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    key, nonce = body_key_nonce(message_key, salt)
+    return aead_seal(key, nonce, plaintext, ad)
+
+
+def open_body(message_key: bytes, salt: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    key, nonce = body_key_nonce(message_key, salt)
+    return aead_open(key, nonce, ciphertext, ad)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +113,9 @@ class Header:
     number: int
 
 
-def _encrypt_header(hk: bytes, header: Header) -> bytes:
-    nonce = random_bytes(NONCE_LEN)
+def _encrypt_header(hk: bytes, header: Header, salt: bytes) -> bytes:
     plain = _HEADER.pack(header.ratchet_public, header.previous_chain_length, header.number)
-    return nonce + aead_seal(hk, nonce, plain, _HEADER_AD)
+    return salt + aead_seal(hk, salt, plain, _HEADER_AD)
 
 
 def _decrypt_header(hk: bytes | None, enc_header: bytes) -> Header | None:
@@ -207,9 +225,10 @@ class Ratchet:
         if s.ns >= MAX_COUNTER:
             raise MessageError("sending chain exhausted")
         s.cks, mk = kdf_ck(s.cks)
-        enc_header = _encrypt_header(s.hks, Header(s.dhs_public, s.pn, s.ns))
+        salt = message_salt(mk, plaintext)
+        enc_header = _encrypt_header(s.hks, Header(s.dhs_public, s.pn, s.ns), salt)
         s.ns += 1
-        return enc_header + seal_body(mk, plaintext, ad + enc_header)
+        return enc_header + seal_body(mk, salt, plaintext, ad + enc_header)
 
     def decrypt(self, message: bytes, ad: bytes) -> bytes:
         """Decrypt one message. Errors: :class:`NotForThisSession` (no header key fits),
@@ -219,6 +238,7 @@ class Ratchet:
             raise NotForThisSession("message too short")
         message = bytes(message)
         enc_header, body = message[:ENC_HEADER_LEN], message[ENC_HEADER_LEN:]
+        salt = enc_header[:NONCE_LEN]
         s = self.state.copy()
         body_ad = ad + enc_header
 
@@ -230,7 +250,7 @@ class Ratchet:
             mk = s.skipped.pop((hk, header.number), None)
             if mk is None:
                 break  # known chain, key not kept: fall through to the current keys
-            plaintext = open_body(mk, body, body_ad)
+            plaintext = open_body(mk, salt, body, body_ad)
             self.state = s
             return plaintext
 
@@ -253,7 +273,7 @@ class Ratchet:
         assert s.ckr is not None
         s.ckr, mk = kdf_ck(s.ckr)
         s.nr += 1
-        plaintext = open_body(mk, body, body_ad)
+        plaintext = open_body(mk, salt, body, body_ad)
         self.state = s
         return plaintext
 

@@ -13,8 +13,11 @@ The QR payload is ``b"mixnet-safety-v1" || fp_low(30 digits, ASCII) || fp_high``
 on both sides: scanning the other's screen compares the full number.
 
 **Verification.** A contact is ``UNVERIFIED``, ``VERIFIED`` (the user compared the number) or
-``KEY_CHANGED`` (the identity key differs from the one pinned: shown loudly; sending is blocked
-until the user acknowledges, which pins the new key as unverified, or verifies it in person).
+``KEY_CHANGED`` (other identity keys were offered for it: shown loudly; sending is blocked).
+During a key change the *old* keys stay pinned and in use; the new ones wait in
+``pending_keys``. Verifying in person (comparing the number made with the new keys) pins them.
+A contact that was unverified may also *acknowledge* the change (pin the new keys unverified);
+one that was verified may not: a verified key is only ever replaced by another verified one.
 """
 
 from __future__ import annotations
@@ -111,11 +114,14 @@ TRANSITIONS: dict[tuple[VerificationState, VerificationEvent], VerificationState
 @dataclass(slots=True)
 class ContactVerification:
     """The pinned identity keys (64 bytes) of one contact and its verification state.
-    ``previous_keys`` holds the keys pinned before a change, until it is acknowledged."""
+    ``pending_keys`` holds other keys offered for the contact (a key change) until they are
+    verified or acknowledged; ``was_verified`` says the contact was verified when that
+    happened (then only :meth:`verify` can accept them)."""
 
     pinned_keys: bytes
     state: VerificationState = VerificationState.UNVERIFIED
-    previous_keys: bytes | None = None
+    pending_keys: bytes | None = None
+    was_verified: bool = False
 
     @classmethod
     def first_seen(cls, card: ContactCard) -> ContactVerification:
@@ -128,22 +134,32 @@ class ContactVerification:
         self.state = nxt
         return nxt
 
+    @property
+    def shown_keys(self) -> bytes:
+        """The keys the safety number on screen is made of: the offered ones during a key
+        change (that is what the user compares), else the pinned ones."""
+        if self.state is VerificationState.KEY_CHANGED and self.pending_keys:
+            return self.pending_keys
+        return self.pinned_keys
+
     def observe(self, card: ContactCard | bytes) -> bool:
-        """Record the identity keys seen for this contact (from a card or a message). Returns
-        True, and moves to ``KEY_CHANGED``, if they differ from the pinned ones."""
+        """Record identity keys offered for this contact (a new card under its name). Returns
+        True, and moves to ``KEY_CHANGED`` with the old keys still pinned, if they differ
+        from the pinned ones (and from keys already waiting)."""
         keys = identity_keys(card)
-        if keys == self.pinned_keys:
+        if keys in (self.pinned_keys, self.pending_keys):
             return False
+        verified = self.state is VerificationState.VERIFIED
         self._apply(VerificationEvent.KEY_CHANGE)
-        if self.previous_keys is None:
-            self.previous_keys = self.pinned_keys
-        self.pinned_keys = keys
+        self.was_verified = self.was_verified or verified
+        self.pending_keys = keys
         return True
 
     def verify(self, mine: ContactCard | bytes, compared: SafetyNumber | str) -> None:
         """Mark verified after the user compared ``compared`` with the number computed from
-        ``mine`` and the pinned keys; :class:`VerificationError` if it does not match."""
-        expected = SafetyNumber.of(mine, self.pinned_keys)
+        ``mine`` and :attr:`shown_keys` (which are then pinned); :class:`VerificationError`
+        if it does not match."""
+        expected = SafetyNumber.of(mine, self.shown_keys)
         digits = (
             compared.digits
             if isinstance(compared, SafetyNumber)
@@ -151,15 +167,25 @@ class ContactVerification:
         )
         if digits != expected.digits:
             raise VerificationError("the safety number does not match: do not mark verified")
+        keys = self.shown_keys
         self._apply(VerificationEvent.VERIFY)
-        self.previous_keys = None
+        self.pinned_keys, self.pending_keys, self.was_verified = keys, None, False
 
     def unverify(self) -> None:
         self._apply(VerificationEvent.UNVERIFY)
 
     def acknowledge_key_change(self) -> None:
+        """Pin the offered keys, unverified. Refused for a contact that was verified: its new
+        keys must be verified in person (:meth:`verify`)."""
+        if self.state is VerificationState.KEY_CHANGED and self.was_verified:
+            raise VerificationError(
+                "this contact was verified: its new keys can only be accepted by comparing the "
+                "new safety number in person"
+            )
         self._apply(VerificationEvent.ACKNOWLEDGE)
-        self.previous_keys = None
+        if self.pending_keys:
+            self.pinned_keys = self.pending_keys
+        self.pending_keys, self.was_verified = None, False
 
     @property
     def can_send(self) -> bool:
@@ -174,21 +200,33 @@ class ContactVerification:
             )
 
     def to_bytes(self) -> bytes:
-        return pack([1, self.pinned_keys, self.state.value, self.previous_keys or b""])
+        return pack([2, self.pinned_keys, self.state.value, self.pending_keys or b"",
+                     self.was_verified])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContactVerification:
         try:
-            version, keys, state, prev = expect_list(unpack_canonical(data), 4, "verification")
-            expect_int(version, "verification version", lo=1, hi=1)
+            fields = unpack_canonical(data)
+            if not isinstance(fields, list) or not fields:
+                raise DecodeError("verification: not a list")
+            version = expect_int(fields[0], "verification version", lo=1, hi=2)
+            if version == 1:  # [1, keys (the new ones after a change), state, previous keys]
+                _, keys, state, other = expect_list(fields, 4, "verification")
+                was_verified = False
+            else:
+                _, keys, state, other, was_verified = expect_list(fields, 5, "verification")
+                if not isinstance(was_verified, bool):
+                    raise DecodeError("verification: flag")
             keys = expect_bytes(keys, "pinned keys", length=64)
-            prev = expect_bytes(prev, "previous keys", max_len=64)
-            if prev and len(prev) != 64:
-                raise DecodeError("previous keys: expected 64 bytes")
+            other = expect_bytes(other, "pending keys", max_len=64)
+            if other and len(other) != 64:
+                raise DecodeError("pending keys: expected 64 bytes")
+            if version == 1 and other:
+                keys, other = other, keys
             try:
                 st = VerificationState(state)
             except ValueError:
                 raise DecodeError("unknown verification state") from None
         except DecodeError as exc:
             raise SessionStateError(f"verification state: {exc}") from None
-        return cls(keys, st, prev or None)
+        return cls(keys, st, other or None, was_verified)

@@ -28,7 +28,7 @@ each call (sealed, in :mod:`client.storage`). A failed ``decrypt`` changes nothi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -36,6 +36,7 @@ from client.e2e import x3dh
 from client.e2e.cards import ContactCard
 from client.e2e.errors import (
     CardError,
+    FirstMessageReplayError,
     MessageError,
     NotForThisSession,
     ReplayError,
@@ -224,7 +225,7 @@ class Session:
         init = _unseal_init(me, data)
         if init.card.identity_key != self.peer.identity_key:
             raise NotForThisSession("initial message from another identity")
-        return self._accept_init(me, init)
+        return self._accept_init(me, init)[0]
 
     def _decrypt_ratchet(self, data: bytes) -> bytes:
         # a plain ratchet message, or one behind an init prefix of a session we already have
@@ -242,7 +243,10 @@ class Session:
                 return unpad(padded)
         raise NotForThisSession("no branch of this session opens the header")
 
-    def _accept_init(self, me: UserIdentity, init: _Init) -> bytes:
+    def _accept_init(
+        self, me: UserIdentity, init: _Init, seen: Callable[[bytes], bool] | None = None
+    ) -> tuple[bytes, bool]:
+        """The plaintext, and whether this message started a new branch (a new X3DH run)."""
         for branch in self._branches:
             if branch.ephemeral == init.ephemeral:
                 try:
@@ -250,9 +254,10 @@ class Session:
                 except NotForThisSession:
                     raise ReplayError("initial message already processed") from None
                 branch.pending = None
-                return unpad(padded)
+                return unpad(padded), False
         if init.ephemeral in self._seen:
-            raise ReplayError("initial message of a session already replaced (replay)")
+            raise FirstMessageReplayError("initial message of a session already replaced (replay)")
+        _refuse_seen(init, seen)
         branch, plaintext = _responder_branch(me, init)
         active = self._branches[0]
         keep_mine = (
@@ -265,7 +270,7 @@ class Session:
         self._seen.append(init.ephemeral)
         del self._seen[:-MAX_SEEN_EPHEMERALS]
         self.peer = init.card
-        return plaintext
+        return plaintext, True
 
     # -- persistence
 
@@ -335,20 +340,39 @@ class Session:
 class Received(Generic[K]):
     """What :func:`open_message` found: the contact key (``None`` for a first message from
     someone not in ``sessions``), the session that decrypted it (new when ``contact`` is None;
-    otherwise the same object, updated), the peer's card and the plaintext."""
+    otherwise the same object, updated), the peer's card and the plaintext. ``new_branch`` is
+    ``(X3DH ephemeral, prekey id)`` when the message started a new X3DH run: the caller
+    records the ephemeral so the same first message is never accepted again."""
 
     contact: K | None
     session: Session
     peer: ContactCard
     plaintext: bytes
+    new_branch: tuple[bytes, int] | None = None
 
 
-def open_message(me: UserIdentity, sessions: Mapping[K, Session], data: bytes) -> Received[K]:
+def _refuse_seen(init: _Init, seen: Callable[[bytes], bool] | None) -> None:
+    if seen is not None and seen(init.ephemeral):
+        raise FirstMessageReplayError(
+            "a first message is accepted once only: this one was already (a replay)"
+        )
+
+
+def open_message(
+    me: UserIdentity,
+    sessions: Mapping[K, Session],
+    data: bytes,
+    *,
+    seen: Callable[[bytes], bool] | None = None,
+) -> Received[K]:
     """Decrypt one incoming message against all sessions, then as an initial message.
     :class:`NotForThisSession` if nothing opens it; other :class:`MessageError` subclasses
     (replay, tampering, skipped-key bound) as they arise. A new contact's session comes back
     with ``contact=None``; the caller decides whether to keep it (and must check the peer
-    identity against its verification records: :mod:`client.e2e.safety`)."""
+    identity against its verification records: :mod:`client.e2e.safety`). ``seen`` tells
+    whether an X3DH ephemeral was accepted before (the caller's persistent record, which
+    outlives sessions and restarts): such a first message raises
+    :class:`FirstMessageReplayError` instead of starting a session again."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MessageError("expected bytes")
     data = bytes(data)
@@ -359,10 +383,12 @@ def open_message(me: UserIdentity, sessions: Mapping[K, Session], data: bytes) -
             continue
         return Received(key, session, session.peer, plaintext)
     init = _unseal_init(me, data)
+    started = (init.ephemeral, init.prekey_id)
     for key, session in sessions.items():
         if session.peer.identity_key == init.card.identity_key:
-            plaintext = session._accept_init(me, init)
-            return Received(key, session, session.peer, plaintext)
+            plaintext, new = session._accept_init(me, init, seen)
+            return Received(key, session, session.peer, plaintext, started if new else None)
+    _refuse_seen(init, seen)
     branch, plaintext = _responder_branch(me, init)
     session = Session(init.card, [branch])
-    return Received(None, session, init.card, plaintext)
+    return Received(None, session, init.card, plaintext, started)

@@ -21,8 +21,8 @@ from typing import Any
 
 from client.config import ClientConfig
 from client.e2e.cards import ContactCard
-from client.e2e.errors import KeyChangedError, MessageError
-from client.e2e.identity import UserIdentity
+from client.e2e.errors import KeyChangedError, MessageError, ReplayError
+from client.e2e.identity import MAX_PREKEYS
 from client.e2e.ratchet import OVERHEAD
 from client.e2e.safety import ContactVerification, SafetyNumber, VerificationState
 from client.e2e.session import INIT_PREFIX_LEN, PAD_BUCKET, Session, open_message
@@ -46,6 +46,7 @@ from client.messenger.records import (
     summarize,
 )
 from client.storage import Store
+from client.transport_db import forget as forget_outgoing
 from mixcore.encoding import pack, unpack_canonical
 from mixcore.errors import DecodeError, MixnetError
 from mixcore.payload import data_capacity
@@ -57,11 +58,9 @@ DEFAULT_MAX_MESSAGE_LEN = max_message_len(
     data_capacity(SphinxGeometry()), ClientConfig().max_message_fragments
 )
 MAX_NAME_LEN = 64
-PENDING = "pending_key:"
-
-
-def _parse_session(data: bytes) -> Session:
-    return Session.from_bytes(data)
+PENDING_CARD = "pending_card:"
+"""``settings`` row: the card with other keys the user added under a contact's name, waiting
+until its safety number is verified (or, for an unverified contact, acknowledged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +100,23 @@ class Messenger:
         max_message_len: int = DEFAULT_MAX_MESSAGE_LEN,
     ) -> None:
         identity = store.load_identity()
-        if identity is None:
-            identity = UserIdentity.generate()
+        if identity is None:  # never make a new identity over an existing store
+            raise MessengerError(
+                f"the message store {store.path} has no identity (damaged, or not made by "
+                "`mixnet client init`): restore it from a backup, or start over with "
+                f"mixnet client init --dir {store.path.parent} --force (this replaces it)"
+            )
+        if identity.stamp_unknown_times(clock()):
             store.save_identity(identity)
         self.store = store
         self.identity = identity
         self.clock = clock
         self.max_message_len = max_message_len
+        self._address = (provider, mailbox)
         self.card = ContactCard.create(identity, provider, mailbox)
         self.counts: Counter[str] = Counter()
         self._progress: dict[bytes, tuple[int, int]] = {}
+        self._expiry_scan: tuple[int, float] | None = None  # (store revision, next expiry)
 
     # -- contacts ------------------------------------------------------------------------------
 
@@ -151,39 +157,38 @@ class Messenger:
 
     def add_contact(self, card_text: str, name: str | None = None) -> dict[str, Any]:
         """Add (or update) a contact from a card string. A known identity that the user never
-        named (a message request, a group member) takes the name; one the user named keeps
-        it (renaming is :meth:`rename_contact`, never a side effect); a new card for a known
-        name with other keys is a key change (sending blocked until acknowledged)."""
+        named (a message request, a group member) takes the name; one the user named keeps it
+        (renaming is :meth:`rename_contact`, never a side effect). A card with other keys under
+        the name of an existing contact is a key change: the contact's old keys stay pinned and
+        in use, sending to it is blocked, and the new card waits until its safety number is
+        verified (or, for a contact that was never verified, acknowledged)."""
         card = ContactCard.from_text(card_text)
         card.verify()
         if card.identity_key == self.card.identity_key:
             raise MessengerError("that is your own card")
         name = _check_name(name) if name else None
         known = self._by_identity(card.identity_key)
-        if known is not None:
+        target = next((c for c in self._contacts() if c.name == name), None) if name else None
+        if known is not None and (target is None or target.cid == known.cid):
             if name and name != known.name:
                 if not (known.request or known.hidden):
                     raise MessengerError(
                         f"that card is already your contact {known.name!r}; to rename it: "
                         f"mixnet contact rename {known.name} {name}"
                     )
-                self._check_free(name)
                 known.name = name
             known.card, known.request, known.hidden = card.to_bytes(), False, False
             self._save_contact(known)
             return self.contact_info(known)
-        name = name or f"contact-{card.identity_key[:4].hex()}"
-        existing = next((c for c in self._contacts() if c.name == name), None)
-        if existing is not None:  # same name, other identity: a key change
-            v = self._verification(existing)
-            v.observe(card)
-            existing.card = card.to_bytes()
+        if target is not None:  # same name, other keys: a key change
+            v = self._verification(target)
             with self.store.transaction():
-                self.store.save_verification(existing.cid, v)
-                self.store.delete("sessions", existing.cid)
-                self._save_contact(existing)
-                self._event(f"c:{existing.cid}", "safety number changed (new card added)")
-            return self.contact_info(existing)
+                if v.observe(card):
+                    self._event(f"c:{target.cid}", _key_change_text(target.name, v))
+                self.store.save_verification(target.cid, v)
+                self.store.put("settings", PENDING_CARD + target.cid, card.to_bytes())
+            return self.contact_info(target)
+        name = name or f"contact-{card.identity_key[:4].hex()}"
         c = ContactRecord(os.urandom(8).hex(), name, card.to_bytes(), self.clock())
         with self.store.transaction():
             self._save_contact(c)
@@ -206,7 +211,7 @@ class Messenger:
         in_group = any(c.cid in g.members or c.cid == g.admin for g in self._groups())
         with self.store.transaction():
             self.store.delete_conversation(f"c:{c.cid}")
-            self.store.delete("settings", PENDING + c.cid)
+            self.store.delete("settings", PENDING_CARD + c.cid)
             self.store.delete("settings", f"read:c:{c.cid}")
             if in_group:
                 c.hidden, c.request, c.timer = True, False, 0
@@ -234,6 +239,7 @@ class Messenger:
         return {
             "name": c.name,
             "verification": v.state.value,
+            "can_acknowledge": v.state is VerificationState.KEY_CHANGED and not v.was_verified,
             "timer": c.timer,
             "timer_proposed_by_me": c.my_proposal if c.my_proposal >= 0 else None,
             "timer_proposed_by_them": c.their_proposal if c.their_proposal >= 0 else None,
@@ -247,27 +253,41 @@ class Messenger:
         return sorted((self.contact_info(c) for c in self._contacts()), key=lambda d: d["name"])
 
     def safety_number(self, name: str) -> SafetyNumber:
+        """The number to compare: during a key change, the one made with the new keys."""
         c = self.contact(name)
-        return SafetyNumber.of(self.card, self._verification(c).pinned_keys)
+        return SafetyNumber.of(self.card, self._verification(c).shown_keys)
 
     def verify(self, name: str, *, confirm: bool = False) -> dict[str, Any]:
-        """The safety number; with ``confirm`` (the user compared it) mark verified."""
+        """The safety number; with ``confirm`` (the user compared it) mark verified. During a
+        key change the number shown is made with the new keys, and confirming it pins them."""
         c = self.contact(name)
         v = self._verification(c)
-        number = SafetyNumber.of(self.card, v.pinned_keys)
+        number = SafetyNumber.of(self.card, v.shown_keys)
         if confirm and v.state is not VerificationState.VERIFIED:
+            changed = v.state is VerificationState.KEY_CHANGED
             v.verify(self.card, number)
             with self.store.transaction():
                 self.store.save_verification(c.cid, v)
-                self._adopt_pending(c)
+                if changed:
+                    self._adopt_pending(c)
         return {"name": name, "safety_number": number.formatted(), "digits": number.digits,
-                "verification": v.state.value, "qr": number.qr_text()}
+                "verification": v.state.value, "qr": number.qr_text(),
+                "can_acknowledge": v.state is VerificationState.KEY_CHANGED
+                and not v.was_verified}
 
     def acknowledge_key_change(self, name: str) -> dict[str, Any]:
+        """Accept a changed key without comparing it: only for a contact that was never
+        verified (a verified one needs the new number compared: :meth:`verify`)."""
         c = self.contact(name)
         v = self._verification(c)
         if v.state is not VerificationState.KEY_CHANGED:
             raise MessengerError(f"{name}'s key has not changed; nothing to acknowledge")
+        if v.was_verified:
+            raise MessengerError(
+                f"{name} was verified: a new key for a verified contact is accepted only after "
+                f"you compare the new safety number in person (mixnet contact verify {name}, "
+                f"then mixnet contact verify {name} --confirm)"
+            )
         v.acknowledge_key_change()
         with self.store.transaction():
             self.store.save_verification(c.cid, v)
@@ -286,9 +306,10 @@ class Messenger:
         try:
             v.check_send()
         except KeyChangedError:
+            how = "confirm it" if v.was_verified else "confirm or acknowledge it"
             raise MessengerError(
                 f"{c.name}'s safety number changed: sending is blocked. Compare it "
-                f"(mixnet contact verify {c.name}) then acknowledge or confirm it"
+                f"(mixnet contact verify {c.name}) then {how}"
             ) from None
         peer = ContactCard.from_bytes(c.card)
         session = self.store.load_session(c.cid)
@@ -541,10 +562,17 @@ class Messenger:
     # -- transport events ----------------------------------------------------------------------
 
     def bind(self, envelope: Envelope, transport_id: bytes) -> None:
-        """Remember which message and recipient a transport message carries."""
-        self.store.put(
-            "settings", f"transport:{transport_id.hex()}", envelope.uid + envelope.cid.encode()
-        )
+        """Remember which message and recipient a transport message carries (and, for a
+        stored message, its transport ids: a disappearing timer deletes them with it)."""
+        with self.store.transaction():
+            self.store.put(
+                "settings", f"transport:{transport_id.hex()}",
+                envelope.uid + envelope.cid.encode(),
+            )
+            if self.store.get("settings", f"delivery:{envelope.uid.hex()}") is not None:
+                key = f"tids:{envelope.uid.hex()}"
+                tids = self.store.get("settings", key) or b""
+                self.store.put("settings", key, tids + transport_id)
 
     def _transport(self, transport_id: bytes) -> tuple[bytes, str] | None:
         data = self.store.get("settings", f"transport:{transport_id.hex()}")
@@ -605,6 +633,8 @@ class Messenger:
         counted by reason, never raised)."""
         try:
             return self._receive(data)
+        except ReplayError:
+            self.counts["replayed"] += 1
         except MessageError:
             self.counts["undecryptable"] += 1
         except DecodeError:
@@ -613,79 +643,96 @@ class Messenger:
             self.counts["rejected"] += 1
         return None
 
-    def _sessions(self) -> dict[str, Session]:
-        """Every session to try: contacts' ones, and those of unconfirmed new keys
-        (``pending:<contact id>``, see :meth:`_contact_for_new_session`)."""
-        sessions = self.store.sessions()
-        for key, value in self.store.items("settings"):
-            if key.startswith(PENDING):
-                sessions[key] = _parse_session(unpack_canonical(value)[1])
-        return sessions
+    def _seen_first_message(self, ephemeral: bytes) -> bool:
+        return self.store.get("replay", ephemeral.hex()) is not None
 
     def _receive(self, data: bytes) -> list[Envelope]:
-        sessions = self._sessions()
+        sessions = self.store.sessions()
         with self.store.transaction():
-            got = open_message(self.identity, sessions, data)
+            got = open_message(self.identity, sessions, data, seen=self._seen_first_message)
             message = inner.decode(got.plaintext)
-            pending = False
             if got.contact is None:
-                c, pending = self._contact_for_new_session(got.peer)
-            elif got.contact.startswith(PENDING):
-                found = self._by_cid(got.contact[len(PENDING):])
-                if found is None:
-                    raise MessengerError("a pending key for a deleted contact")
-                c, pending = found, True
+                c = self._contact_for_new_session(got.peer)
             else:
                 found = self._by_cid(got.contact)
                 if found is None:
                     raise MessengerError("a session without its contact")
                 c = found
-            if pending:
-                self.store.put("settings", PENDING + c.cid,
-                               pack([got.peer.to_bytes(), got.session.to_bytes()]))
-            else:
-                self.store.save_session(c.cid, got.session)
+            self.store.save_session(c.cid, got.session)
+            if got.new_branch is not None:  # this first message is accepted once only
+                ephemeral, prekey_id = got.new_branch
+                self.store.put("replay", ephemeral.hex(), pack(prekey_id))
             self.counts["received"] += 1
             return self._dispatch(c, message)
 
-    def _contact_for_new_session(self, peer: ContactCard) -> tuple[ContactRecord, bool]:
-        """The contact a first message from a new session belongs to, and whether its keys
-        are a pending (unacknowledged) change. A new identity that claims a known contact's
-        address is a key change: the contact is flagged and sending blocked, but the old card
-        and session stay until the user acknowledges (an address in a card proves nothing,
-        so a stranger cannot replace a contact's session just by claiming its mailbox)."""
+    def _contact_for_new_session(self, peer: ContactCard) -> ContactRecord:
+        """The contact a first message from a new session belongs to: the contact with that
+        identity key, else a new message request. Never a contact found by address: a card's
+        provider and mailbox prove nothing, so a stranger claiming them is a stranger (its
+        thread says whose address it claims)."""
         known = self._by_identity(peer.identity_key)
         if known is not None:
             known.card = peer.to_bytes()
             self._save_contact(known)
-            return known, False
-        for c in self._contacts():
-            card = ContactCard.from_bytes(c.card)
-            if (card.provider, card.mailbox) == (peer.provider, peer.mailbox):
-                v = self._verification(c)
-                if v.observe(peer):
-                    self.store.save_verification(c.cid, v)
-                    self._event(
-                        f"c:{c.cid}", "safety number changed: verify it before you reply"
-                    )
-                return c, True
+            return known
         name = self._unique_name(f"unknown-{peer.identity_key[:4].hex()}")
         c = ContactRecord(os.urandom(8).hex(), name, peer.to_bytes(), self.clock(), request=True)
+        claimed = [other.name for other in self._contacts()
+                   if _address(ContactCard.from_bytes(other.card)) == _address(peer)]
         self._save_contact(c)
         self.store.save_verification(c.cid, ContactVerification.first_seen(peer))
         self._event(f"c:{c.cid}", "message request: someone not in your contacts wrote")
-        return c, False
+        for other in claimed:
+            self._event(
+                f"c:{c.cid}",
+                f"warning: this card claims the same address as your contact {other}, with "
+                f"other keys. It is not {other}: {other} is unchanged. If {other} has a new "
+                f"device, compare safety numbers with {other} in person and add the new card "
+                f"as {other} (mixnet contact add CARD --name {other})",
+            )
+        return c
 
     def _adopt_pending(self, c: ContactRecord) -> None:
-        """After the user accepted a key change: the new card and session replace the old."""
-        data = self.store.get("settings", PENDING + c.cid)
+        """The user accepted a key change (verified, or acknowledged for a contact that was
+        never verified): the new card replaces the old, the old keys' session is dropped, and
+        a contact that already holds the new identity (a message request, a group member) is
+        merged into this one."""
+        data = self.store.get("settings", PENDING_CARD + c.cid)
         if data is None:
             return
-        card, session = unpack_canonical(data)
-        c.card = card
+        card = ContactCard.from_bytes(data)
+        c.card, c.request, c.hidden = card.to_bytes(), False, False
         self._save_contact(c)
-        self.store.put("sessions", c.cid, session)
-        self.store.delete("settings", PENDING + c.cid)
+        self.store.delete("sessions", c.cid)
+        self.store.delete("settings", PENDING_CARD + c.cid)
+        dup = next((d for d in self._contacts() if d.cid != c.cid
+                    and ContactCard.from_bytes(d.card).identity_key == card.identity_key), None)
+        if dup is not None:
+            self._merge(dup, into=c)
+        self._event(f"c:{c.cid}", f"new keys of {c.name} accepted")
+
+    def _merge(self, dup: ContactRecord, *, into: ContactRecord) -> None:
+        session = self.store.load_session(dup.cid)
+        if session is not None:
+            self.store.save_session(into.cid, session)
+        for seq, body in self.store.messages(f"c:{dup.cid}"):
+            record = MessageRecord.decode(body)
+            if record.sender == dup.cid:
+                record.sender = into.cid
+            self.store.add_message(f"c:{into.cid}", record.encode())
+            self.store.delete_message(seq)
+        for g in self._groups():
+            if dup.cid in g.members or g.admin == dup.cid:
+                g.members = list(dict.fromkeys(into.cid if m == dup.cid else m
+                                               for m in g.members))
+                g.admin = into.cid if g.admin == dup.cid else g.admin
+                self._save_group(g)
+        for table in ("contacts", "sessions", "verification"):
+            self.store.delete(table, dup.cid)
+        self.store.delete("settings", f"read:c:{dup.cid}")
+        self.store.delete("settings", PENDING_CARD + dup.cid)
+        self._event(f"c:{into.cid}", f"the conversation with {dup.name} (the same keys) "
+                    "is now part of this one")
 
     def _dispatch(self, c: ContactRecord, m: inner.Inner) -> list[Envelope]:
         if c.blocked:
@@ -822,8 +869,18 @@ class Messenger:
         return out
 
     def _delete(self, seq: int, record: MessageRecord) -> None:
-        self.store.delete_message(seq)
-        self.store.delete("settings", f"delivery:{record.uid.hex()}")
+        """An expired message goes, and with it every trace the store holds: its delivery
+        states and the transport's envelopes that still carry it."""
+        uid = record.uid.hex()
+        with self.store.transaction():
+            self.store.delete_message(seq)
+            self.store.delete("settings", f"delivery:{uid}")
+            tids = self.store.get("settings", f"tids:{uid}") or b""
+            for i in range(0, len(tids), 16):
+                tid = tids[i : i + 16]
+                self.store.delete("settings", f"transport:{tid.hex()}")
+                forget_outgoing(self.store, tid)
+            self.store.delete("settings", f"tids:{uid}")
         self.counts["expired"] += 1
 
     def _unread(self, conv: str) -> int:
@@ -881,16 +938,68 @@ class Messenger:
         return out
 
     def expire(self) -> int:
-        """Delete every message whose timer ran out; returns how many."""
+        """Delete every message whose timer ran out; returns how many. Skips the scan while
+        nothing was written since the last one and no timer is due (the daemon asks every
+        second)."""
+        now = self.clock()
+        if self._expiry_scan is not None:
+            revision, due = self._expiry_scan
+            if revision == self.store.revision and now < due:
+                return 0
         before = self.counts["expired"]
-        for c in self._contacts():
-            self._live(f"c:{c.cid}")
-        for g in self._groups():
-            self._live(f"g:{g.gid.hex()}")
+        due = float("inf")
+        convs = [f"c:{c.cid}" for c in self._contacts()]
+        convs += [f"g:{g.gid.hex()}" for g in self._groups()]
+        for conv in convs:
+            for _, record in self._live(conv):
+                if record.expires_at:
+                    due = min(due, record.expires_at)
+        self._expiry_scan = (self.store.revision, due)
         return self.counts["expired"] - before
+
+    def upkeep(self) -> int:
+        """The clock-driven chores (the daemon calls this every second): expire disappearing
+        messages, rotate the signed prekey when due and erase old prekeys after their grace
+        period (with the first-message records that only they could open). Returns the number
+        of messages expired."""
+        expired = self.expire()
+        now = self.clock()
+        rotated = False
+        if self.identity.rotation_due(now):
+            self.identity.rotate_prekey(keep=MAX_PREKEYS, now=now)
+            rotated = True
+            self.counts["prekeys_rotated"] += 1
+        erased = self.identity.erase_prekeys(now)
+        if rotated or erased:
+            with self.store.transaction():
+                self.store.save_identity(self.identity)
+                for ephemeral, value in self.store.items("replay"):
+                    if unpack_canonical(value) in erased:
+                        self.store.delete("replay", ephemeral)
+            self.card = ContactCard.create(self.identity, *self._address)
+            self.counts["prekeys_erased"] += len(erased)
+        return expired
 
     def statistics(self) -> dict[str, int]:
         return dict(self.counts)
+
+
+def _address(card: ContactCard) -> tuple[bytes, bytes]:
+    return card.provider, card.mailbox
+
+
+def _key_change_text(name: str, v: ContactVerification) -> str:
+    if v.was_verified:
+        return (
+            f"safety number changed: a card with other keys was added for {name}. {name}'s "
+            "verified keys stay in use and sending is blocked until you compare the new safety "
+            f"number in person: mixnet contact verify {name}, then --confirm"
+        )
+    return (
+        f"safety number changed: a card with other keys was added for {name}. Sending is "
+        f"blocked until you compare it (mixnet contact verify {name}, then --confirm) or "
+        f"accept it unverified (mixnet contact verify {name} --acknowledge)"
+    )
 
 
 def _span(seconds: int) -> str:

@@ -8,9 +8,11 @@ from client.storage.errors import (
     StoreExists,
     StoreLocked,
     StoreMissing,
+    StoreRolledBack,
     WrongPassphrase,
 )
-from client.storage.store import KdfParams, Sealer, Store, throttle_delay
+from client.storage.sealing import KdfParams, Sealer, throttle_delay
+from client.storage.store import Store
 
 __all__ = [
     "KdfParams",
@@ -21,6 +23,7 @@ __all__ = [
     "StoreExists",
     "StoreLocked",
     "StoreMissing",
+    "StoreRolledBack",
     "WrongPassphrase",
     "throttle_delay",
 ]

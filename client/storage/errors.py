@@ -27,6 +27,11 @@ class StoreCorrupted(StoreError):
     moved to another row, or not a store of this format."""
 
 
+class StoreRolledBack(StoreCorrupted):
+    """The store is older than the write counter kept next to it (an older copy put back, a
+    restored backup), or that counter file is missing, forged or another store's."""
+
+
 class StoreExists(StoreError):
     """``Store.create`` on a path that already exists."""
 

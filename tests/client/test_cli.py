@@ -161,6 +161,17 @@ def test_second_daemon_on_one_directory_exits_naming_the_first(
     assert daemon.proc.poll() is None  # the first one is untouched
 
 
+def test_store_commands_wait_for_the_daemon_to_stop_even_before_it_serves(
+    daemon: Daemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daemon still waiting for its first consensus has no API socket yet, but holds the
+    directory (and would hold the store): its lock, not the socket, tells."""
+    daemon.wait_for_line("waiting for a consensus")
+    assert main(["client", "passphrase", "--dir", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "daemon is running" in err and str(daemon.proc.pid) in err
+
+
 def test_ctrl_c_while_waiting_for_a_consensus_is_one_line_and_130(daemon: Daemon) -> None:
     daemon.wait_for_line("waiting for a consensus")
     daemon.proc.send_signal(signal.SIGINT)

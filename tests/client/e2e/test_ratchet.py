@@ -151,7 +151,7 @@ def _opens(candidates: list[bytes], message: bytes) -> bool:
     for w in candidates:
         for key in (w, kdf_ck(w)[1]):
             try:
-                open_body(key, body, AD + hdr)
+                open_body(key, hdr[:12], body, AD + hdr)
                 return True
             except AeadError:
                 pass

@@ -13,6 +13,7 @@ from client.e2e.safety import (
     SafetyNumber,
     VerificationEvent,
     VerificationState,
+    identity_keys,
 )
 from mixcore.errors import MixnetError
 
@@ -59,21 +60,36 @@ def test_verify_then_key_change_blocks_sending_until_acknowledged() -> None:
     assert v.state is VerificationState.VERIFIED
     v.check_send()
 
+    # (changed: the old keys now stay pinned during a key change, and a contact that was
+    # verified can only take the new keys by verifying them, not by acknowledging)
+    old_keys = B_CARD.identity_key + B_CARD.dh_identity_key
     new_bob = card(UserIdentity.generate())
     assert v.observe(new_bob)
     assert v.state is VerificationState.KEY_CHANGED
-    assert v.previous_keys == B_CARD.identity_key + B_CARD.dh_identity_key
+    assert v.pinned_keys == old_keys and v.pending_keys == identity_keys(new_bob)
+    assert v.shown_keys == identity_keys(new_bob)
     with pytest.raises(KeyChangedError):
         v.check_send()
     v = ContactVerification.from_bytes(v.to_bytes())  # persisted, still blocked
     with pytest.raises(KeyChangedError):
         v.check_send()
-    v.acknowledge_key_change()
-    assert v.state is VerificationState.UNVERIFIED
-    v.check_send()
-    # the new key is now pinned and can be verified
+    with pytest.raises(VerificationError, match="in person"):
+        v.acknowledge_key_change()
+    assert v.pinned_keys == old_keys
+    with pytest.raises(VerificationError, match="does not match"):
+        v.verify(A_CARD, SafetyNumber.of(A_CARD, B_CARD))  # the old number is not enough
     v.verify(A_CARD, SafetyNumber.of(A_CARD, new_bob))
-    assert v.state is VerificationState.VERIFIED
+    assert v.state is VerificationState.VERIFIED and v.pinned_keys == identity_keys(new_bob)
+    v.check_send()
+
+
+def test_unverified_contact_key_change_can_be_acknowledged() -> None:
+    v = ContactVerification.first_seen(B_CARD)
+    new_bob = card(UserIdentity.generate())
+    v.observe(new_bob)
+    v.acknowledge_key_change()
+    assert v.state is VerificationState.UNVERIFIED and v.pinned_keys == identity_keys(new_bob)
+    assert v.pending_keys is None
 
 
 def test_unverified_contact_key_change_also_blocks() -> None:

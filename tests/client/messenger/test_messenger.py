@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from client.e2e.cards import ContactCard
+from client.e2e.identity import UserIdentity
 from client.messenger.errors import MessageTooLong, MessengerError, UnknownContact
 from client.messenger.messenger import DEFAULT_MAX_MESSAGE_LEN, Envelope, Messenger
 from client.storage import KdfParams, Store
@@ -36,6 +37,7 @@ class World:
 
     def add(self, name: str) -> Messenger:
         store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
+        store.save_identity(UserIdentity.generate())  # what `mixnet client init` does
         m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16), clock=self.clock)
         self.users[name] = m
         self.by_mailbox[m.card.mailbox] = m
@@ -121,6 +123,9 @@ def test_first_message_from_a_stranger_is_a_request_that_adding_the_card_names(
 
 
 def test_verify_and_key_change_blocks_sending(world: World, tmp_path: Path) -> None:
+    # (changed: a new identity writing from bob's address is a separate message request now;
+    # the key change is the user adding bob's new card under his name, and a verified bob's
+    # new key is accepted only by comparing the new safety number, never by acknowledging)
     world.befriend("alice", "bob")
     alice, bob = world.users["alice"], world.users["bob"]
     shown = alice.verify("bob")
@@ -129,19 +134,22 @@ def test_verify_and_key_change_blocks_sending(world: World, tmp_path: Path) -> N
     assert alice.verify("bob", confirm=True)["verification"] == "verified"
     # Bob reinstalls: new identity, same provider and mailbox
     store = Store.create(tmp_path / "bob2.db", "pw", kdf=KdfParams.fast_for_tests())
+    store.save_identity(UserIdentity.generate())
     bob2 = Messenger(store, provider=bob.card.provider, mailbox=bob.card.mailbox,
                      clock=world.clock)
     world.by_mailbox[bob.card.mailbox] = bob2
     bob2.add_contact(alice.card.to_text(), "alice")
-    world.outbox.extend(bob2.send_text("alice", "it's me, new phone"))
-    world.deliver()
+    alice.add_contact(bob2.card.to_text(), "bob")
     assert alice.contacts()[0]["verification"] == "key_changed"
     assert "safety number changed" in " ".join(
         m["text"] for m in alice.conversation("bob")["messages"])
     with pytest.raises(MessengerError, match="blocked"):
         alice.send_text("bob", "are you?")
-    assert alice.verify("bob")["digits"] != shown["digits"]
-    alice.acknowledge_key_change("bob")
+    new = alice.verify("bob")
+    assert new["digits"] != shown["digits"]
+    with pytest.raises(MessengerError, match="in person"):
+        alice.acknowledge_key_change("bob")
+    alice.verify("bob", confirm=True)
     world.send(alice.send_text("bob", "ok"))
     world.deliver()
     assert texts(bob2, "alice")[-1] == "ok"
@@ -265,12 +273,16 @@ def test_a_stranger_claiming_an_address_does_not_replace_the_session(
     world.send(alice.send_text("bob", "hi"))
     world.deliver()
     store = Store.create(tmp_path / "mallory.db", "pw", kdf=KdfParams.fast_for_tests())
+    store.save_identity(UserIdentity.generate())
     mallory = Messenger(store, provider=bob.card.provider, mailbox=bob.card.mailbox,
                         clock=world.clock)
     mallory.add_contact(alice.card.to_text(), "alice")
     for env in mallory.send_text("alice", "I am bob now"):
         alice.receive(env.data)
-    assert alice.contacts()[0]["verification"] == "key_changed"
+    # (changed: the stranger is a message request of its own; bob is not even flagged)
+    bob_info = next(c for c in alice.contacts() if c["name"] == "bob")
+    assert bob_info["verification"] == "unverified"
+    assert [c["request"] for c in alice.contacts()].count(True) == 1
     world.send(bob.send_text("alice", "still the real bob"))
     world.deliver()
     assert texts(alice, "bob")[-1] == "still the real bob"
