@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from client.e2e.identity import UserIdentity
 from client.messenger import commands, ops
 from client.messenger.errors import MessengerError
 from client.messenger.messenger import Envelope, Messenger
@@ -31,6 +32,7 @@ class Users:
 
     def add(self, name: str) -> Messenger:
         store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
+        store.save_identity(UserIdentity.generate())  # what `mixnet client init` does
         m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16))
         self.by_name[name] = m
         self.by_mailbox[m.card.mailbox] = m
