@@ -16,6 +16,8 @@ from mixcore.consensus import AuthorityRef
 from mixcore.keys import IdentityKey
 
 KEYS = [IdentityKey.generate().public for _ in range(3)]
+#: Fixed keys for parametrized ids (xdist workers must collect the same ids).
+FIXED = [bytes([i]) * 32 for i in (1, 2)]
 REFS = tuple(AuthorityRef(f"http://127.0.0.1:{8000 + i}", k) for i, k in enumerate(KEYS))
 
 
@@ -34,14 +36,14 @@ def test_line_and_files_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "says"), [
     ("mixnet1:abc", "starts with"),
-    (f"{PREFIX}x:{KEYS[0].hex()}@http://h:1", "THRESHOLD"),
+    (f"{PREFIX}x:{FIXED[0].hex()}@http://h:1", "THRESHOLD"),
     (f"{PREFIX}2", "THRESHOLD"),
-    (f"{PREFIX}1:{KEYS[0].hex()[:10]}@http://h:1", "KEYHEX@"),
-    (f"{PREFIX}1:{KEYS[0].hex()}@ftp://h:1", "KEYHEX@"),
-    (f"{PREFIX}1:{KEYS[0].hex()}@http://a:1,{KEYS[1].hex()}@http://b:1", "majority"),
-    (f"{PREFIX}3:{KEYS[0].hex()}@http://a:1", "between 1 and 1"),
-    (f"{PREFIX}1:{KEYS[0].hex()}@http://a:1,{KEYS[0].hex()}@http://b:1", "twice"),
-])
+    (f"{PREFIX}1:{FIXED[0].hex()[:10]}@http://h:1", "KEYHEX@"),
+    (f"{PREFIX}1:{FIXED[0].hex()}@ftp://h:1", "KEYHEX@"),
+    (f"{PREFIX}1:{FIXED[0].hex()}@http://a:1,{FIXED[1].hex()}@http://b:1", "majority"),
+    (f"{PREFIX}3:{FIXED[0].hex()}@http://a:1", "between 1 and 1"),
+    (f"{PREFIX}1:{FIXED[0].hex()}@http://a:1,{FIXED[0].hex()}@http://b:1", "twice"),
+], ids=lambda v: v if len(v) < 20 else None)
 def test_malformed_lines_say_what_is_wrong(text: str, says: str) -> None:
     with pytest.raises(BootstrapError, match=says):
         Bootstrap.parse(text)
