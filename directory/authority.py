@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from directory.admission import Admission
+from directory.approvals import ApprovalsFile
 from directory.config import AuthorityConfig
 from directory.registry import DescriptorAccepted, DescriptorRegistry
 from directory.store import DirectoryStore
@@ -54,7 +56,13 @@ class Authority:
         self.authorities: AuthoritySet = config.authority_set(identity.public)
         self.peer_urls = {p.identity_key: p.url for p in config.peers}
         self.peer_names = {p.identity_key: p.name for p in config.peers}
-        self.registry = DescriptorRegistry(max_nodes=config.max_nodes)
+        self.approvals = ApprovalsFile(config.approvals_path)
+        self.registry = DescriptorRegistry(
+            max_nodes=config.max_nodes,
+            admission=Admission(
+                config.admission, self.approvals.approvals, max_nodes=config.max_nodes
+            ),
+        )
         self.core = core_factory(
             identity=identity,
             authorities=self.authorities,
@@ -77,12 +85,37 @@ class Authority:
             self.core.restore_signature(epoch, body, signature)
         for epoch, document in self.store.documents(current - 1):
             self.core.restore_document(epoch, document)
+        self._update_listed()
 
+    def _update_listed(self) -> None:
+        """Tell the registry which nodes the documents for now and next list (never evicted)."""
+        current = self.current_epoch()
+        self.registry.set_listed(self.core.listed_in(current) | self.core.listed_in(current + 1))
+
+    def reload_approvals(self) -> None:
+        """Pick up ``mixnet directory approve/revoke`` while running (the file's mtime)."""
+        if not self.approvals.reload_if_changed():
+            return
+        gone = self.registry.set_approvals(self.approvals.approvals)
+        for node in gone:
+            self.store.delete_node(node)
+        log.info(
+            "%s: %d approved nodes; %d held nodes no longer admitted",
+            self.config.name,
+            len(self.approvals.approvals),
+            len(gone),
+        )
     # -- uploads ----------------------------------------------------------------------------
 
-    def submit_descriptor(self, data: bytes) -> DescriptorAccepted:
-        """Check and hold an uploaded descriptor; raises DescriptorRejected with the status."""
-        accepted = self.registry.submit(data, self.current_epoch())
+    def submit_descriptor(self, data: bytes, source: str | None = None) -> DescriptorAccepted:
+        """Check and hold an uploaded descriptor; raises DescriptorRejected with the status.
+
+        ``source`` is the uploader's address, which open admission counts new nodes by.
+        """
+        self.reload_approvals()
+        accepted = self.registry.submit(data, self.current_epoch(), source=source)
+        for node in accepted.evicted:
+            self.store.delete_node(node)
         if not accepted.duplicate:
             self.store.put_descriptor(accepted.identity_key, accepted.epoch, accepted.wire)
         log.debug("descriptor accepted for epoch %d", accepted.epoch)
@@ -161,6 +194,7 @@ class Authority:
                     epoch=epoch, document=document, signatures=n, adopted=adopted
                 ):
                     self.store.put_document(epoch, document)
+                    self._update_listed()
                     log.info(
                         "%s: %s consensus for epoch %d with %d signatures",
                         self.config.name,
@@ -170,9 +204,11 @@ class Authority:
                     )
 
     def tick(self) -> None:
+        self.reload_approvals()
         now = self.now()
         self.apply(self.core.tick(now))
         epoch = self.core.epoch_at(now)
         if epoch != self._pruned_epoch:
             self.store.prune(epoch, keep_documents=self.config.keep_documents)
             self._pruned_epoch = epoch
+            self._update_listed()

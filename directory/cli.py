@@ -7,6 +7,9 @@
 * ``info --dir DIR``: the public key and URL a launcher collects to configure the others, and
   the network's bootstrap line (every authority's key and URL, and the threshold) that
   clients and nodes join with;
+* ``approve --dir DIR KEYHEX --role mix|provider [--layer N]`` (or ``--file LIST``) and
+  ``revoke --dir DIR KEYHEX``: edit the approved node keys (``approved.json``); a running
+  authority picks the change up without a restart;
 * ``run --dir DIR`` (also ``serve``): runs the authority until SIGINT or SIGTERM.
 
 Commands after ``init`` take the authority's ``--dir DIR`` or, equally, ``--config FILE`` (the
@@ -28,6 +31,15 @@ from typing import Any
 
 import trio
 
+from directory.admission import AdmissionMode, AdmissionSettings
+from directory.approvals import (
+    load_approvals,
+    make_approval,
+    parse_key,
+    parse_list,
+    parse_role,
+    save_approvals,
+)
 from directory.config import (
     CONFIG_FILE_NAME,
     IDENTITY_FILE_NAME,
@@ -97,6 +109,9 @@ def _init(args: argparse.Namespace) -> int:
         params=NetworkParams.load(args.params) if args.params else NetworkParams(),
         peers=tuple(PeerConfig.parse(spec) for spec in args.peer or ()),
         threshold=args.threshold,
+        admission=AdmissionSettings(
+            AdmissionMode.OPEN if args.open_admission else AdmissionMode.APPROVED
+        ),
     )
     identity = IdentityKey.generate()
     config.authority_set(identity.public)  # checks the threshold against the peers
@@ -141,6 +156,57 @@ def _show_info(args: argparse.Namespace) -> int:
     identity = load_identity_key(config.identity_key_file)
     _print(_info(config, identity, config_path.resolve()), args.json)
     return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    approvals = {a.identity_key: a for a in load_approvals(config.approvals_path)}
+    new = []
+    if args.file:
+        try:
+            text = Path(args.file).read_text()
+        except OSError as exc:
+            raise DirectoryConfigError(f"cannot read {args.file}: {exc.strerror}") from None
+        new += parse_list(text)
+    if args.key:
+        if not args.role:
+            raise DirectoryConfigError("approve: --role mix|provider is required with a key")
+        new.append(make_approval(parse_key(args.key), parse_role(args.role), args.layer))
+    if not new:
+        raise DirectoryConfigError("approve: give a KEY with --role, or --file LIST")
+    for approval in new:
+        approvals[approval.identity_key] = approval
+    save_approvals(config.approvals_path, approvals.values())
+    _print_approvals(config, len(approvals), [a.identity_key.hex() for a in new], "approved",
+                     args.json)
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args))
+    key = parse_key(args.key)
+    approvals = [a for a in load_approvals(config.approvals_path) if a.identity_key != key]
+    save_approvals(config.approvals_path, approvals)
+    _print_approvals(config, len(approvals), [key.hex()], "revoked", args.json)
+    return 0
+
+
+def _print_approvals(
+    config: AuthorityConfig, total: int, changed: list[str], what: str, as_json: bool
+) -> None:
+    info = {
+        "name": config.name,
+        "admission": config.admission.mode.value,
+        "approvals_file": str(config.approvals_path),
+        what: changed,
+        "approved_nodes": total,
+    }
+    if as_json:
+        print(json.dumps(info))
+    else:
+        for key in changed:
+            print(f"{what:14} {key}")
+        print(f"{'approved nodes':14} {total} ({config.approvals_path})")
 
 
 async def _serve_until_signal(config: AuthorityConfig, announce: dict[str, Any] | None) -> None:
@@ -229,8 +295,29 @@ def register(subparsers: Any) -> None:
                       help="another authority of the network (repeat for each)")
     init.add_argument("--threshold", type=int, metavar="N",
                       help="signatures a consensus needs (default: majority)")
+    init.add_argument(
+        "--open-admission", action="store_true",
+        help="admit unapproved nodes (test networks only; capped per address and epoch)",
+    )
     _json(init)
     init.set_defaults(func=_init)
+
+    approve = sub.add_parser("approve", help="approve node identity keys for the consensus")
+    _where(approve)
+    approve.add_argument("key", nargs="?", metavar="KEYHEX", help="the node's identity key")
+    approve.add_argument("--role", choices=["mix", "provider"],
+                         help="the role the node may take")
+    approve.add_argument("--layer", type=int, metavar="N",
+                         help="the only layer a mix may request")
+    approve.add_argument("--file", metavar="LIST", help="lines of KEYHEX ROLE [LAYER]")
+    approve.add_argument("--json", action="store_true", help="print one JSON object")
+    approve.set_defaults(func=_approve)
+
+    revoke = sub.add_parser("revoke", help="withdraw a node's approval")
+    _where(revoke)
+    revoke.add_argument("key", metavar="KEYHEX", help="the node's identity key")
+    revoke.add_argument("--json", action="store_true", help="print one JSON object")
+    revoke.set_defaults(func=_revoke)
 
     add = sub.add_parser("add-peer", help="add or update peer authorities")
     _where(add)

@@ -12,7 +12,11 @@ Example::
      "peers": [{"name": "auth2", "identity_key": "<64 hex>", "url": "http://127.0.0.1:8002"}],
      "schedule": {"vote_lead": 0.5, "consensus_lead": 0.3, "bootstrap_delay": 0.1,
                   "poll_interval": 0.5},
-     "max_nodes": 1024, "keep_documents": 168}
+     "max_nodes": 1024, "keep_documents": 168,
+     "admission": {"mode": "approved", "per_source": 4, "per_epoch": 64, "max_strangers": 0},
+     "approvals_file": "approved.json",
+     "limits": {"body_timeout": 5.0, "max_requests": 512, "max_requests_per_source": 32,
+                "peer_reserve": 32, "keep_alive_timeout": 5.0}}
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from directory.admission import AdmissionSettings
+from directory.approvals import APPROVALS_FILE_NAME
 from directory.errors import DirectoryConfigError
+from directory.limits import HttpLimits
 from directory.voting import VotingSchedule
 from mixcore.consensus import MAX_AUTHORITIES, MAX_NODES, AuthoritySet
 from mixcore.errors import ParamsError
-from mixcore.files import write_atomic
+from mixcore.files import private_dir, write_atomic
 from mixcore.keys import PUBLIC_KEY_LEN
 from mixcore.params import NetworkParams
 
@@ -144,6 +151,10 @@ class AuthorityConfig:
     max_nodes: int = MAX_NODES
     keep_documents: int = 168
     """Published documents (and own signatures) kept, in epochs."""
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    approvals_file: Path | None = None
+    """The operator's approved node keys (None: ``approved.json`` in ``data_dir``)."""
+    limits: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
         check_authority_name(self.name)
@@ -187,6 +198,10 @@ class AuthorityConfig:
     def database_path(self) -> Path:
         return self.data_dir / DATABASE_FILE_NAME
 
+    @property
+    def approvals_path(self) -> Path:
+        return self.approvals_file or self.data_dir / APPROVALS_FILE_NAME
+
     def with_peer(self, peer: PeerConfig) -> AuthorityConfig:
         """A copy with ``peer`` added, or replacing the peer of the same name."""
         peers = (*(p for p in self.peers if p.name != peer.name), peer)
@@ -206,6 +221,9 @@ class AuthorityConfig:
             "schedule": self.schedule.to_dict(),
             "max_nodes": self.max_nodes,
             "keep_documents": self.keep_documents,
+            "admission": self.admission.to_dict(),
+            "approvals_file": _relative(self.approvals_path, base),
+            "limits": self.limits.to_dict(),
         }
 
 
@@ -235,6 +253,9 @@ _KNOWN = {
     "schedule",
     "max_nodes",
     "keep_documents",
+    "admission",
+    "approvals_file",
+    "limits",
 }
 
 
@@ -258,6 +279,11 @@ def config_from_dict(data: Any, base: Path) -> AuthorityConfig:
         raise DirectoryConfigError(str(exc)) from None
     except TypeError:
         raise DirectoryConfigError("schedule: unknown or malformed setting") from None
+    admission = _section(AdmissionSettings, data.get("admission", {}), "admission")
+    limits = _section(HttpLimits, data.get("limits", {}), "limits")
+    approvals_file = data.get("approvals_file")
+    if approvals_file is not None and not isinstance(approvals_file, str):
+        raise DirectoryConfigError("approvals_file: expected a path")
     peers_raw = data.get("peers", [])
     if not isinstance(peers_raw, list):
         raise DirectoryConfigError("peers: expected a list")
@@ -278,7 +304,22 @@ def config_from_dict(data: Any, base: Path) -> AuthorityConfig:
         schedule=schedule,
         max_nodes=data.get("max_nodes", MAX_NODES),
         keep_documents=data.get("keep_documents", 168),
+        admission=admission,
+        approvals_file=(base / approvals_file).resolve() if approvals_file else None,
+        limits=limits,
     )
+
+
+def _section(cls: Any, raw: Any, what: str) -> Any:
+    """A settings dataclass from a JSON object; every problem names the section."""
+    if not isinstance(raw, dict):
+        raise DirectoryConfigError(f"{what}: expected a JSON object")
+    try:
+        return cls(**raw)
+    except TypeError:
+        raise DirectoryConfigError(f"{what}: unknown or malformed setting") from None
+    except ValueError as exc:
+        raise DirectoryConfigError(str(exc) if what in str(exc) else f"{what}: {exc}") from None
 
 
 def load_config(path: str | os.PathLike[str]) -> AuthorityConfig:
@@ -297,8 +338,9 @@ def load_config(path: str | os.PathLike[str]) -> AuthorityConfig:
 
 
 def save_config(path: str | os.PathLike[str], config: AuthorityConfig) -> None:
-    """Write atomically (the file names no secrets, but a torn write would be confusing)."""
+    """Write atomically, owner-only: it names the peers and where the authority keeps its
+    data, which is nobody else's business on a shared host."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     body = json.dumps(config.to_dict(path.parent.resolve()), indent=2) + "\n"
-    write_atomic(path, body.encode(), mode=0o644)
+    write_atomic(path, body.encode(), mode=0o600)

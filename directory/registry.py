@@ -21,11 +21,17 @@ Acceptance rules, in order (cheapest first):
    newer one, and votes never change under a peer's feet;
 6. the link key and the mix keys are not claimed by a different identity the registry holds
    (409): a node cannot list another node's keys under its own id;
-7. capacity: at most ``max_nodes`` distinct identities (503 for a new identity when full;
-   known identities may still upload). Descriptors that no longer cover the current or a later
-   epoch are pruned every epoch, which frees room. This bound keeps a flood of identities from
-   making the consensus exceed :data:`mixcore.consensus.MAX_NODES`; it does not stop a flood
-   from crowding honest newcomers out, which needs an admission policy (future work).
+7. admission (:mod:`directory.admission`), checked right after the signature: in the default
+   ``approved`` mode a node the operator did not approve, or one outside the role it was
+   approved for, is refused (403); in ``open`` mode a *new* unapproved node is refused (503)
+   beyond the caps per source address and per epoch, and beyond the share of the registry
+   unapproved nodes may hold;
+8. capacity: at most ``max_nodes`` distinct identities. Known identities may always upload (a
+   listed node refreshing its descriptor is never refused for room). When full, an approved
+   newcomer takes the place of the most recently admitted unapproved node that is *not listed*
+   in a published consensus; anyone else gets 503. So the size cap never pushes a listed node
+   out, and never keeps an approved node out while strangers hold unlisted places.
+   Descriptors that no longer cover the current or a later epoch are pruned every epoch.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from directory.admission import Admission, Approval
 from directory.errors import DescriptorRejected
 from mixcore.consensus import MAX_NODES
 from mixcore.descriptor import (
@@ -56,6 +63,8 @@ class DescriptorAccepted:
     epoch: int
     wire: bytes
     duplicate: bool = False
+    evicted: tuple[bytes, ...] = ()
+    """Unlisted, unapproved nodes dropped to make room for this (approved) one."""
 
     def __repr__(self) -> str:
         return (
@@ -67,25 +76,39 @@ class DescriptorAccepted:
 class DescriptorRegistry:
     """Verified descriptors held for the current and next epochs, at most one per (node, epoch)."""
 
-    def __init__(self, *, max_nodes: int = MAX_NODES) -> None:
+    def __init__(
+        self, *, max_nodes: int = MAX_NODES, admission: Admission | None = None
+    ) -> None:
+        """``admission=None`` admits every node (for tests of the other rules); an authority
+        always passes its configured :class:`~directory.admission.Admission`."""
         if not 1 <= max_nodes <= MAX_NODES:
             raise ValueError(f"max_nodes must be between 1 and {MAX_NODES}")
         self.max_nodes = max_nodes
+        self.admission = admission
         self._held: dict[bytes, dict[int, SignedDescriptor]] = {}
         self._key_owner: dict[bytes, bytes] = {}
+        self._admitted_at: dict[bytes, int] = {}  # node -> admission sequence number
+        self._sequence = 0
+        self._listed: frozenset[bytes] = frozenset()
         self._rejected = 0
+        self._evicted = 0
 
     # -- uploads ----------------------------------------------------------------------------
 
-    def submit(self, data: bytes, current_epoch: int) -> DescriptorAccepted:
-        """Check an upload against every rule above; accept it or raise DescriptorRejected."""
+    def submit(
+        self, data: bytes, current_epoch: int, *, source: str | None = None
+    ) -> DescriptorAccepted:
+        """Check an upload against every rule above; accept it or raise DescriptorRejected.
+
+        ``source`` is the uploader's address (open admission counts new nodes per source).
+        """
         try:
-            return self._submit(data, current_epoch)
+            return self._submit(data, current_epoch, source)
         except DescriptorRejected:
             self._rejected += 1
             raise
 
-    def _submit(self, data: bytes, current_epoch: int) -> DescriptorAccepted:
+    def _submit(self, data: bytes, current_epoch: int, source: str | None) -> DescriptorAccepted:
         if len(data) > MAX_UPLOAD_BYTES:
             raise DescriptorRejected(
                 413, f"descriptor is {len(data)} bytes, limit {MAX_UPLOAD_BYTES}"
@@ -97,6 +120,8 @@ class DescriptorRegistry:
         except DescriptorError as exc:
             raise DescriptorRejected(400, str(exc)) from None
         desc = signed.descriptor
+        if self.admission is not None:
+            self.admission.check_approval(desc)
         try:
             check_descriptor_epoch(desc, current_epoch)
         except DescriptorError as exc:
@@ -118,12 +143,78 @@ class DescriptorRegistry:
                 raise DescriptorRejected(
                     409, f"a key in this descriptor belongs to another node ({short_id(owner)}…)"
                 )
-        if not mine and len(self._held) >= self.max_nodes:
-            raise DescriptorRejected(
-                503, f"registry full ({self.max_nodes} nodes); try again next epoch"
-            )
+        evicted: tuple[bytes, ...] = ()
+        if not mine:
+            approved = self.admission is not None and self.admission.is_approved(node)
+            if self.admission is not None:
+                self.admission.check_new(desc, source, current_epoch, self.strangers_held())
+            if len(self._held) >= self.max_nodes:
+                victim = self._eviction_candidate() if approved else None
+                if victim is None:
+                    raise DescriptorRejected(
+                        503, f"registry full ({self.max_nodes} nodes); try again next epoch"
+                    )
+                self._drop_nodes([victim])
+                self._evicted += 1
+                evicted = (victim,)
+            if self.admission is not None:
+                self.admission.admitted(desc, source, current_epoch)
+            self._sequence += 1
+            self._admitted_at[node] = self._sequence
         self._insert(signed)
-        return DescriptorAccepted(node, desc.epoch, signed.wire)
+        return DescriptorAccepted(node, desc.epoch, signed.wire, evicted=evicted)
+
+    # -- admission --------------------------------------------------------------------------
+
+    def _approved(self, node: bytes) -> bool:
+        return self.admission is None or self.admission.is_approved(node)
+
+    def strangers_held(self) -> int:
+        """Held nodes the operator did not approve (admitted under open admission)."""
+        if self.admission is None:
+            return 0
+        return sum(1 for node in self._held if not self.admission.is_approved(node))
+
+    def _eviction_candidate(self) -> bytes | None:
+        """The most recently admitted unapproved node that no published consensus lists."""
+        candidates = [
+            node for node in self._held if not self._approved(node) and node not in self._listed
+        ]
+        return max(candidates, key=lambda n: self._admitted_at.get(n, 0), default=None)
+
+    def set_listed(self, nodes: Iterable[bytes]) -> None:
+        """The nodes of the latest published consensus: their places are never given away."""
+        self._listed = frozenset(nodes)
+
+    def set_approvals(self, approvals: Iterable[Approval]) -> list[bytes]:
+        """Install a new approved list; drop held nodes it no longer permits (returned)."""
+        if self.admission is None:
+            return []
+        self.admission.set_approvals(approvals)
+        gone = [
+            node
+            for node, epochs in self._held.items()
+            if not all(self.admission.permitted(s.descriptor) for s in epochs.values())
+        ]
+        self._drop_nodes(gone)
+        return gone
+
+    def _drop_nodes(self, nodes: Iterable[bytes]) -> None:
+        dropped = False
+        for node in nodes:
+            if self._held.pop(node, None) is not None:
+                dropped = True
+            self._admitted_at.pop(node, None)
+        if dropped:
+            self._rebuild_key_owners()
+
+    def _rebuild_key_owners(self) -> None:
+        self._key_owner = {
+            key: node
+            for node, epochs in self._held.items()
+            for signed in epochs.values()
+            for key in self._claimed_keys(signed)
+        }
 
     @staticmethod
     def _claimed_keys(signed: SignedDescriptor) -> list[bytes]:
@@ -151,6 +242,11 @@ class DescriptorRegistry:
                 continue
             if desc.epoch in self._held.get(desc.identity_key, {}):
                 continue
+            if self.admission is not None and not self.admission.permitted(desc):
+                continue  # revoked (or the mode changed) while the authority was down
+            if desc.identity_key not in self._held:
+                self._sequence += 1
+                self._admitted_at[desc.identity_key] = self._sequence
             self._insert(signed)
             kept += 1
         return kept
@@ -165,13 +261,9 @@ class DescriptorRegistry:
                 dropped += 1
             if not epochs:
                 del self._held[node]
+                self._admitted_at.pop(node, None)
         if dropped:
-            self._key_owner = {
-                key: node
-                for node, epochs in self._held.items()
-                for signed in epochs.values()
-                for key in self._claimed_keys(signed)
-            }
+            self._rebuild_key_owners()
         return dropped
 
     # -- votes ------------------------------------------------------------------------------
@@ -200,8 +292,13 @@ class DescriptorRegistry:
         return len(self._held)
 
     def statistics(self) -> dict[str, int]:
-        return {
+        stats = {
             "nodes": len(self._held),
             "descriptors": sum(len(e) for e in self._held.values()),
             "rejected": self._rejected,
+            "unapproved_nodes": self.strangers_held(),
+            "evicted": self._evicted,
         }
+        if self.admission is not None:
+            stats.update(self.admission.statistics())
+        return stats

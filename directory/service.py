@@ -14,8 +14,10 @@ before its effect is served.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -120,6 +122,22 @@ async def voting_loop(authority: Authority, client: httpx.AsyncClient) -> None:
         await trio.sleep(max(0.01, min(sleep_for, poll * 4)))
 
 
+async def _peer_addresses(config: AuthorityConfig) -> set[str]:
+    """The addresses of the peer authorities (their URLs' hosts, resolved once at start)."""
+    addresses: set[str] = set()
+    for peer in config.peers:
+        host = urlsplit(peer.url).hostname
+        if not host:
+            continue
+        try:
+            infos = await trio.socket.getaddrinfo(host, None)
+        except OSError:
+            addresses.add(host)
+            continue
+        addresses.update(str(info[4][0]) for info in infos)
+    return addresses
+
+
 async def serve(
     config: AuthorityConfig,
     *,
@@ -139,8 +157,12 @@ async def serve(
     hc.accesslog = None
     hc.loglevel = "WARNING"
     hc.graceful_timeout = 2.0
-    hc.keep_alive_timeout = 30.0
-    app = create_app(authority)
+    limits = config.limits
+    # An idle connection, or one that never completes its request head, is closed after
+    # keep_alive_timeout; a single read that stalls longer than this ends the connection.
+    hc.keep_alive_timeout = limits.keep_alive_timeout
+    hc.read_timeout = math.ceil(limits.keep_alive_timeout + limits.body_timeout)
+    app = create_app(authority, limits=limits, peer_sources=await _peer_addresses(config))
     try:
         async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
 

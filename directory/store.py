@@ -5,7 +5,9 @@ uploaded before it went down), its own and its peers' votes (so it serves the sa
 already served), the body and signature it produced per epoch (so it can never sign a second,
 different body for that epoch), and the published documents (so it serves the same bytes).
 
-The database runs in WAL mode with ``synchronous=FULL``: every accepted descriptor, vote,
+The file (and its ``-wal``/``-shm``) is mode 0600 and runs with ``secure_delete`` on, so what
+was pruned is overwritten rather than left in free pages. The database runs in WAL mode with
+``synchronous=FULL``: every accepted descriptor, vote,
 signature and document is on disk before the HTTP answer or the published document that
 depends on it is visible. Writes are tiny and rare (per upload, per epoch), so this costs
 little; they run on the event loop's thread, which keeps the voting state and the database in
@@ -18,6 +20,7 @@ import sqlite3
 from pathlib import Path
 
 from directory.errors import StoreError
+from mixcore.files import private_dir, private_file
 
 SCHEMA_VERSION = 1
 
@@ -53,8 +56,11 @@ class DirectoryStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            private_file(self.path)  # 0600 before SQLite opens it; -wal and -shm inherit it
             self._db = sqlite3.connect(self.path, isolation_level=None)
+            # Deleted descriptors and votes are overwritten, not left in free pages.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
@@ -67,7 +73,7 @@ class DirectoryStore:
                 raise StoreError(
                     f"database {self.path} has schema {row[0]}, expected {SCHEMA_VERSION}"
                 )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
 
     def close(self) -> None:
@@ -80,6 +86,10 @@ class DirectoryStore:
             "INSERT OR IGNORE INTO descriptors (identity_key, epoch, wire) VALUES (?, ?, ?)",
             (identity_key, epoch, wire),
         )
+
+    def delete_node(self, identity_key: bytes) -> None:
+        """Forget every descriptor of a node (revoked, or evicted for an approved one)."""
+        self._db.execute("DELETE FROM descriptors WHERE identity_key = ?", (identity_key,))
 
     def descriptors(self, min_epoch: int) -> list[bytes]:
         rows = self._db.execute(

@@ -48,6 +48,7 @@ from directory.votes import (
 from mixcore.consensus import (
     MAX_NODES,
     AuthoritySet,
+    ConsensusDocument,
     ConsensusError,
     assemble_signed_document,
     build_consensus,
@@ -369,7 +370,10 @@ class VotingCore:
 
         Majority-voted descriptors that do not verify or have no mix key for ``epoch`` are
         dropped (every honest authority drops the same ones). Should more than
-        :data:`MAX_NODES` nodes remain, those with the smallest identity keys are kept.
+        :data:`MAX_NODES` nodes remain, the nodes listed in the previous epoch's document are
+        kept first (so the size cap never pushes a listed node out; authorities holding the
+        same previous document, as they all do in steady state, decide alike), then those
+        with the smallest identity keys.
         """
         counts: Counter[bytes] = Counter()
         seen: set[bytes] = set()
@@ -391,11 +395,24 @@ class VotingCore:
                 continue
             if signed.descriptor.covers_epoch(epoch):
                 chosen.append(signed)
-        nodes = sorted({s.identity_key for s in chosen})
+        nodes = {s.identity_key for s in chosen}
         if len(nodes) > MAX_NODES:
-            keep = set(nodes[:MAX_NODES])
+            incumbents = self.listed_in(epoch - 1)
+            ranked = sorted(nodes, key=lambda n: (n not in incumbents, n))
+            keep = set(ranked[:MAX_NODES])
             chosen = [s for s in chosen if s.identity_key in keep]
         return chosen
+
+    def listed_in(self, epoch: int) -> frozenset[bytes]:
+        """Node ids of the document this authority holds for ``epoch`` (empty if none)."""
+        document = self._documents.get(epoch)
+        if document is None:
+            return frozenset()
+        try:
+            body, _ = split_signed_document(document)
+            return frozenset(e.identity_key for e in ConsensusDocument.decode(body).nodes)
+        except ConsensusError:
+            return frozenset()
 
     def _count_and_sign(self, st: _EpochState) -> list[Event]:
         assert st.own_vote is not None

@@ -54,6 +54,7 @@ from mixcore.errors import (
 )
 from mixcore.keys import PUBLIC_KEY_LEN, SIGNATURE_LEN, IdentityKey, short_id, signature_valid
 from mixcore.params import MAX_LAYERS, NetworkParams
+from mixcore.sphinx import is_valid_mix_public_key
 
 CONSENSUS_VERSION = 1
 
@@ -180,6 +181,9 @@ class ConsensusDocument:
                 )
             if not desc.covers_epoch(self.epoch):
                 raise MalformedConsensus(f"{who}: descriptor has no mix key for epoch {self.epoch}")
+            suite = self.params.sphinx_suite
+            if not is_valid_mix_public_key(desc.mix_key(self.epoch) or b"", suite):
+                raise MalformedConsensus(f"{who}: mix key for epoch {self.epoch} is not {suite}")
             key = entry.sort_key()
             if previous is not None and key <= previous:
                 raise MalformedConsensus("nodes: not sorted by (layer, identity key)")
@@ -325,6 +329,8 @@ def build_consensus(
         desc = signed.descriptor
         if not desc.covers_epoch(epoch):
             continue
+        if not is_valid_mix_public_key(desc.mix_key(epoch) or b"", params.sphinx_suite):
+            continue  # a node running another Sphinx suite cannot serve this network
         current = chosen.get(desc.identity_key)
         if current is None or (-desc.epoch, signed.wire) < (
             -current.descriptor.epoch,

@@ -177,7 +177,8 @@ class NodeDescriptor:
             if not isinstance(key, bytes) or not is_valid_mix_public_key(key):
                 raise _fail(
                     "mix_keys",
-                    f"key for epoch {want} is not a valid {MIX_PUBLIC_KEY_LEN}-byte group point",
+                    f"key for epoch {want} is not a valid Sphinx public key (a 32-byte X25519 "
+                    f"or {MIX_PUBLIC_KEY_LEN}-byte compressed P-256 point)",
                 )
 
     @property

@@ -36,6 +36,10 @@ class MalformedPacket(PacketError):
     """Wrong length, unknown version or an invalid group element."""
 
 
+class WrongSuitePacket(MalformedPacket):
+    """A packet of another Sphinx suite than the network's (its version byte names it)."""
+
+
 class HeaderMacError(PacketError):
     """The header MAC did not verify at this hop (tampered header or wrong key)."""
 

@@ -46,3 +46,36 @@ def exposure(path: Path, st: os.stat_result, what: str) -> str | None:
         f"{what} {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o});"
         f" refusing to use it. Fix: chmod 600 {path}"
     )
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and missing parents) as 0700, and tighten it if it exists looser."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
+        path.chmod(0o700)
+    return path
+
+
+#: Files SQLite keeps beside a database in WAL mode; they hold recent pages in the clear.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_file(path: str | os.PathLike[str]) -> Path:
+    """Make sure ``path`` exists with mode 0600 (created so, never looser for an instant).
+
+    For a SQLite database call it before connecting: SQLite gives its ``-wal`` and ``-shm``
+    files the database file's mode, so they are 0600 too. Side files left looser by an older
+    version are tightened here as well.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in SQLITE_SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.chmod(0o600)
+    return path

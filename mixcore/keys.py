@@ -136,8 +136,9 @@ def save_secret(path: str | os.PathLike[str], stored: StoredKey) -> None:
     write_atomic(path, (json.dumps(body) + "\n").encode())
 
 
-def load_secret(path: str | os.PathLike[str], kind: str) -> StoredKey:
-    """Read a key file of ``kind``; refuse it if others may read it or it is malformed."""
+def load_secret(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -> StoredKey:
+    """Read a key file of ``kind`` (or of one of several kinds); refuse it if others may read it
+    or it is malformed."""
     path = Path(path)
     try:
         st = path.stat()
@@ -155,11 +156,13 @@ def load_secret(path: str | os.PathLike[str], kind: str) -> StoredKey:
         raise KeyFileError(f"key file {path} is not a valid mixnet key file") from None
     if version != KEY_FILE_VERSION:
         raise KeyFileError(f"key file {path} has unsupported version {version!r}")
-    if file_kind != kind:
-        raise KeyFileError(f"key file {path} holds a {file_kind!r} key, expected {kind!r}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if file_kind not in kinds:
+        expected = " or ".join(repr(k) for k in kinds)
+        raise KeyFileError(f"key file {path} holds a {file_kind!r} key, expected {expected}")
     if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool)):
         raise KeyFileError(f"key file {path} has a malformed epoch")
-    return StoredKey(kind=kind, secret=secret, epoch=epoch)
+    return StoredKey(kind=file_kind, secret=secret, epoch=epoch)
 
 
 def save_identity_key(path: str | os.PathLike[str], key: IdentityKey) -> None:

@@ -19,10 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixcore.encoding import expect_float, expect_int, expect_list, pack, unpack_canonical
+from mixcore.encoding import (
+    expect_float,
+    expect_int,
+    expect_list,
+    expect_str,
+    pack,
+    unpack_canonical,
+)
 from mixcore.errors import DecodeError, ParamsError, ParamsFileError
 
-PARAMS_VERSION = 1
+PARAMS_VERSION = 2
+"""2 added ``sphinx_suite`` (the last element); a version-1 array no longer decodes."""
+
+#: The Sphinx suites a network may name (``mixcore.sphinx`` implements each). v1 is sphinxmix's
+#: construction over NIST P-256, byte for byte; v2 is ours over X25519 (docs/protocol.md §3).
+SPHINX_SUITE_V1 = "sphinx-v1-p256"
+SPHINX_SUITE_V2 = "sphinx-v2-x25519"
+SPHINX_SUITES = (SPHINX_SUITE_V1, SPHINX_SUITE_V2)
+DEFAULT_SPHINX_SUITE = SPHINX_SUITE_V2
 
 #: 2026-01-01T00:00:00Z: epoch 0 starts here unless a network says otherwise.
 DEFAULT_GENESIS = 1_767_225_600.0
@@ -60,6 +75,8 @@ class NetworkParams:
     """Seconds between a client's mailbox pulls."""
     pull_batch: int = 8
     """Items per pull response (always exactly this many, padded with dummies)."""
+    sphinx_suite: str = DEFAULT_SPHINX_SUITE
+    """The Sphinx suite every packet of this network uses; nodes refuse (and count) others."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -71,6 +88,9 @@ class NetworkParams:
                 if not math.isfinite(value):
                     raise ParamsError(f.name, "must be finite")
                 object.__setattr__(self, f.name, value)
+            elif f.type == "str":
+                if not isinstance(value, str):
+                    raise ParamsError(f.name, f"expected text, got {type(value).__name__}")
             elif isinstance(value, bool) or not isinstance(value, int):
                 raise ParamsError(f.name, f"expected an integer, got {type(value).__name__}")
         self._check_range("layers", 1, MAX_LAYERS)
@@ -87,6 +107,10 @@ class NetworkParams:
         if self.pull_interval <= 0:
             raise ParamsError("pull_interval", "must be > 0 seconds")
         self._check_range("pull_batch", 1, MAX_PULL_BATCH)
+        if self.sphinx_suite not in SPHINX_SUITES:
+            known = ", ".join(SPHINX_SUITES)
+            suite = self.sphinx_suite
+            raise ParamsError("sphinx_suite", f"unknown suite {suite!r}; known: {known}")
         if self.mean_hop_delay * 10 > self.epoch_length:
             raise ParamsError(
                 "mean_hop_delay", "must be under a tenth of epoch_length (keys rotate per epoch)"
@@ -169,6 +193,8 @@ class NetworkParams:
         for f, raw in zip(fields, items[1:], strict=True):
             if f.type == "float":
                 values[f.name] = expect_float(raw, f"params.{f.name}")
+            elif f.type == "str":
+                values[f.name] = expect_str(raw, f"params.{f.name}", max_len=64)
             else:
                 values[f.name] = expect_int(raw, f"params.{f.name}", lo=0, hi=1 << 32)
         try:

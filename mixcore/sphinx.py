@@ -1,8 +1,15 @@
 """Sphinx packets: the only module that imports sphinxmix or petlib.
 
-Senders build headers with sphinxmix's ``create_header``; everything else is our own code over
-the same primitives, with our routing encoding (:mod:`mixcore.routing`), body layout and byte
-serialization. We never call ``petlib.pack``: it is broken under msgpack >= 1.
+Two suites, chosen per network by ``NetworkParams.sphinx_suite`` (``Sphinx(geometry)`` returns
+the suite's implementation; a packet's first byte names its suite):
+
+* ``sphinx-v2-x25519`` (the default, :class:`SphinxV2`): our own construction over X25519, in
+  :mod:`mixcore.sphinx_v2`, which gets its AES from here;
+* ``sphinx-v1-p256`` (:class:`SphinxV1`): sphinxmix's construction, byte for byte, as follows.
+
+Suite v1 senders build headers with sphinxmix's ``create_header``; everything else is our own
+code over the same primitives, with our routing encoding (:mod:`mixcore.routing`), body layout
+and byte serialization. We never call ``petlib.pack``: it is broken under msgpack >= 1.
 
 Nodes do not call sphinxmix's ``sphinx_process``: :meth:`Sphinx.process_parsed` computes the same
 bytes (tests compare the two on random paths) in about two thirds of the time, because the hop's
@@ -40,9 +47,10 @@ import hmac
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from petlib.bindings import _C, _FFI
 from petlib.bn import Bn
@@ -52,6 +60,7 @@ from sphinxmix import SphinxException
 from sphinxmix.SphinxClient import create_header
 from sphinxmix.SphinxParams import Group_ECC, SphinxParams
 
+from mixcore import sphinx_v2 as v2
 from mixcore.errors import (
     BodyMacError,
     HeaderMacError,
@@ -59,9 +68,10 @@ from mixcore.errors import (
     MalformedPacket,
     PacketError,
     SurbError,
+    WrongSuitePacket,
 )
 from mixcore.keys import StoredKey, load_secret, save_secret, short_id
-from mixcore.params import NetworkParams
+from mixcore.params import DEFAULT_SPHINX_SUITE, SPHINX_SUITE_V1, SPHINX_SUITE_V2, NetworkParams
 from mixcore.routing import (
     MAILBOX_LEN,
     MAX_FINAL_LEN,
@@ -210,34 +220,74 @@ def _lioness_dec(key: bytes, message: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
+# Suites
+
+
+@dataclass(frozen=True, slots=True)
+class _SuiteInfo:
+    name: str
+    version: int
+    alpha_len: int
+    public_key_len: int
+    key_kind: str
+
+
+SUITES = {
+    SPHINX_SUITE_V1: _SuiteInfo(SPHINX_SUITE_V1, PACKET_VERSION, ALPHA_LEN, 33, MIX_KEY_KIND),
+    SPHINX_SUITE_V2: _SuiteInfo(
+        SPHINX_SUITE_V2, v2.VERSION, v2.ALPHA_LEN, v2.PUBLIC_KEY_LEN, "x25519-sphinx-mix"
+    ),
+}
+_SUITE_BY_VERSION = {info.version: info.name for info in SUITES.values()}
+_SUITE_BY_KIND = {info.key_kind: info.name for info in SUITES.values()}
+
+
+# ---------------------------------------------------------------------------------------------
 # Geometry
 
 
 @dataclass(frozen=True, slots=True)
 class SphinxGeometry:
-    """Sizes of every packet on the network; fixed by ``max_hops`` and ``body_len``."""
+    """Sizes of every packet on the network; fixed by ``max_hops``, ``body_len`` and the suite."""
 
     max_hops: int = 5
     body_len: int = 2048
+    suite: str = DEFAULT_SPHINX_SUITE
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_hops <= 10:
             raise PacketError("max_hops must be between 1 and 10")
         if not 64 <= self.body_len <= 60_000:
             raise PacketError("body_len must be between 64 and 60000 bytes")
+        if self.suite not in SUITES:
+            raise PacketError(f"unknown Sphinx suite {self.suite!r}")
 
     @classmethod
     def from_params(cls, params: NetworkParams) -> SphinxGeometry:
-        return cls(max_hops=params.max_hops, body_len=params.body_len)
+        return cls(max_hops=params.max_hops, body_len=params.body_len, suite=params.sphinx_suite)
+
+    @property
+    def version(self) -> int:
+        """The first byte of every packet of this suite."""
+        return SUITES[self.suite].version
+
+    @property
+    def alpha_len(self) -> int:
+        return SUITES[self.suite].alpha_len
+
+    @property
+    def layer_len(self) -> int:
+        """Bytes a relaying hop's layer takes in beta: length byte, RELAY command, next MAC."""
+        return 1 + RELAY_LEN + K
 
     @property
     def beta_len(self) -> int:
         """Routing-information bytes: one relay command per non-final hop, then the final one."""
-        return (self.max_hops - 1) * (1 + RELAY_LEN + K) + 1 + MAX_FINAL_LEN
+        return (self.max_hops - 1) * self.layer_len + 1 + MAX_FINAL_LEN
 
     @property
     def header_len(self) -> int:
-        return ALPHA_LEN + self.beta_len + K
+        return self.alpha_len + self.beta_len + K
 
     @property
     def packet_len(self) -> int:
@@ -287,59 +337,93 @@ def _public_point(data: bytes) -> EcPt:
         raise PacketError(f"invalid mix public key {short_id(data)}") from None
 
 
-def is_valid_mix_public_key(data: bytes) -> bool:
-    """True when ``data`` is a compressed point of the Sphinx group."""
+@lru_cache(maxsize=4096)
+def mix_key_suite(data: bytes) -> str | None:
+    """The suite whose valid public mix key ``data`` is, or None."""
     if not isinstance(data, bytes):
-        return False
-    try:
-        _public_point(data)
-    except PacketError:
-        return False
-    return True
+        return None
+    if len(data) == MIX_PUBLIC_KEY_LEN:
+        try:
+            _public_point(data)
+        except PacketError:
+            return None
+        return SPHINX_SUITE_V1
+    if len(data) == v2.PUBLIC_KEY_LEN and v2.is_valid_public_key(data):
+        return SPHINX_SUITE_V2
+    return None
+
+
+def is_valid_mix_public_key(data: bytes, suite: str | None = None) -> bool:
+    """True when ``data`` is a public mix key of ``suite`` (of any known suite when None):
+    a compressed P-256 point (v1) or a canonical X25519 point on the curve, not of small
+    order (v2)."""
+    found = mix_key_suite(data) if isinstance(data, bytes) else None
+    return found is not None and (suite is None or found == suite)
 
 
 class MixPrivateKey:
-    """A node's Sphinx key for one epoch. The secret never appears in repr or errors."""
+    """A node's Sphinx key for one epoch and suite. The secret never appears in repr or errors.
 
-    __slots__ = ("_secret", "public")
+    Suite v1: a P-256 scalar (``Bn``); suite v2: a 32-byte X25519 secret.
+    """
 
-    def __init__(self, secret: Bn) -> None:
-        if not (0 < secret < _ORDER):
-            raise PacketError("mix secret out of range")
-        self._secret = secret
-        self.public: bytes = (secret * _GROUP.g).export(POINT_CONVERSION_COMPRESSED)
+    __slots__ = ("_secret", "_v2", "public", "suite")
+
+    def __init__(self, secret: Bn | bytes, suite: str = SPHINX_SUITE_V1) -> None:
+        self.suite = suite
+        self._v2: v2.SecretKey | None = None
+        if suite == SPHINX_SUITE_V1:
+            if not isinstance(secret, Bn) or not (0 < secret < _ORDER):
+                raise PacketError("mix secret out of range")
+            self._secret = secret
+            self.public: bytes = (secret * _GROUP.g).export(POINT_CONVERSION_COMPRESSED)
+        elif suite == SPHINX_SUITE_V2:
+            if not isinstance(secret, bytes) or len(secret) != v2.SECRET_KEY_LEN:
+                raise PacketError(f"a {suite} mix secret is {v2.SECRET_KEY_LEN} bytes")
+            self._v2 = v2.SecretKey(secret)
+            self._secret = secret
+            self.public = self._v2.public
+        else:
+            raise PacketError(f"unknown Sphinx suite {suite!r}")
 
     @classmethod
-    def generate(cls) -> MixPrivateKey:
+    def generate(cls, suite: str = DEFAULT_SPHINX_SUITE) -> MixPrivateKey:
+        if suite == SPHINX_SUITE_V2:
+            return cls(os.urandom(v2.SECRET_KEY_LEN), suite)
         secret = _ORDER.random()
         while secret == 0:
             secret = _ORDER.random()
-        return cls(secret)
+        return cls(secret, suite)
 
     @classmethod
-    def from_secret(cls, data: bytes) -> MixPrivateKey:
+    def from_secret(cls, data: bytes, suite: str = DEFAULT_SPHINX_SUITE) -> MixPrivateKey:
         if len(data) != MIX_SECRET_KEY_LEN:
             raise PacketError(f"a mix secret key is {MIX_SECRET_KEY_LEN} bytes")
-        return cls(Bn.from_binary(data))
+        if suite == SPHINX_SUITE_V1:
+            return cls(Bn.from_binary(data), suite)
+        return cls(data, suite)
 
     def secret_bytes(self) -> bytes:
+        if self._v2 is not None:
+            return self._v2.secret_bytes()
+        assert isinstance(self._secret, Bn)
         return self._secret.binary().rjust(MIX_SECRET_KEY_LEN, b"\x00")
 
     def __repr__(self) -> str:
-        return f"MixPrivateKey({short_id(self.public)}…)"
+        return f"MixPrivateKey({self.suite}, {short_id(self.public)}…)"
 
 
 def save_mix_key(path: str | os.PathLike[str], key: MixPrivateKey, epoch: int) -> None:
-    save_secret(path, StoredKey(MIX_KEY_KIND, key.secret_bytes(), epoch))
+    save_secret(path, StoredKey(SUITES[key.suite].key_kind, key.secret_bytes(), epoch))
 
 
 def load_mix_key(path: str | os.PathLike[str]) -> tuple[int, MixPrivateKey]:
-    """Return ``(epoch, key)`` from a mix key file."""
-    stored = load_secret(path, MIX_KEY_KIND)
+    """Return ``(epoch, key)`` from a mix key file (of either suite: the file's kind says)."""
+    stored = load_secret(path, tuple(_SUITE_BY_KIND))
     if stored.epoch is None:
         raise KeyFileError(f"mix key file {path} does not say which epoch it is for")
     try:
-        return stored.epoch, MixPrivateKey.from_secret(stored.secret)
+        return stored.epoch, MixPrivateKey.from_secret(stored.secret, _SUITE_BY_KIND[stored.kind])
     except PacketError:
         raise KeyFileError(f"mix key file {path} holds an invalid key") from None
 
@@ -378,8 +462,9 @@ class SurbReply:
 
 
 ProcessResult = Relay | Deliver | SurbReply
-#: A packet split by :meth:`Sphinx.parse`: ((alpha, beta, gamma), body).
-ParsedPacket = tuple[tuple[EcPt, bytes, bytes], bytes]
+#: A packet split by :meth:`Sphinx.parse`: ((alpha, beta, gamma), body); alpha is an ``EcPt``
+#: in suite v1 and the 32 checked bytes in suite v2.
+ParsedPacket = tuple[tuple[Any, bytes, bytes], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,24 +534,193 @@ class SurbKeys:
 # The packet format
 
 
-class Sphinx:
-    """Create, process and serialize packets of one geometry.
+#: What a suite's header construction hands the shared packet code: the serialized header
+#: (alpha | beta | gamma), each hop's LIONESS body key, and the exit's body MAC key.
+_Header = tuple[bytes, list[bytes], bytes]
 
-    Crypto randomness comes from the OS (sphinxmix and petlib draw it themselves); path and delay
-    choices, which tests want to reproduce, are the caller's.
+
+class Sphinx:
+    """Create, process and serialize packets of one geometry (and so of one suite).
+
+    ``Sphinx(geometry)`` returns the implementation of ``geometry.suite``. Crypto randomness
+    comes from the OS; path and delay choices, which tests want to reproduce, are the caller's.
     """
+
+    geometry: SphinxGeometry
+
+    def __new__(cls, geometry: SphinxGeometry | None = None) -> Sphinx:
+        impl = cls
+        if cls is Sphinx:
+            suite = (geometry or SphinxGeometry()).suite
+            impl = SphinxV1 if suite == SPHINX_SUITE_V1 else SphinxV2
+        return object.__new__(impl)
 
     def __init__(self, geometry: SphinxGeometry | None = None) -> None:
         self.geometry = geometry or SphinxGeometry()
+        self.urandom: Callable[[int], bytes] = os.urandom
+        """Where SURB ids and SURB keys come from (test vectors replace it)."""
+
+    # -- suite-specific parts ----------------------------------------------------------------
+
+    def _header(self, keys: list[bytes], relays: list[bytes], final: bytes) -> _Header:
+        raise NotImplementedError
+
+    def _lioness_enc(self, key: bytes, message: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _lioness_dec(self, key: bytes, message: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _mac(self, key: bytes, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _reply_keys(self, key: bytes) -> tuple[bytes, bytes]:
+        """(LIONESS key, MAC key) of a SURB reply's innermost layer, from the SURB's key."""
+        raise NotImplementedError
+
+    def _parse_header(self, header: bytes) -> tuple[Any, bytes, bytes]:
+        raise NotImplementedError
+
+    def process_parsed(self, key: MixPrivateKey, parsed: ParsedPacket) -> ProcessResult:
+        """:meth:`process` for a packet already split by :meth:`parse` (a node trying several
+        keys near an epoch boundary parses once)."""
+        raise NotImplementedError
+
+    # -- parsing ------------------------------------------------------------------------------
+
+    def parse(self, packet: bytes) -> ParsedPacket:
+        """Split a packet into its (alpha, beta, gamma) header and body, checking sizes.
+
+        A packet whose version byte names another suite raises :class:`WrongSuitePacket`
+        (nodes count those apart from plain garbage)."""
         g = self.geometry
+        if not isinstance(packet, bytes) or not packet:
+            raise MalformedPacket(f"a packet is {g.packet_len} bytes")
+        version = packet[0]
+        if version != g.version:
+            other = _SUITE_BY_VERSION.get(version)
+            if other is not None:
+                raise WrongSuitePacket(f"a {other} packet in a {g.suite} network")
+            raise MalformedPacket(f"unknown packet version {version}")
+        if len(packet) != g.packet_len:
+            raise MalformedPacket(f"a packet is {g.packet_len} bytes")
+        header = self._parse_header(packet[1 : 1 + g.header_len])
+        return header, packet[1 + g.header_len :]
+
+    def process(self, key: MixPrivateKey, packet: bytes) -> ProcessResult:
+        """Remove one layer. Raises a :class:`PacketError` subclass on any bad input."""
+        return self.process_parsed(key, self.parse(packet))
+
+    def _check_key(self, key: MixPrivateKey) -> None:
+        if key.suite != self.geometry.suite:
+            raise PacketError(f"a {key.suite} key cannot open {self.geometry.suite} packets")
+
+    # -- body layout ------------------------------------------------------------------------
+
+    def _pad(self, payload: bytes) -> bytes:
+        cap = self.geometry.payload_capacity
+        if len(payload) > cap:
+            raise PacketError(f"payload of {len(payload)} bytes exceeds capacity {cap}")
+        return _LEN.pack(len(payload)) + payload + bytes(cap - len(payload))
+
+    def _unpad(self, block: bytes) -> bytes:
+        (length,) = _LEN.unpack_from(block)
+        end = _LEN.size + length
+        if length > self.geometry.payload_capacity or any(block[end:]):
+            raise BodyMacError("malformed payload padding")
+        return block[_LEN.size : end]
+
+    # -- creating packets -------------------------------------------------------------------
+
+    def _path_header(
+        self, path: Sequence[PathHop], delays: Sequence[float], final: FinalCommand
+    ) -> _Header:
+        g = self.geometry
+        if not 1 <= len(path) <= g.max_hops:
+            raise PacketError(f"a path has 1 to {g.max_hops} hops, got {len(path)}")
+        if len(delays) != len(path) - 1:
+            raise PacketError("give one delay per hop except the last")
+        for hop in path:
+            if len(hop.node_id) != NODE_ID_LEN:
+                raise PacketError(f"a node id is {NODE_ID_LEN} bytes")
+            if not is_valid_mix_public_key(hop.mix_key, g.suite):
+                raise PacketError(f"invalid {g.suite} mix public key {short_id(hop.mix_key)}")
+        relays = [
+            encode_command(RelayCommand.with_delay(path[i + 1].node_id, delays[i]))
+            for i in range(len(path) - 1)
+        ]
+        return self._header([hop.mix_key for hop in path], relays, encode_command(final))
+
+    def create_forward(
+        self,
+        path: Sequence[PathHop],
+        delays: Sequence[float],
+        mailbox: bytes,
+        payload: bytes,
+    ) -> bytes:
+        """A packet for ``path[0]`` that the last hop delivers to ``mailbox``.
+
+        ``delays[i]`` (seconds) is how long ``path[i]`` holds the packet.
+        """
+        header, body_keys, exit_mac_key = self._path_header(path, delays, DeliverCommand(mailbox))
+        block = self._pad(payload)
+        body = self._mac(exit_mac_key, block) + block
+        for key in reversed(body_keys):
+            body = self._lioness_enc(key, body)
+        return bytes([self.geometry.version]) + header + body
+
+    def create_surb(
+        self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes
+    ) -> tuple[Surb, SurbKeys]:
+        """A SURB whose reply the last hop of ``path`` stores in ``mailbox``."""
+        surb_id = self.urandom(SURB_ID_LEN)
+        header, body_keys, _ = self._path_header(path, delays, SurbReplyCommand(mailbox, surb_id))
+        key = self.urandom(K)
+        surb = Surb(first_hop=path[0].node_id, header=header, key=key)
+        return surb, SurbKeys(surb_id, (key, *body_keys))
+
+    def package_reply(self, surb: Surb, payload: bytes) -> bytes:
+        """The packet to send to ``surb.first_hop`` carrying ``payload`` back to the creator."""
+        g = self.geometry
+        if len(surb.header) != g.header_len or len(surb.key) != K:
+            raise SurbError("SURB does not match this geometry")
+        block = self._pad(payload)
+        cipher_key, mac_key = self._reply_keys(surb.key)
+        body = self._lioness_enc(cipher_key, self._mac(mac_key, block) + block)
+        return bytes([g.version]) + surb.header + body
+
+    def decode_reply(self, keys: SurbKeys, body: bytes) -> bytes:
+        """Recover the payload of a reply from the body the exit stored (creator side)."""
+        if len(body) != self.geometry.body_len:
+            raise SurbError(f"a reply body is {self.geometry.body_len} bytes")
+        key, hop_keys = keys.keys[0], keys.keys[1:]
+        for hop_key in reversed(hop_keys):
+            body = self._lioness_enc(hop_key, body)
+        cipher_key, mac_key = self._reply_keys(key)
+        body = self._lioness_dec(cipher_key, body)
+        mac, block = body[:K], body[K:]
+        if not hmac.compare_digest(mac, self._mac(mac_key, block)):
+            raise SurbError("reply body does not authenticate (tampered, or not for this SURB)")
+        try:
+            return self._unpad(block)
+        except BodyMacError:
+            raise SurbError("malformed reply padding") from None
+
+
+class SphinxV1(Sphinx):
+    """Suite v1: sphinxmix's construction over P-256, byte for byte (tests compare)."""
+
+    def __init__(self, geometry: SphinxGeometry | None = None) -> None:
+        super().__init__(geometry or SphinxGeometry(suite=SPHINX_SUITE_V1))
+        g = self.geometry
+        if g.suite != SPHINX_SUITE_V1:
+            raise PacketError(f"SphinxV1 cannot serve a {g.suite} geometry")
         # sphinxmix's max_len is beta's length plus 32, whatever the group's element size.
         self._params = SphinxParams(
             group=_GROUP, header_len=g.beta_len + 32, body_len=g.body_len, assoc_len=0, k=K
         )
         # sphinxmix pads beta with 2 * max_len zero bytes before decrypting it; so do we.
         self._beta_pad = bytes(2 * (g.beta_len + 32))
-
-    # -- serialization ----------------------------------------------------------------------
 
     def _serialize(self, alpha: EcPt, beta: bytes, gamma: bytes, body: bytes) -> bytes:
         return (
@@ -486,119 +740,34 @@ class Sphinx:
         gamma = header[ALPHA_LEN + g.beta_len :]
         return alpha, beta, gamma
 
-    def parse(self, packet: bytes) -> ParsedPacket:
-        """Split a packet into its (alpha, beta, gamma) header and body, checking sizes."""
-        g = self.geometry
-        if not isinstance(packet, bytes) or len(packet) != g.packet_len:
-            raise MalformedPacket(f"a packet is {g.packet_len} bytes")
-        if packet[0] != PACKET_VERSION:
-            raise MalformedPacket(f"unknown packet version {packet[0]}")
-        header = self._parse_header(packet[1 : 1 + g.header_len])
-        return header, packet[1 + g.header_len :]
-
-    # -- body layout ------------------------------------------------------------------------
-
-    def _pad(self, payload: bytes) -> bytes:
-        cap = self.geometry.payload_capacity
-        if len(payload) > cap:
-            raise PacketError(f"payload of {len(payload)} bytes exceeds capacity {cap}")
-        return _LEN.pack(len(payload)) + payload + bytes(cap - len(payload))
-
-    def _unpad(self, block: bytes) -> bytes:
-        (length,) = _LEN.unpack_from(block)
-        end = _LEN.size + length
-        if length > self.geometry.payload_capacity or any(block[end:]):
-            raise BodyMacError("malformed payload padding")
-        return block[_LEN.size : end]
-
-    # -- creating packets -------------------------------------------------------------------
-
-    def _header(
-        self, path: Sequence[PathHop], delays: Sequence[float], final: FinalCommand
-    ) -> tuple[tuple[EcPt, bytes, bytes], list[bytes]]:
-        g = self.geometry
-        if not 1 <= len(path) <= g.max_hops:
-            raise PacketError(f"a path has 1 to {g.max_hops} hops, got {len(path)}")
-        if len(delays) != len(path) - 1:
-            raise PacketError("give one delay per hop except the last")
-        for hop in path:
-            if len(hop.node_id) != NODE_ID_LEN:
-                raise PacketError(f"a node id is {NODE_ID_LEN} bytes")
-        # sphinxmix reveals nodelist[i + 1] to hop i; nodelist[0] is never revealed.
-        nodelist = [b"\x00"] + [
-            encode_command(RelayCommand.with_delay(path[i + 1].node_id, delays[i]))
-            for i in range(len(path) - 1)
-        ]
-        keys = [_public_point(hop.mix_key) for hop in path]
+    def _header(self, keys: list[bytes], relays: list[bytes], final: bytes) -> _Header:
+        # sphinxmix reveals nodelist[i + 1] to hop i (with its own length byte); nodelist[0] is
+        # never revealed.
+        nodelist = [b"\x00", *relays]
+        points = [_public_point(key) for key in keys]
         try:
-            header, secrets = create_header(self._params, nodelist, keys, encode_command(final))
+            (alpha, beta, gamma), secrets = create_header(
+                self._params, nodelist, points, final
+            )
         except SphinxException as exc:  # cannot happen with our fixed geometry; be explicit
             raise PacketError(f"cannot build header: {exc}") from None
-        return header, secrets
+        body_keys = [_hpi(s) for s in secrets]
+        return self._serialize(alpha, beta, gamma, b"")[1:], body_keys, body_keys[-1]
 
-    def create_forward(
-        self,
-        path: Sequence[PathHop],
-        delays: Sequence[float],
-        mailbox: bytes,
-        payload: bytes,
-    ) -> bytes:
-        """A packet for ``path[0]`` that the last hop delivers to ``mailbox``.
+    def _lioness_enc(self, key: bytes, message: bytes) -> bytes:
+        return _lioness_enc(key, message)
 
-        ``delays[i]`` (seconds) is how long ``path[i]`` holds the packet.
-        """
-        header, secrets = self._header(path, delays, DeliverCommand(mailbox))
-        block = self._pad(payload)
-        body = _mu(_hpi(secrets[-1]), block) + block
-        for secret in reversed(secrets):
-            body = _lioness_enc(_hpi(secret), body)
-        return self._serialize(*header, body)
+    def _lioness_dec(self, key: bytes, message: bytes) -> bytes:
+        return _lioness_dec(key, message)
 
-    def create_surb(
-        self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes
-    ) -> tuple[Surb, SurbKeys]:
-        """A SURB whose reply the last hop of ``path`` stores in ``mailbox``."""
-        surb_id = os.urandom(SURB_ID_LEN)
-        header, secrets = self._header(path, delays, SurbReplyCommand(mailbox, surb_id))
-        key = os.urandom(K)
-        encoded_header = self._serialize(*header, b"")[1:]
-        surb = Surb(first_hop=path[0].node_id, header=encoded_header, key=key)
-        return surb, SurbKeys(surb_id, (key, *(_hpi(s) for s in secrets)))
+    def _mac(self, key: bytes, data: bytes) -> bytes:
+        return _mu(key, data)
 
-    def package_reply(self, surb: Surb, payload: bytes) -> bytes:
-        """The packet to send to ``surb.first_hop`` carrying ``payload`` back to the creator."""
-        g = self.geometry
-        if len(surb.header) != g.header_len or len(surb.key) != K:
-            raise SurbError("SURB does not match this geometry")
-        block = self._pad(payload)
-        body = _lioness_enc(surb.key, _mu(surb.key, block) + block)
-        return bytes([PACKET_VERSION]) + surb.header + body
-
-    def decode_reply(self, keys: SurbKeys, body: bytes) -> bytes:
-        """Recover the payload of a reply from the body the exit stored (creator side)."""
-        if len(body) != self.geometry.body_len:
-            raise SurbError(f"a reply body is {self.geometry.body_len} bytes")
-        key, hop_keys = keys.keys[0], keys.keys[1:]
-        for hop_key in reversed(hop_keys):
-            body = _lioness_enc(hop_key, body)
-        body = _lioness_dec(key, body)
-        mac, block = body[:K], body[K:]
-        if not hmac.compare_digest(mac, _mu(key, block)):
-            raise SurbError("reply body does not authenticate (tampered, or not for this SURB)")
-        try:
-            return self._unpad(block)
-        except BodyMacError:
-            raise SurbError("malformed reply padding") from None
-
-    # -- processing at a node -----------------------------------------------------------------
-
-    def process(self, key: MixPrivateKey, packet: bytes) -> ProcessResult:
-        """Remove one layer. Raises a :class:`PacketError` subclass on any bad input."""
-        return self.process_parsed(key, self.parse(packet))
+    def _reply_keys(self, key: bytes) -> tuple[bytes, bytes]:
+        return key, key  # sphinxmix's reply layer: one key for both
 
     def process_parsed(self, key: MixPrivateKey, parsed: ParsedPacket) -> ProcessResult:
-        """:meth:`process` for a packet already split by :meth:`parse` (a node trying several
-        keys near an epoch boundary parses once)."""
+        self._check_key(key)
         (alpha, beta, gamma), body = parsed
         # sphinxmix's sphinx_process, step by step (alpha is on the curve: _decode_alpha checked).
         # pt_mul, not ``scalar * alpha``: Bn.__mul__ would first fail on the point (an exception
@@ -623,11 +792,121 @@ class Sphinx:
         return SurbReply(tag, command.mailbox, command.surb_id, delta)
 
 
+class SphinxV2(Sphinx):
+    """Suite v2 (:mod:`mixcore.sphinx_v2`): X25519, full-width blinding, separate body keys,
+    domain-separated key derivation, and a header construction of its own.
+
+    The hop below is written flat, with its lengths precomputed: outside its two
+    multiplications a hop is a few dozen microseconds of Python, and every attribute lookup
+    and call shows in a node's throughput (``benchmarks/sphinx_hop.py`` prints the bound)."""
+
+    def __init__(self, geometry: SphinxGeometry | None = None) -> None:
+        super().__init__(geometry or SphinxGeometry(suite=SPHINX_SUITE_V2))
+        g = self.geometry
+        if g.suite != SPHINX_SUITE_V2:
+            raise PacketError(f"SphinxV2 cannot serve a {g.suite} geometry")
+        self.core = v2.Core(g.beta_len, g.layer_len, _aes)
+        self._version = bytes([g.version])
+        self._packet_len = g.packet_len
+        self._beta_end = v2.ALPHA_LEN + g.beta_len
+        self._header_end = 1 + g.header_len
+        self._beta_len = g.beta_len
+        self._layer_pad = bytes(g.layer_len)
+
+    def parse(self, packet: bytes) -> ParsedPacket:
+        if (
+            type(packet) is bytes
+            and len(packet) == self._packet_len
+            and packet[0] == v2.VERSION
+        ):
+            alpha = packet[1:33]
+            if int.from_bytes(alpha, "little") >= v2.P:
+                raise MalformedPacket("alpha is not a canonical X25519 point")
+            beta_end = 1 + self._beta_end
+            return (
+                (alpha, packet[33:beta_end], packet[beta_end : self._header_end]),
+                packet[self._header_end :],
+            )
+        return super().parse(packet)  # the slow path names what is wrong
+
+    def _parse_header(self, header: bytes) -> tuple[bytes, bytes, bytes]:
+        g = self.geometry
+        if len(header) != g.header_len:
+            raise MalformedPacket(f"a header is {g.header_len} bytes")
+        alpha = header[: v2.ALPHA_LEN]
+        if not v2.is_canonical_u(alpha):
+            raise MalformedPacket("alpha is not a canonical X25519 point")
+        return alpha, header[v2.ALPHA_LEN : self._beta_end], header[self._beta_end :]
+
+    def _header(self, keys: list[bytes], relays: list[bytes], final: bytes) -> _Header:
+        try:  # each command with its length byte, as in v1's layers
+            header, hops = self.core.create_header(
+                keys, [bytes([len(r)]) + r for r in relays], bytes([len(final)]) + final
+            )
+        except ValueError as exc:
+            raise PacketError(f"cannot build header: {exc}") from None
+        return header, [hop.body for hop in hops], hops[-1].body_mac
+
+    def _lioness_enc(self, key: bytes, message: bytes) -> bytes:
+        return self.core.lioness_enc(key, message)
+
+    def _lioness_dec(self, key: bytes, message: bytes) -> bytes:
+        return self.core.lioness_dec(key, message)
+
+    def _mac(self, key: bytes, data: bytes) -> bytes:
+        return v2.mac(key, data)
+
+    def _reply_keys(self, key: bytes) -> tuple[bytes, bytes]:
+        m = v2.kdf(b"surb", key, 2 * K)
+        return m[:K], m[K:]
+
+    def process_parsed(self, key: MixPrivateKey, parsed: ParsedPacket) -> ProcessResult:
+        if key._v2 is None:
+            self._check_key(key)
+        (alpha, beta, gamma), body = parsed
+        shared = v2.x25519(key._secret, alpha)  # type: ignore[arg-type]
+        if shared is None:
+            raise MalformedPacket("alpha of small order")
+        keys = v2.hop_keys(shared)
+        if not hmac.compare_digest(gamma, v2.mac(keys.header_mac, beta)):
+            raise HeaderMacError("header MAC mismatch")
+        stream = _aes().ctr(keys.header, _ZERO_IV, beta + self._layer_pad)
+        delta = self.core.lioness_dec(keys.body, body)
+        if stream[0] == RELAY_LEN and stream[1] == _RELAY_TYPE:  # the common case, inline
+            next_alpha = v2.x25519(keys.blinding, alpha)
+            assert next_alpha is not None  # alpha is not of small order: shared was not zero
+            shift = 1 + RELAY_LEN
+            next_packet = b"".join(
+                (
+                    self._version,
+                    next_alpha,
+                    stream[shift + K : shift + K + self._beta_len],
+                    stream[shift : shift + K],
+                    delta,
+                )
+            )
+            delay = int.from_bytes(stream[2 + NODE_ID_LEN : shift], "big") / 1_000_000
+            return Relay(keys.replay_tag, stream[2 : 2 + NODE_ID_LEN], delay, next_packet)
+        command = decode_command(stream[1 : 1 + stream[0]])
+        if isinstance(command, DeliverCommand):
+            mac, block = delta[:K], delta[K:]
+            if not hmac.compare_digest(mac, v2.mac(keys.body_mac, block)):
+                raise BodyMacError("payload MAC mismatch at delivery (body tampered)")
+            return Deliver(keys.replay_tag, command.mailbox, self._unpad(block))
+        if isinstance(command, SurbReplyCommand):
+            return SurbReply(keys.replay_tag, command.mailbox, command.surb_id, delta)
+        raise MalformedPacket("a relay command in an unexpected layout")
+
+
+_RELAY_TYPE = 1
+
+
 __all__ = [
     "ALPHA_LEN",
     "GROUP_NID",
     "MAILBOX_LEN",
     "MIX_PUBLIC_KEY_LEN",
+    "SUITES",
     "Deliver",
     "MixPrivateKey",
     "PathHop",
@@ -635,10 +914,13 @@ __all__ = [
     "Relay",
     "Sphinx",
     "SphinxGeometry",
+    "SphinxV1",
+    "SphinxV2",
     "Surb",
     "SurbKeys",
     "SurbReply",
     "is_valid_mix_public_key",
     "load_mix_key",
+    "mix_key_suite",
     "save_mix_key",
 ]

@@ -5,7 +5,10 @@ its subcommand and sets ``func`` on its parser to a handler ``(args) -> int`` (t
 Handlers print one JSON object on stdout when ``--json`` is given. User errors surface as one line
 on stderr and a non-zero status, never a traceback; Ctrl-C anywhere (also inside trio's task
 groups, which wrap it in exception groups) is the one line ``mixnet: interrupted`` and status
-130. The conventions every command follows are in ``docs/cli.md``.
+130. The conventions every command follows are in ``docs/cli.md``. Before any command runs, the
+process gets a private umask (every file it creates is 0600, every folder 0700) and its
+descriptor limit raised to the hard limit (:func:`mixcore.process.prepare_process`): this is the
+entry of every role.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 import mixcore
 from mixcore.errors import MixnetError
 from mixcore.params import NetworkParams
+from mixcore.process import prepare_process
 
 #: Role packages whose ``cli`` module is mounted when it exists, in help order.
 ROLE_CLIS = ("directory", "mixnode", "client", "simulations")
@@ -199,6 +203,7 @@ def _first_os_error(group: BaseExceptionGroup[BaseException]) -> OSError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prepare_process()
     try:
         return run_command(argv)
     except KeyboardInterrupt:

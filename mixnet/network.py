@@ -4,7 +4,9 @@ The harness behind ``mixnet testnet`` and every integration test that needs real
 authority, mix and provider is a separate ``python -m mixnet.cli ...`` process with its own data
 directory, configured through the same ``init`` commands an operator uses. Processes are tracked
 by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so no test or run
-leaves one behind.
+leaves one behind. Its authorities run in the default admission mode: each approves the nodes
+this harness created (``mixnet directory approve --file``), as an operator would. Every file
+and folder it writes is owner-only (0600/0700), like those of the processes it starts.
 
 A network is described by ``ROOT/testnet.json`` (its parameters and every process's command
 line), so :meth:`LocalNetwork.load` can restart a kept one with the same keys and ports, and
@@ -30,6 +32,7 @@ from typing import Any
 from mixcore.bootstrap import Bootstrap
 from mixcore.consensus import AuthorityRef
 from mixcore.errors import MixnetError
+from mixcore.files import private_dir, write_atomic
 from mixcore.params import NetworkParams
 from mixnet.cli import run_command
 
@@ -126,8 +129,11 @@ class LocalNetwork:
         providers: int = 2,
         python: str = sys.executable,
         trace: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.root = Path(root)
+        self.workers = workers
+        """Hop worker processes per node (None: each node's default, cores minus one)."""
         self.params = params
         self.n_authorities = authorities
         self.mixes_per_layer = mixes_per_layer
@@ -143,9 +149,9 @@ class LocalNetwork:
 
     def create(self) -> None:
         """Write every key and config (no process started)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         params_file = self.root / "params.json"
-        params_file.write_text(json.dumps(self.params.to_dict()))
+        write_atomic(params_file, json.dumps(self.params.to_dict()).encode())
         auths: list[Process] = []
         for i in range(1, self.n_authorities + 1):
             name, port = f"auth{i}", free_port()
@@ -174,11 +180,23 @@ class LocalNetwork:
             info = _cli_json(
                 ["mixnode", "init", "--dir", str(data), "--role", role, "--name", name,
                  "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json",
-                 *authority_args]
+                 *authority_args,
+                 *(["--workers", str(self.workers)] if self.workers is not None else [])]
             )
+            if role == "provider":
+                # Every client of a local network connects from 127.0.0.1: one "source".
+                _edit_json(Path(info["config"]), registrations_per_source=1_000_000)
             argv = self._mixnet("mixnode", "run", "--config", info["config"], "--json")
             self.processes[name] = Process(name, role, data, argv, port, info)
+        approvals = self.root / "approved-nodes.txt"
+        write_atomic(approvals, "".join(
+            f"{info['identity_key']} {role}\n"
+            for (name, role) in nodes
+            for info in [self.processes[name].info]
+        ).encode())
         for auth in auths:
+            _cli_json(["directory", "approve", "--config", auth.info["config"],
+                       "--file", str(approvals), "--json"])
             self.processes[auth.name] = auth
         self.save_manifest()
 
@@ -224,8 +242,8 @@ class LocalNetwork:
             "authorities": self.n_authorities, "mixes_per_layer": self.mixes_per_layer,
             "providers": self.n_providers, "processes": processes,
         }
-        (self.root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
-        (self.root / BOOTSTRAP_NAME).write_text(self.bootstrap().to_text() + "\n")
+        write_atomic(self.root / MANIFEST_NAME, (json.dumps(manifest, indent=1) + "\n").encode())
+        write_atomic(self.root / BOOTSTRAP_NAME, (self.bootstrap().to_text() + "\n").encode())
 
     @classmethod
     def load(
@@ -283,7 +301,7 @@ class LocalNetwork:
         env = {**os.environ, **proc.env}
         if self.trace and proc.kind in ("mix", "provider"):
             env["MIXNET_TRACE"] = str(proc.data_dir / "trace.jsonl")
-        with open(proc.log_path, "ab") as log, open(proc.out_path, "wb") as out:
+        with _private_open(proc.log_path, "ab") as log, _private_open(proc.out_path, "wb") as out:
             proc.popen = subprocess.Popen(  # noqa: S603  # our own interpreter and arguments
                 proc.argv,
                 env=env,
@@ -293,7 +311,7 @@ class LocalNetwork:
                 start_new_session=True,  # a Ctrl-C in the terminal reaches only the launcher
             )
         proc.starts += 1
-        proc.pid_path.write_text(f"{proc.popen.pid}\n")
+        write_atomic(proc.pid_path, f"{proc.popen.pid}\n".encode(), durable=False)
         return proc
 
     def wait_ready(
@@ -443,6 +461,18 @@ def _stage_counter(
         return None
     on_stage(what, 0, total)
     return lambda ready, total_: on_stage(what, ready, total_)
+
+
+def _edit_json(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def _private_open(path: Path, mode: str) -> io.BufferedWriter:
+    """Open a log for writing, created 0600 whatever the launcher's umask."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)  # type: ignore[return-value]
 
 
 def pid_alive(pid: int) -> bool:

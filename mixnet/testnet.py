@@ -393,6 +393,7 @@ def summarize(run: Run) -> dict[str, Any]:
             "loops_returned": stats.get("loops_returned", 0),
             "loop_return_share": stats.get("loop_return_share"),
             "restarts": proc.starts - 1,
+            "hop_workers": (stats.get("workers") or {}).get("workers", 0),
         }
     kinds: Counter[str] = Counter()
     client_loops = {"sent": 0, "returned": 0}
@@ -724,6 +725,11 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
                   f"{kinds.get('real', 0)} / {kinds.get('drop', 0)} / {kinds.get('loop', 0)}", "")
     table.add_row("SURB-ACKs sent by providers", str(kinds.get("ack", 0)), "")
     table.add_row("epochs rotated", str(summary["epochs_rotated"]), "")
+    workers = sorted({n["hop_workers"] for n in summary["nodes"].values()})
+    table.add_row(
+        "Sphinx suite / hop workers per node",
+        f"{summary['parameters']['sphinx_suite']} / {', '.join(map(str, workers)) or '-'}", "",
+    )
     table.add_row("drops by reason", ", ".join(f"{k} {v}" for k, v in
                                               summary["drops_by_reason"].items()) or "none", "")
     console.print(table)

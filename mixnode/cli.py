@@ -8,6 +8,7 @@ given together; never from built-in defaults the network may not use. ``run`` ta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -18,7 +19,7 @@ import trio
 from mixcore.consensus import AuthorityRef
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
 from mixcore.params import NetworkParams
-from mixnode.config import CONFIG_NAME, ConfigError, NodeConfig
+from mixnode.config import CONFIG_NAME, MAX_WORKERS, ConfigError, NodeConfig
 from mixnode.processor import Role
 from mixnode.server import IDENTITY_FILE, LINK_FILE, serve
 
@@ -53,6 +54,16 @@ def _network(args: argparse.Namespace) -> tuple[tuple[AuthorityRef, ...], int, N
         )
     threshold = args.threshold or len(args.authority) // 2 + 1
     return tuple(args.authority), threshold, NetworkParams.load(args.params)
+WORKERS_HELP = (
+    "worker processes for the Sphinx hop (default: cores minus one, at least one; 0: in the "
+    "node process)"
+)
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or int(value) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_WORKERS}")
+    return int(value)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -70,6 +81,7 @@ def _init(args: argparse.Namespace) -> int:
         authorities=authorities,
         threshold=threshold,
         params=params,
+        workers=args.workers,
     )
     data.mkdir(parents=True, exist_ok=True)
     identity, link = IdentityKey.generate(), LinkKey.generate()
@@ -93,6 +105,8 @@ def _init(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.config or Path(args.dir) / CONFIG_NAME)
+    if args.workers is not None:
+        config = dataclasses.replace(config, workers=args.workers)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is metadata
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -140,6 +154,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init.add_argument("--name", default="", metavar="NAME",
                       help="operator nickname (<= 32 printable chars)")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.add_argument("--workers", type=_workers, default=None, metavar="N", help=WORKERS_HELP)
     init.add_argument("--json", action="store_true", help="print one JSON object")
     init.set_defaults(func=_init)
 
@@ -149,5 +164,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument("--config", metavar="FILE", help=f"its config file instead "
                                                         f"(DIR/{CONFIG_NAME})")
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--workers", type=_workers, default=None, metavar="N", help=WORKERS_HELP + " (overrides)"
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object once serving")
     run.set_defaults(func=_run)

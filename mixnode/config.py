@@ -17,9 +17,11 @@ from mixcore.descriptor import check_host, check_name
 from mixcore.errors import DescriptorError, MixnetError, ParamsError
 from mixcore.files import write_atomic
 from mixcore.params import NetworkParams
+from mixcore.process import connection_budget
 from mixnode.processor import Role
 
 CONFIG_NAME = "node.json"
+MAX_WORKERS = 256
 
 
 class ConfigError(MixnetError):
@@ -54,6 +56,37 @@ class NodeConfig:
     replay_save_interval: float = 30.0
     metrics_port: int = 0
     """Serve Prometheus metrics on 127.0.0.1:PORT when non-zero."""
+    workers: int | None = None
+    """Worker processes that peel Sphinx layers (None: the machine's cores minus one, at least
+    one; 0: peel in the node process itself, as tests and small testnets may)."""
+    hop_queue: int = 4096
+    """Packets that may wait for a worker; more are dropped and counted (``hop_queue_full``)."""
+    max_connections: int = 0
+    """Inbound connections held at once (0: half the descriptor limit, at most 4096)."""
+    max_connections_per_source: int = 64
+    """Inbound connections from one address (IPv6: one /64); consensus nodes are exempt."""
+    peer_reserve: int = 64
+    """The last places of ``max_connections``, kept for consensus nodes' addresses."""
+    idle_timeout: float = 120.0
+    """A link that carries nothing for this long is closed (clients and nodes send cover
+    traffic all the time, so only a dead or hostile peer goes quiet)."""
+    client_packet_rate: float = 0.0
+    """Packets/s one client link may send (0: 5x the params' client send rates)."""
+    client_packet_burst: float = 0.0
+    """Packets a client link may send at once (0: 10 s at ``client_packet_rate``)."""
+    mailbox_item_rate: float = 10.0
+    """Items/s stored into one mailbox, sustained; more are refused (the senders retry)."""
+    mailbox_item_burst: float = 600.0
+    max_mailboxes: int = 100_000
+    mailbox_idle_ttl: float = 0.0
+    """A mailbox whose owner has not connected for this long, and that holds nothing, is
+    freed (0: ``mailbox_ttl``; never shorter)."""
+    registrations_per_source: int = 8
+    """New mailboxes per address (IPv6: per /64) per ``registration_window``."""
+    registrations_per_window: int = 0
+    """New mailboxes in all per window (0: derived so that a flood can never fill
+    ``max_mailboxes`` before idle ones are freed: max_mailboxes * window / (2 * idle ttl))."""
+    registration_window: float = 3600.0
 
     def __post_init__(self) -> None:
         try:
@@ -76,12 +109,31 @@ class NodeConfig:
             raise ConfigError("key_grace must be > 0 and shorter than an epoch")
         if not 0 < self.effective_max_hop_delay <= grace:
             raise ConfigError("max_hop_delay must be > 0 and at most the key grace")
-        for name in ("pool_capacity", "max_items_per_mailbox", "link_backlog"):
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int)
+            or not 0 <= self.workers <= MAX_WORKERS
+        ):
+            raise ConfigError(f"workers must be null or an integer in 0..{MAX_WORKERS}")
+        for name in (
+            "pool_capacity", "max_items_per_mailbox", "link_backlog", "hop_queue",
+            "max_connections_per_source", "max_mailboxes", "registrations_per_source",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        for name in ("peak_rate", "mailbox_ttl", "handshake_timeout", "stats_interval"):
+        for name in ("max_connections", "peer_reserve", "registrations_per_window"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
+        for name in (
+            "peak_rate", "mailbox_ttl", "handshake_timeout", "stats_interval", "idle_timeout",
+            "mailbox_item_rate", "mailbox_item_burst", "registration_window",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0")
+        for name in ("client_packet_rate", "client_packet_burst", "mailbox_idle_ttl"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
+        if self.mailbox_idle_ttl and self.mailbox_idle_ttl < self.mailbox_ttl:
+            raise ConfigError("mailbox_idle_ttl must be at least mailbox_ttl")
         if not 0 < self.replay_fp_rate < 1:
             raise ConfigError("replay_fp_rate must be in (0, 1)")
 
@@ -92,6 +144,41 @@ class NodeConfig:
     @property
     def effective_max_hop_delay(self) -> float:
         return self.max_hop_delay or self.params.max_hop_delay
+
+    def connection_limit(self, nofile: int) -> int:
+        """``max_connections``, or the budget for ``nofile`` descriptors when it is 0."""
+        return self.max_connections or connection_budget(nofile)
+
+    @property
+    def effective_client_packet_rate(self) -> float:
+        p = self.params
+        return self.client_packet_rate or 5.0 * (p.payload_rate + p.loop_rate + p.drop_rate)
+
+    @property
+    def effective_client_packet_burst(self) -> float:
+        return self.client_packet_burst or 10.0 * self.effective_client_packet_rate
+
+    @property
+    def effective_mailbox_idle_ttl(self) -> float:
+        return self.mailbox_idle_ttl or self.mailbox_ttl
+
+    @property
+    def effective_registrations_per_window(self) -> int:
+        if self.registrations_per_window:
+            return self.registrations_per_window
+        derived = self.max_mailboxes * self.registration_window
+        return max(16, int(derived / (2 * self.effective_mailbox_idle_ttl)))
+
+    @property
+    def effective_workers(self) -> int:
+        """Hop worker processes to run: ``workers``, or the cores minus one (at least one)."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, cores - 1)
 
     @property
     def advertised_host(self) -> str:

@@ -8,8 +8,9 @@ from the consensus, and the Noise XK handshake fails unless the peer holds that 
 
 from __future__ import annotations
 
+import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 import trio
@@ -35,6 +36,7 @@ class OutboundLinks:
         backlog: int,
         handshake_timeout: float,
         rng: random.Random,
+        idle_timeout: float = math.inf,
     ) -> None:
         self._nursery = nursery
         self._local_key = local_key
@@ -43,7 +45,8 @@ class OutboundLinks:
         self._backlog = backlog
         self._timeout = handshake_timeout
         self._rng = rng
-        self._queues: dict[bytes, trio.MemorySendChannel[bytes]] = {}
+        self._idle = idle_timeout
+        self._queues: dict[bytes, _PeerQueue] = {}
         self.counts: Counter[str] = Counter()
 
     def send(self, node_id: bytes, packet: bytes) -> bool:
@@ -53,14 +56,14 @@ class OutboundLinks:
             if self._resolve(node_id) is None:
                 self.counts["unknown_peer"] += 1
                 return False
-            send, receive = trio.open_memory_channel[bytes](self._backlog)
-            self._queues[node_id] = queue = send
-            self._nursery.start_soon(self._run_peer, node_id, receive)
-        try:
-            queue.send_nowait(packet)
-        except trio.WouldBlock:
+            self._queues[node_id] = queue = _PeerQueue()
+            self._nursery.start_soon(self._run_peer, node_id, queue)
+        if len(queue.packets) >= self._backlog:
             self.counts["backlog_full"] += 1
             return False
+        queue.packets.append(packet)
+        if not queue.ready.is_set():
+            queue.ready.set()
         return True
 
     async def _connect(self, node_id: bytes) -> Link | None:
@@ -82,15 +85,17 @@ class OutboundLinks:
         self.counts["connected"] += 1
         return link
 
-    async def _run_peer(self, node_id: bytes, queue: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _run_peer(self, node_id: bytes, queue: _PeerQueue) -> None:
         backoff = INITIAL_BACKOFF
         pending: list[bytes] = []
         while True:
+            if not pending:  # no link is held while there is nothing to send
+                pending = await queue.take(MAX_BATCH)
             link = await self._connect(node_id)
             if link is None:
                 if self._resolve(node_id) is None:  # left the consensus: stop and forget it
                     self._queues.pop(node_id, None)
-                    self.counts["dropped_on_exit"] += queue.statistics().current_buffer_used
+                    self.counts["dropped_on_exit"] += len(pending) + len(queue.packets)
                     return
                 await trio.sleep(backoff * (0.5 + self._rng.random()))
                 backoff = min(MAX_BACKOFF, backoff * 2)
@@ -100,14 +105,14 @@ class OutboundLinks:
                 async with link:
                     while True:
                         if not pending:
-                            pending.append(await queue.receive())
-                            # Drain what else is waiting: one write per batch, not per packet,
-                            # so a busy node's output keeps pace with its input.
-                            while len(pending) < MAX_BATCH:
-                                try:
-                                    pending.append(queue.receive_nowait())
-                                except trio.WouldBlock:
-                                    break
+                            # Whatever is waiting, up to a batch: one write per batch, not per
+                            # packet, so a busy node's output keeps pace with its input.
+                            with trio.move_on_after(self._idle) as idle:
+                                pending = await queue.take(MAX_BATCH)
+                            if idle.cancelled_caught:
+                                # Quiet for idle_timeout: close it before the peer does.
+                                self.counts["idle_closed"] += 1
+                                break
                         await link.send_packets(pending)
                         self.counts["packets_sent"] += len(pending)
                         pending = []
@@ -116,5 +121,24 @@ class OutboundLinks:
                 # ``pending`` is resent on the next link: a batch is never half-lost.
 
     def statistics(self) -> dict[str, int]:
-        queued = sum(q.statistics().current_buffer_used for q in self._queues.values())
+        queued = sum(len(q.packets) for q in self._queues.values())
         return {**self.counts, "peers": len(self._queues), "queued": queued}
+
+
+class _PeerQueue:
+    """One peer's bounded queue (the bound is checked by :meth:`OutboundLinks.send`): a deque
+    and an event, cheaper per packet than a memory channel's send and receive."""
+
+    __slots__ = ("packets", "ready")
+
+    def __init__(self) -> None:
+        self.packets: deque[bytes] = deque()
+        self.ready = trio.Event()
+
+    async def take(self, most: int) -> list[bytes]:
+        while not self.packets:
+            if self.ready.is_set():
+                self.ready = trio.Event()
+            await self.ready.wait()
+        packets = self.packets
+        return [packets.popleft() for _ in range(min(most, len(packets)))]

@@ -8,23 +8,35 @@ A mailbox belongs to the client whose link (Noise static) key derives its addres
 is the first 16 bytes of SHA-256("mixnet-mailbox-v1" || link key). Only a link authenticated with
 that key can pull or acknowledge it, so no separate password exists to leak.
 
+A mailbox whose owner has not connected for ``idle_ttl`` and that holds nothing is freed, so
+keys that registered once and went away do not hold places forever. When the owner was last
+seen is kept only to the hour (``last_seen``), which is all freeing needs.
+
+The database file and its ``-wal``/``-shm`` are mode 0600 and run with ``secure_delete`` on:
+acknowledged and expired mail is overwritten on disk, not left readable in free pages. The WAL
+still holds older copies of changed pages until a checkpoint, so after deleting the store
+checkpoints and truncates it (:meth:`MailboxStore.scrub`, at most every ``scrub_interval``).
+
 This is the only module of the provider that speaks SQL.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from mixcore.files import private_file
 from mixcore.routing import SURB_ID_LEN, mailbox_address
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (
     address BLOB PRIMARY KEY,
     credential BLOB NOT NULL UNIQUE,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    last_seen REAL
 );
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,20 +76,41 @@ class MailboxStore:
         ttl: float,
         max_items_per_mailbox: int = 10_000,
         max_mailboxes: int = 100_000,
+        idle_ttl: float | None = None,
+        scrub_interval: float = 10.0,
     ) -> None:
         self.ttl = ttl
+        self.scrub_interval = scrub_interval
+        self._dirty = False
+        self._last_scrub = -math.inf
+        self.idle_ttl = max(ttl, idle_ttl or ttl)
         self.max_items = max_items_per_mailbox
         self.max_mailboxes = max_mailboxes
+        #: ``last_seen`` is rounded down to this many seconds (an hour, or finer for short TTLs).
+        self.seen_granularity = min(3600.0, self.idle_ttl / 4)
+        private_file(path)  # 0600 before SQLite opens it; -wal and -shm inherit the mode
         self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
-        self._hosted: set[bytes] = {
-            row[0] for row in self._db.execute("SELECT address FROM mailboxes")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(mailboxes)")}
+        if "last_seen" not in columns:  # a database from before idle mailboxes were freed
+            self._db.execute("ALTER TABLE mailboxes ADD COLUMN last_seen REAL")
+        self._db.execute("UPDATE mailboxes SET last_seen = created WHERE last_seen IS NULL")
+        self._hosted: dict[bytes, float] = {
+            bytes(address): float(seen if seen is not None else created)
+            for address, created, seen in self._db.execute(
+                "SELECT address, created, last_seen FROM mailboxes"
+            )
         }
+        self.freed = 0
+        self._next_idle_scan = -math.inf
 
     def close(self) -> None:
+        if self._dirty:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
     # -- mailboxes ---------------------------------------------------------------------------
@@ -86,18 +119,36 @@ class MailboxStore:
         """Host the mailbox of ``credential`` (idempotent); returns its address."""
         address = mailbox_address(credential)
         if address in self._hosted:
+            self.touch(address, now)
             return address
         if len(self._hosted) >= self.max_mailboxes:
             raise MailboxFull("provider hosts its maximum number of mailboxes")
+        seen = self._coarse(now)
         self._db.execute(
-            "INSERT OR IGNORE INTO mailboxes(address, credential, created) VALUES (?, ?, ?)",
-            (address, credential, now),
+            "INSERT OR IGNORE INTO mailboxes(address, credential, created, last_seen) "
+            "VALUES (?, ?, ?, ?)",
+            (address, credential, seen, seen),
         )
-        self._hosted.add(address)
+        self._hosted[address] = seen
         return address
+
+    def _coarse(self, now: float) -> float:
+        return now - now % self.seen_granularity
+
+    def touch(self, address: bytes, now: float) -> None:
+        """The owner is here: keep the mailbox (written at most once per granularity step)."""
+        seen = self._coarse(now)
+        if address in self._hosted and self._hosted[address] < seen:
+            self._db.execute(
+                "UPDATE mailboxes SET last_seen = ? WHERE address = ?", (seen, address)
+            )
+            self._hosted[address] = seen
 
     def hosts(self, address: bytes) -> bool:
         return address in self._hosted
+
+    def is_registered(self, credential: bytes) -> bool:
+        return mailbox_address(credential) in self._hosted
 
     # -- storing -------------------------------------------------------------------------------
 
@@ -154,13 +205,51 @@ class MailboxStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._dirty = self._dirty or deleted > 0
         return deleted
 
+    def scrub(self, now: float, *, force: bool = False) -> bool:
+        """After deletions, checkpoint and truncate the WAL, which still holds the deleted
+        mail's pages (at most once per ``scrub_interval`` unless ``force``)."""
+        if not self._dirty or (not force and now - self._last_scrub < self.scrub_interval):
+            return False
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._dirty = False
+        self._last_scrub = now
+        return True
+
     def expire(self, now: float) -> int:
-        """Delete items older than the TTL; returns how many."""
+        """Delete items older than the TTL, then free empty mailboxes idle past ``idle_ttl``;
+        returns how many items went."""
         cur = self._db.execute("DELETE FROM items WHERE stored < ?", (now - self.ttl,))
-        return cur.rowcount
+        expired = cur.rowcount
+        self._dirty = self._dirty or expired > 0
+        self.scrub(now)
+        if now < self._next_idle_scan:
+            return expired
+        self._next_idle_scan = now + self.seen_granularity / 4
+        cutoff = now - self.idle_ttl
+        idle = [a for a, seen in self._hosted.items() if seen < cutoff]
+        if idle:
+            freed = []
+            for address in idle:
+                gone = self._db.execute(
+                    "DELETE FROM mailboxes WHERE address = ? AND last_seen < ? AND NOT EXISTS "
+                    "(SELECT 1 FROM items WHERE items.address = mailboxes.address)",
+                    (address, cutoff),
+                ).rowcount
+                if gone:
+                    freed.append(address)
+            for address in freed:
+                del self._hosted[address]
+            self.freed += len(freed)
+            self._dirty = self._dirty or bool(freed)
+        return expired
 
     def statistics(self) -> dict[str, int]:
         (items,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
-        return {"mailboxes": len(self._hosted), "stored_items": int(items)}
+        return {
+            "mailboxes": len(self._hosted),
+            "stored_items": int(items),
+            "mailboxes_freed": self.freed,
+        }

@@ -2,7 +2,12 @@
 
 It peels one Sphinx layer with whichever live key fits, drops replays, checks the next hop
 against the consensus topology and the delay against the node's bound, and says what to do:
-hold and forward, store in a mailbox, or drop for a counted reason. It never sleeps, sends or
+hold and forward, store in a mailbox, or drop for a counted reason.
+
+Where a packet came from matters at a provider: a packet from one of its *client* links may
+only enter layer 1 (a client cannot hand it a one-hop packet for a mailbox), and mail for a
+mailbox is stored only when it arrived from a node of the last mix layer — deliveries come from
+the network side, through the mixes, or not at all. It never sleeps, sends or
 logs; the trio server does the I/O and the delay pool does the waiting.
 """
 
@@ -13,11 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mixcore.errors import BodyMacError, HeaderMacError, PacketError
 from mixcore.payload import DROP_MAILBOX
-from mixcore.sphinx import Deliver, MixPrivateKey, ParsedPacket, ProcessResult, Relay, Sphinx
+from mixcore.sphinx import Deliver, Relay, Sphinx
 from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
+from mixnode.unwrap import Unwrapped, unwrap
 
 PROVIDER_LAYER = 0
 
@@ -29,6 +34,8 @@ class Role(StrEnum):
 
 class DropReason(StrEnum):
     MALFORMED = "malformed"
+    WRONG_SUITE = "wrong_suite"
+    """The packet's version byte names another Sphinx suite than the network's."""
     BAD_MAC = "bad_mac"
     BAD_PAYLOAD = "bad_payload"
     REPLAY = "replay"
@@ -38,9 +45,28 @@ class DropReason(StrEnum):
     DELAY_TOO_LONG = "delay_too_long"
     UNKNOWN_MAILBOX = "unknown_mailbox"
     POOL_FULL = "pool_full"
+    HOP_QUEUE_FULL = "hop_queue_full"
+    """The queue to the worker processes was full (a flood): dropped before the hop."""
+    WORKER_LOST = "worker_lost"
+    """A worker process died holding the packet (it is restarted; the packet is gone)."""
     NO_ROUTE = "no_route"
+    CLIENT_DELIVERY = "client_delivery"
+    """A packet from a client link tried to end at this provider instead of entering layer 1."""
+    NOT_FROM_LAST_LAYER = "not_from_last_layer"
+    """Mail for a mailbox that arrived from a node outside the last mix layer."""
     COVER = "cover"
     """A drop cover packet reached its exit and was discarded, as designed (not an error)."""
+
+
+class Arrival(StrEnum):
+    """The side a packet arrived from."""
+
+    NETWORK = "network"
+    """A link from a node (its id, when known, is checked for deliveries)."""
+    CLIENT = "client"
+    """A provider's link from one of its clients."""
+    LOCAL = "local"
+    """Produced by this node itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,48 +155,57 @@ class PacketProcessor:
         self.drops: Counter[DropReason] = Counter()
         self.outcomes: Counter[str] = Counter()
 
-    def receive(self, packet: bytes, now: float) -> Event:
+    def receive(
+        self,
+        packet: bytes,
+        now: float,
+        *,
+        arrival: Arrival = Arrival.NETWORK,
+        previous_node: bytes | None = None,
+    ) -> Event:
+        """Peel, check and decide, in this process (see :meth:`receive_unwrapped`)."""
+        live = self.keyring.live(now)
+        retired = [key for _, key in self.keyring.retired(now)]
+        unwrapped = unwrap(self.sphinx, live, retired, packet)
+        return self.receive_unwrapped(
+            unwrapped, now, arrival=arrival, previous_node=previous_node
+        )
+
+    def receive_unwrapped(
+        self,
+        unwrapped: Unwrapped,
+        now: float,
+        *,
+        arrival: Arrival = Arrival.NETWORK,
+        previous_node: bytes | None = None,
+    ) -> Event:
+        """Decide on a packet a worker (or :meth:`receive`) peeled: replay filter, topology,
+        delay bound, mailbox. ``now`` is when the packet arrived; ``previous_node`` is the node
+        id of the link it came on (mail for a mailbox from a node outside the last layer is
+        dropped; None skips the check)."""
         self.received += 1
-        event = self._receive(packet, now)
+        event = self._decide(unwrapped, now, arrival, previous_node)
         if isinstance(event, Dropped):
             self.drops[event.reason] += 1
         else:
             self.outcomes[type(event).__name__] += 1
         return event
 
-    def _unwrap(self, packet: bytes, now: float) -> tuple[int, ProcessResult] | DropReason:
-        """Peel a layer with the first live key whose header MAC verifies."""
-        try:
-            parsed = self.sphinx.parse(packet)  # once, however many keys are tried
-        except PacketError:
-            return DropReason.MALFORMED
-        for epoch, key in self.keyring.live(now):
-            result = self._try(key, parsed)
-            if result is not None:
-                return result if isinstance(result, DropReason) else (epoch, result)
-        for _epoch, key in self.keyring.retired(now):
-            if self._try(key, parsed) is not None:
-                return DropReason.EXPIRED_KEY
-        return DropReason.BAD_MAC
+    def count_unprocessed(self, reason: DropReason, n: int = 1) -> None:
+        """``n`` packets that arrived but never reached a hop (queue full, worker lost)."""
+        self.received += n
+        self.drops[reason] += n
 
-    def _try(self, key: MixPrivateKey, parsed: ParsedPacket) -> ProcessResult | DropReason | None:
-        """The result under ``key``; None when the header is not for this key."""
-        try:
-            return self.sphinx.process_parsed(key, parsed)
-        except HeaderMacError:
-            return None
-        except BodyMacError:
-            return DropReason.BAD_PAYLOAD
-        except PacketError:
-            return DropReason.MALFORMED
-
-    def _receive(self, packet: bytes, now: float) -> Event:
-        unwrapped = self._unwrap(packet, now)
-        if isinstance(unwrapped, DropReason):
-            return Dropped(unwrapped)
+    def _decide(
+        self, unwrapped: Unwrapped, now: float, arrival: Arrival, previous_node: bytes | None
+    ) -> Event:
+        if isinstance(unwrapped, str):
+            return Dropped(DropReason(unwrapped))
         epoch, result = unwrapped
         if not self._replay_filter(epoch).check_and_add(result.replay_tag):
             return Dropped(DropReason.REPLAY)
+        if arrival is Arrival.CLIENT and not isinstance(result, Relay):
+            return Dropped(DropReason.CLIENT_DELIVERY)
         if isinstance(result, Relay):
             topology = self._topology(epoch)
             my_layer = topology.layers.get(self.node_id) if topology else None
@@ -190,6 +225,10 @@ class PacketProcessor:
             return Dropped(DropReason.COVER)
         if self.role is not Role.PROVIDER or not self._hosts_mailbox(result.mailbox):
             return Dropped(DropReason.UNKNOWN_MAILBOX)
+        if arrival is Arrival.NETWORK and previous_node is not None:
+            topology = self._topology(epoch)
+            if topology is None or topology.layers.get(previous_node) != topology.num_layers:
+                return Dropped(DropReason.NOT_FROM_LAST_LAYER)
         if isinstance(result, Deliver):
             return StoreMessage(result.mailbox, result.payload)
         return StoreReply(result.mailbox, result.surb_id, result.body)

@@ -50,6 +50,7 @@ class ReplayFilter:
         self._bloom = Bloom(capacity, fp_rate, hash_func=_tag_hash)
         self.inserted = 0
         self._journal: int | None = None
+        self._deferred: bytearray | None = None
 
     def check_and_add(self, tag: bytes) -> bool:
         """True if ``tag`` is new (and now remembered); False if it was (probably) seen."""
@@ -58,8 +59,24 @@ class ReplayFilter:
         self._bloom.add(tag)
         self.inserted += 1
         if self._journal is not None:
-            os.write(self._journal, tag[:TAG_LEN])
+            if self._deferred is not None:
+                self._deferred += tag[:TAG_LEN]
+            else:
+                os.write(self._journal, tag[:TAG_LEN])
         return True
+
+    def defer_journal(self) -> None:
+        """Collect new tags until :meth:`flush_journal` writes them in one ``write``: a node
+        deciding on a batch of packets defers, and flushes before any of them is forwarded
+        (forwarding happens in another task, after the batch), so every tag it acted on is
+        still journaled first."""
+        if self._deferred is None:
+            self._deferred = bytearray()
+
+    def flush_journal(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        if deferred and self._journal is not None:
+            os.write(self._journal, deferred)
 
     @staticmethod
     def journal_path(path: str | os.PathLike[str]) -> Path:
@@ -83,6 +100,7 @@ class ReplayFilter:
         return instance
 
     def close(self) -> None:
+        self.flush_journal()
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None
@@ -97,6 +115,7 @@ class ReplayFilter:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (temp file, fsync, rename): a crash leaves the old or the new file."""
         path = Path(path)
+        self.flush_journal()
         path.parent.mkdir(parents=True, exist_ok=True)
         header = f"{self.capacity} {self.fp_rate!r} {self.inserted}\n".encode()
         write_atomic(path, header + self._bloom.save_bytes())

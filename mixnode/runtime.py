@@ -15,9 +15,10 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,11 +27,15 @@ from mixcore.errors import PacketError
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.sphinx import Sphinx
 from mixnode.keyring import KeyRing
+from mixnode.limits import BucketTable
 from mixnode.loops import LoopSchedule, LoopTracker
 from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
 from mixnode.pool import DelayPool
 from mixnode.processor import (
+    Arrival,
     Dropped,
+    DropReason,
+    Event,
     Forward,
     LoopReturned,
     PacketProcessor,
@@ -40,7 +45,11 @@ from mixnode.processor import (
     Topology,
 )
 from mixnode.replay import ReplayFilter
+from mixnode.unwrap import Unwrapped
 from mixnode.view import EpochView
+
+if TYPE_CHECKING:
+    from mixnode.workers import HopWorkers
 
 #: ``send(next_node_id, packet) -> accepted``: must not block (queue or refuse).
 SendFn = Callable[[bytes, bytes], bool]
@@ -59,6 +68,9 @@ class RuntimeSettings:
     pull_batch: int
     loop_slack: float = 30.0
     """Seconds beyond a loop's summed delays before it counts as lost."""
+    mailbox_item_rate: float = 10.0
+    """Items/s stored into one mailbox, sustained (beyond it: refused, no ACK, sender retries)."""
+    mailbox_item_burst: float = 600.0
 
 
 class NodeRuntime:
@@ -92,6 +104,9 @@ class NodeRuntime:
         self.on_forward: Callable[[bytes, bytes], None] | None = None
         """Testnet tracing only: called with (incoming, outgoing) packet of every relay."""
         self._wakeup = trio.Event()
+        self.hops: HopWorkers | None = None
+        """Worker processes that peel layers (set by the server); None: peel in this process."""
+        self.mailbox_rates = BucketTable(settings.mailbox_item_rate, settings.mailbox_item_burst)
         self.processor = PacketProcessor(
             sphinx=sphinx,
             keyring=keyring,
@@ -158,10 +173,59 @@ class NodeRuntime:
 
     # -- packets in ---------------------------------------------------------------------------
 
-    def handle_packet(self, packet: bytes) -> None:
-        """A packet arrived on a link: act on it now (never blocks)."""
+    def handle_packet(
+        self,
+        packet: bytes,
+        *,
+        arrival: Arrival = Arrival.NETWORK,
+        previous_node: bytes | None = None,
+    ) -> None:
+        """A packet arrived on a link: act on it now, or queue it for the hop workers (never
+        blocks). With workers, a full queue drops the packet (counted ``hop_queue_full``).
+
+        ``arrival`` says which side it came from (a provider's client links may only feed
+        layer 1) and ``previous_node`` which node's link (mail is stored only from the last
+        mix layer).
+        """
         now = self.now()
-        event = self.processor.receive(packet, now)
+        if self.hops is not None:
+            if not self.hops.submit(packet, (now, arrival, previous_node)):
+                self.processor.count_unprocessed(DropReason.HOP_QUEUE_FULL)
+            return
+        event = self.processor.receive(packet, now, arrival=arrival, previous_node=previous_node)
+        self._act(packet, event, now)
+        for f in self.filters.values():
+            f.flush_journal()
+
+    def on_hop_results(
+        self,
+        packets: Sequence[bytes],
+        contexts: Sequence[tuple[float, Arrival, bytes | None]],
+        results: Sequence[Unwrapped],
+    ) -> None:
+        """A worker peeled a batch: decide on each packet here, in one place (replay filter
+        included), as of the time and side it arrived on. Their replay tags go to the journals
+        in one write per filter, before any of them can be forwarded (the pool runs after this
+        returns)."""
+        filters = self.filters.values()
+        for f in filters:
+            f.defer_journal()
+        receive = self.processor.receive_unwrapped
+        try:
+            for packet, (now, arrival, previous), result in zip(
+                packets, contexts, results, strict=True
+            ):
+                event = receive(result, now, arrival=arrival, previous_node=previous)
+                self._act(packet, event, now)
+        finally:
+            for f in self.filters.values():
+                f.flush_journal()
+
+    def on_hop_lost(self, count: int) -> None:
+        """A worker died holding ``count`` packets: they are gone (and counted)."""
+        self.processor.count_unprocessed(DropReason.WORKER_LOST, count)
+
+    def _act(self, packet: bytes, event: Event, now: float) -> None:
         if isinstance(event, Forward):
             if self.on_forward is not None:
                 self.on_forward(packet, event.packet)
@@ -187,6 +251,9 @@ class NodeRuntime:
         except PacketError:
             self.counts["bad_mailbox_payload"] += 1
             return
+        if not self.mailbox_rates.take(event.mailbox, now):
+            self.counts["mailbox_rate_limited"] += 1
+            return  # no ACK: the sender retries later
         try:
             self.mailbox.store_message(event.mailbox, payload.data, now)
         except MailboxFull:
@@ -204,6 +271,9 @@ class NodeRuntime:
 
     def _store_reply(self, event: StoreReply, now: float) -> None:
         assert self.mailbox is not None
+        if not self.mailbox_rates.take(event.mailbox, now):
+            self.counts["mailbox_rate_limited"] += 1
+            return
         try:
             self.mailbox.store_reply(event.mailbox, event.surb_id, event.body, now)
         except MailboxFull:
@@ -311,4 +381,6 @@ class NodeRuntime:
         }
         if self.mailbox is not None:
             stats.update(self.mailbox.statistics())
+        if self.hops is not None:
+            stats["workers"] = self.hops.statistics()
         return stats

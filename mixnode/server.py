@@ -7,9 +7,17 @@
   link key owns its mailbox;
 * the runtime's pool scheduler and loop sender (``mixnode/runtime.py``);
 * the consensus fetcher (``mixcore/net/directory_client.py``), installing a view per epoch;
-* epoch upkeep: mix keys for the current and next epoch, descriptor upload to every authority,
-  erasing keys (and their replay filters) after their grace, saving replay filters;
-* the statistics file ``stats.json`` (and optionally a Prometheus endpoint).
+* descriptor upload to every authority, in its own task (a slow authority delays nothing else);
+* epoch upkeep: mix keys for the current and next epoch, erasing keys (and their replay
+  filters) after their grace, saving replay filters, expiring mail and idle mailboxes;
+* the statistics file ``stats.json`` (and optionally a Prometheus endpoint reading the snapshot
+  the loop publishes with it).
+
+Limits (``mixnode/limits.py``), each refusing the newcomer and keeping the node serving what it
+serves: connections in all, per source address and with a reserve for consensus nodes; an idle
+timeout on every link; per client link a packet rate; per mailbox a storage rate; new mailboxes
+per source and per window. Any error while serving one connection closes that connection only,
+is counted, and writes at most one log line per kind and minute.
 
 Shutdown (SIGINT/SIGTERM or cancellation) stops accepting, saves the replay filters and the
 statistics and closes the mailbox store.
@@ -23,11 +31,14 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 from mixcore.consensus import VerifiedConsensus
@@ -40,15 +51,19 @@ from mixcore.keys import IdentityKey, LinkKey, load_identity_key, load_link_key
 from mixcore.link import CellKind, cell_size
 from mixcore.net.directory_client import ConsensusFetcher, upload_descriptor
 from mixcore.net.link import Link, accept_link
+from mixcore.process import nofile_limit
+from mixcore.ratelog import RateLimitedLog
 from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry, load_mix_key, save_mix_key
 from mixnode.config import NodeConfig
 from mixnode.keyring import KeyRing
+from mixnode.limits import ConnectionLimiter, Slot, TokenBucket, WindowCounter
 from mixnode.links import OutboundLinks
-from mixnode.mailbox import MailboxStore
+from mixnode.mailbox import MailboxFull, MailboxStore
 from mixnode.metrics import start_metrics_server
-from mixnode.processor import Role
+from mixnode.processor import Arrival, Role
 from mixnode.runtime import NodeRuntime, RuntimeSettings
 from mixnode.view import EpochView, Peer
+from mixnode.workers import HopWorkers
 
 log = logging.getLogger("mixnet.mixnode")
 
@@ -59,9 +74,17 @@ LINK_FILE = "link.key"
 class MixNode:
     """State shared by the server's tasks."""
 
-    def __init__(self, config: NodeConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        rng: random.Random | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         self.config = config
         self.rng = rng or random.SystemRandom()
+        self.http = http
+        """Client for the authorities (one for the node's lifetime; None: one per upload)."""
         data = config.data_dir
         self.identity: IdentityKey = load_identity_key(data / IDENTITY_FILE)
         self.link_key: LinkKey = load_link_key(data / LINK_FILE)
@@ -73,6 +96,8 @@ class MixNode:
                 data / "mailboxes.db",
                 ttl=config.mailbox_ttl,
                 max_items_per_mailbox=config.max_items_per_mailbox,
+                max_mailboxes=config.max_mailboxes,
+                idle_ttl=config.effective_mailbox_idle_ttl,
             )
             if config.role is Role.PROVIDER
             else None
@@ -90,6 +115,20 @@ class MixNode:
         self.links: OutboundLinks | None = None
         self.client_links = 0
         self.counts: dict[str, int] = {"links_accepted": 0, "links_rejected": 0}
+        self.refusals = RateLimitedLog(log)
+        total = config.connection_limit(nofile_limit())
+        self.connections = ConnectionLimiter(
+            total=total,
+            per_source=config.max_connections_per_source,
+            reserve=min(config.peer_reserve, total // 4),
+            is_node_address=self._is_node_address,
+        )
+        window = config.registration_window
+        self.registrations_by_source = WindowCounter(config.registrations_per_source, window)
+        self.registrations_total = WindowCounter(config.effective_registrations_per_window, window)
+        self._node_hosts: tuple[tuple[int, ...], frozenset[str]] = ((), frozenset())
+        self.snapshot: dict[str, Any] = {}
+        """The latest statistics, published by the event loop for the metrics thread."""
         self.runtime = NodeRuntime(
             settings=RuntimeSettings(
                 role=config.role,
@@ -101,6 +140,8 @@ class MixNode:
                 mix_loop_rate=config.params.mix_loop_rate,
                 mean_hop_delay=config.params.mean_hop_delay,
                 pull_batch=config.params.pull_batch,
+                mailbox_item_rate=config.mailbox_item_rate,
+                mailbox_item_burst=config.mailbox_item_burst,
             ),
             sphinx=self.sphinx,
             keyring=self.keyring,
@@ -128,13 +169,15 @@ class MixNode:
             if self.keyring.get(epoch) is not None:
                 continue
             path = self._mix_key_path(epoch)
-            if path.exists():
-                _, key = load_mix_key(path)
-            elif epoch >= current:
-                key = MixPrivateKey.generate()
+            suite = self.sphinx.geometry.suite
+            key = load_mix_key(path)[1] if path.exists() else None
+            if key is not None and key.suite != suite:  # the network changed suites
+                key = None
+            if key is None:
+                if epoch < current:
+                    continue
+                key = MixPrivateKey.generate(suite)
                 save_mix_key(path, key, epoch)
-            else:
-                continue
             self.keyring.add(epoch, key)
 
     def erase_old_keys(self) -> None:
@@ -164,11 +207,16 @@ class MixNode:
     async def register(self, epoch: int) -> bool:
         """Upload this epoch's descriptor to every authority; True once a majority accepted."""
         urls = [a.url for a in self.config.authorities]
-        outcomes = await upload_descriptor(urls, self.descriptor(epoch), timeout=5.0)
+        outcomes = await upload_descriptor(
+            urls, self.descriptor(epoch), timeout=5.0, client=self.http
+        )
         accepted = sum(o.accepted for o in outcomes)
         for outcome in outcomes:
             if not outcome.accepted:
-                log.warning("authority %s refused descriptor: %s", outcome.url, outcome.reason)
+                self.refusals(
+                    f"upload:{outcome.url}",
+                    f"authority {outcome.url} refused descriptor: {outcome.reason}",
+                )
         if accepted * 2 > len(urls):
             self.uploaded_epochs.add(epoch)
             return True
@@ -199,6 +247,27 @@ class MixNode:
             keys |= view.link_keys()
         return keys
 
+    def node_of_link_key(self, link_key: bytes) -> bytes | None:
+        """The node id a consensus lists with ``link_key`` (newest epoch first)."""
+        for epoch in sorted(self.runtime.views, reverse=True):
+            for node_id, peer in self.runtime.views[epoch].peers.items():
+                if peer.link_key == link_key:
+                    return node_id
+        return None
+
+    def _is_node_address(self, source: str) -> bool:
+        """Is ``source`` the address of a node in a consensus we hold (cached per view set)?"""
+        epochs = tuple(sorted(self.runtime.views))
+        if self._node_hosts[0] != epochs:
+            hosts = {
+                peer.host
+                for view in self.runtime.views.values()
+                for node_id, peer in view.peers.items()
+                if node_id != self.identity.public
+            }
+            self._node_hosts = (epochs, frozenset(hosts))
+        return source in self._node_hosts[1]
+
     # -- packets out ----------------------------------------------------------------
 
     def _record(self, src: str, dst: str, packet: bytes) -> None:
@@ -219,7 +288,7 @@ class MixNode:
             peer = self.resolve(node_id)
             self._record(self.config.name, peer.name if peer else node_id[:4].hex(), packet)
         if node_id == self.identity.public:  # a one-node path: no link to ourselves
-            self.runtime.handle_packet(packet)
+            self.runtime.handle_packet(packet, arrival=Arrival.LOCAL)
             return True
         if self.links is None:
             return False
@@ -230,14 +299,42 @@ class MixNode:
     def authorize(self, peer_key: bytes) -> bool:
         return self.config.role is Role.PROVIDER or peer_key in self.known_link_keys()
 
-    async def handle_connection(self, stream: trio.SocketStream) -> None:
+    async def handle_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one inbound connection; whatever happens, only this connection ends."""
+        slot = self.connections.admit(_peer_address(stream))
+        if slot is None:
+            self._count("connections_refused")
+            self.refusals("connections", "refusing connections: at the connection limit "
+                          f"({self.connections.total} in all, "
+                          f"{self.connections.per_source} per address)")
+            with suppress(Exception):
+                await stream.aclose()
+            return
+        try:
+            await self._serve_connection(stream, slot)
+        except Exception as exc:  # contained: a bug or a hostile peer costs one connection
+            name = type(exc).__name__
+            self._count("connection_errors")
+            self._count(f"connection_error_{name}")
+            self.refusals(f"error:{name}", f"closed a connection after {name}: {exc}")
+            with suppress(Exception):
+                await stream.aclose()
+        finally:
+            self.connections.release(slot)
+
+    async def _serve_connection(self, stream: trio.abc.Stream, slot: Slot) -> None:
+        def authorize(peer_key: bytes) -> bool:
+            if slot.reserved and peer_key not in self.known_link_keys():
+                return False  # the reserve is for consensus nodes only
+            return self.authorize(peer_key)
+
         try:
             link = await accept_link(
                 stream,
                 local_key=self.link_key,
                 body_size=self.sphinx.geometry.packet_len,
                 handshake_timeout=self.config.handshake_timeout,
-                authorize=self.authorize,
+                authorize=authorize,
             )
         except LinkError:
             self.counts["links_rejected"] += 1
@@ -250,34 +347,93 @@ class MixNode:
                 if link.remote_static in self.known_link_keys():
                     await self._serve_node_link(link)
                 else:
-                    await self._serve_client_link(link)
+                    await self._serve_client_link(link, slot.source)
         except (LinkError, DecodeError):
             pass  # the peer broke the protocol or left: only this link closes
 
+    async def _receive(self, link: Link) -> list[tuple[int, bytes]] | None:
+        """The next cells, or None when the link stayed quiet for ``idle_timeout``."""
+        with trio.move_on_after(self.config.idle_timeout):
+            return list(await link.receive_cells())
+        self._count("links_idle_closed")
+        return None
+
     async def _serve_node_link(self, link: Link) -> None:
+        previous = self.node_of_link_key(link.remote_static)
         while True:
-            for kind, body in await link.receive_cells():
+            cells = await self._receive(link)
+            if cells is None:
+                return
+            for kind, body in cells:
                 if kind != CellKind.PACKET:
                     self._count("bad_cells")
                     return
-                self.runtime.handle_packet(body)
+                self.runtime.handle_packet(
+                    body, arrival=Arrival.NETWORK, previous_node=previous
+                )
 
-    async def _serve_client_link(self, link: Link) -> None:
+    def _register_client(self, credential: bytes, source: str) -> bytes | None:
+        """The client's mailbox address, registering a new mailbox within the limits; None
+        (counted, one log line per minute) when a limit refuses it."""
+        assert self.mailbox is not None
+        now = self.runtime.now()
+        if self.mailbox.is_registered(credential):
+            return self.mailbox.register(credential, now)
+        if not self.registrations_by_source.allowed(source, now):
+            self._count("registrations_refused_per_source")
+            self.refusals("registrations_source", "refusing new mailboxes from one address: "
+                          f"{self.registrations_by_source.limit} per "
+                          f"{self.registrations_by_source.window:g} s")
+            return None
+        if not self.registrations_total.allowed("all", now):
+            self._count("registrations_refused_per_window")
+            self.refusals("registrations_total", "refusing new mailboxes: "
+                          f"{self.registrations_total.limit} per "
+                          f"{self.registrations_total.window:g} s reached")
+            return None
+        try:
+            address = self.mailbox.register(credential, now)
+        except MailboxFull:
+            self._count("registrations_refused_full")
+            self.refusals("registrations_full", "refusing new mailboxes: provider full "
+                          f"({self.mailbox.max_mailboxes})")
+            return None
+        self.registrations_by_source.record(source, now)
+        self.registrations_total.record("all", now)
+        self._count("mailboxes_registered")
+        return address
+
+    async def _serve_client_link(self, link: Link, source: str) -> None:
         assert self.mailbox is not None and link.remote_static is not None
-        address = self.mailbox.register(link.remote_static, self.runtime.now())
+        address = self._register_client(link.remote_static, source)
+        if address is None:
+            return
+        rate = TokenBucket(
+            self.config.effective_client_packet_rate,
+            self.config.effective_client_packet_burst,
+            self.runtime.now(),
+        )
         self.client_links += 1
         try:
             while True:
-                for kind, body in await link.receive_cells():
+                cells = await self._receive(link)
+                if cells is None:
+                    return
+                for kind, body in cells:
                     if kind == CellKind.PACKET:
+                        if not rate.take(self.runtime.now()):
+                            self._count("client_rate_limited")
+                            continue
                         if self._trace is not None:
                             client = f"client-{link.remote_static[:4].hex()}"
                             self._record(client, self.config.name, body)
-                        self.runtime.handle_packet(body)
+                        self.runtime.handle_packet(body, arrival=Arrival.CLIENT)
                     elif kind == ControlKind.PULL_REQUEST:
                         request = PullRequest.decode(body)
-                        for item in self.runtime.pull_response(address, request.seq):
-                            await link.send_cell(ControlKind.PULL_ITEM, item)
+                        self.mailbox.touch(address, self.runtime.now())
+                        with trio.fail_after(self.config.idle_timeout):  # a reader that stalls
+                            for item in self.runtime.pull_response(address, request.seq):
+                                await link.send_cell(ControlKind.PULL_ITEM, item)
                     elif kind == ControlKind.PULL_ACK:
                         ack = PullAck.decode(body)
                         self.runtime.acknowledge(address, list(ack.item_ids))
@@ -289,24 +445,43 @@ class MixNode:
 
     # -- upkeep ----------------------------------------------------------------
 
-    async def run_upkeep(self) -> None:
-        """Once a second: keys, descriptor, retirement, periodic saves."""
-        last_save = last_stats = self.runtime.now()
+    async def run_registration(self) -> None:
+        """Upload this epoch's descriptor until a majority accepted it, in its own task: a
+        slow or hostile authority delays nothing else (uploads have a whole-request
+        deadline too)."""
         while True:
             now = self.runtime.now()
             epoch = self.clock.epoch_at(now)
-            self.ensure_mix_keys(now)
             if epoch not in self.uploaded_epochs:
-                with suppress(MixnetError):
-                    await self.register(epoch)
-            self.erase_old_keys()
+                self._step("mix keys", self.ensure_mix_keys, now)
+                ready = all(self.keyring.get(e) is not None for e in (epoch, epoch + 1))
+                if ready:
+                    with suppress(MixnetError, httpx.HTTPError):
+                        await self.register(epoch)
+            await trio.sleep(1.0)
+
+    def _step(self, what: str, fn: Callable[..., object], *args: Any) -> None:
+        """One upkeep step; a full disk or descriptor table fails the step, not the node."""
+        try:
+            fn(*args)
+        except (OSError, sqlite3.Error) as exc:
+            self._count("upkeep_errors")
+            self.refusals(f"upkeep:{what}", f"{what} failed: {exc}")
+
+    async def run_upkeep(self) -> None:
+        """Once a second: keys, retirement, expiry, periodic saves, statistics."""
+        last_save = last_stats = self.runtime.now()
+        while True:
+            now = self.runtime.now()
+            self._step("mix keys", self.ensure_mix_keys, now)
+            self._step("key erasure", self.erase_old_keys)
             if self.mailbox is not None:
-                self.mailbox.expire(now)
+                self._step("mailbox expiry", self.mailbox.expire, now)
             if now - last_save >= self.config.replay_save_interval:
-                self.runtime.save_filters()
+                self._step("replay filter save", self.runtime.save_filters)
                 last_save = now
             if now - last_stats >= self.config.stats_interval:
-                self.write_stats()
+                self._step("statistics", self.write_stats)
                 last_stats = now
             await trio.sleep(min(1.0, self.config.stats_interval))
 
@@ -325,11 +500,15 @@ class MixNode:
         )
         if self.links is not None:
             stats["links"] = self.links.statistics()
+        stats.update(self.connections.statistics())
         return stats
 
     def write_stats(self) -> None:
-        body = json.dumps(self.statistics()).encode()
-        write_atomic(self.config.data_dir / "stats.json", body, durable=False)
+        """Publish a snapshot (for the metrics thread) and write ``stats.json``."""
+        stats = self.statistics()
+        self.snapshot = stats
+        write_atomic(self.config.data_dir / "stats.json", json.dumps(stats).encode(),
+                     durable=False)
 
     def shutdown(self) -> None:
         """Persist what must survive a restart (also runs on cancellation)."""
@@ -339,6 +518,13 @@ class MixNode:
             self.mailbox.close()
         if self._trace is not None:
             self._trace.close()
+
+
+def _peer_address(stream: trio.abc.Stream) -> str | None:
+    try:
+        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError, IndexError):
+        return None
 
 
 def _digest(packet: bytes) -> str:
@@ -356,7 +542,16 @@ async def serve(
     config: NodeConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run a node until cancelled; ``task_status.started(port)`` once it is listening."""
-    node = MixNode(config)
+    async with httpx.AsyncClient() as http:
+        node = MixNode(config, http=http)
+        try:
+            await _serve(node, task_status)
+        finally:
+            node.shutdown()
+
+
+async def _serve(node: MixNode, task_status: trio.TaskStatus[int]) -> None:
+    config = node.config
     node.runtime.time_offset = time.time() - trio.current_time()
     node.ensure_mix_keys(node.runtime.now())
     listeners = await trio.open_tcp_listeners(config.listen_port, host=config.listen_host)
@@ -368,26 +563,40 @@ async def serve(
         rng=random.Random(),
         on_consensus=node.on_consensus,
         now=node.runtime.now,
+        timeout=5.0,
+        client=node.http,
     )
-    try:
-        async with trio.open_nursery() as nursery:
-            node.links = OutboundLinks(
-                nursery,
-                local_key=node.link_key,
-                body_size=node.sphinx.geometry.packet_len,
-                resolve=node.resolve,
-                backlog=config.link_backlog,
-                handshake_timeout=config.handshake_timeout,
-                rng=random.Random(),
+    async with trio.open_nursery() as nursery:
+        node.links = OutboundLinks(
+            nursery,
+            local_key=node.link_key,
+            body_size=node.sphinx.geometry.packet_len,
+            resolve=node.resolve,
+            backlog=config.link_backlog,
+            handshake_timeout=config.handshake_timeout,
+            rng=random.Random(),
+            # Close an idle outbound link a little before the peer's idle timeout would.
+            idle_timeout=config.idle_timeout * 0.9,
+        )
+        nursery.start_soon(_watch_signals, nursery.cancel_scope)
+        nursery.start_soon(trio.serve_listeners, node.handle_connection, listeners)
+        nursery.start_soon(node.run_upkeep)
+        nursery.start_soon(node.run_registration)
+        nursery.start_soon(fetcher.run)
+        nursery.start_soon(node.runtime.run_pool)
+        nursery.start_soon(node.runtime.run_loops)
+        if config.effective_workers:  # the hop in worker processes (mixnode/workers.py)
+            node.runtime.hops = HopWorkers(
+                count=config.effective_workers,
+                geometry=node.sphinx.geometry,
+                keyring=node.keyring,
+                now=node.runtime.now,
+                on_results=node.runtime.on_hop_results,
+                on_lost=node.runtime.on_hop_lost,
+                queue_capacity=config.hop_queue,
             )
-            nursery.start_soon(_watch_signals, nursery.cancel_scope)
-            nursery.start_soon(trio.serve_listeners, node.handle_connection, listeners)
-            nursery.start_soon(node.run_upkeep)
-            nursery.start_soon(fetcher.run)
-            nursery.start_soon(node.runtime.run_pool)
-            nursery.start_soon(node.runtime.run_loops)
-            if config.metrics_port:
-                start_metrics_server(config.metrics_port, node.statistics)
-            task_status.started(node.port)
-    finally:
-        node.shutdown()
+            await nursery.start(node.runtime.hops.run)
+        if config.metrics_port:
+            node.write_stats()  # a first snapshot before the first scrape
+            start_metrics_server(config.metrics_port, lambda: node.snapshot)
+        task_status.started(node.port)

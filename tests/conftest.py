@@ -6,12 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mixcore.consensus import ConsensusDocument, build_consensus
 from mixcore.descriptor import NodeDescriptor, NodeRole, make_signed_descriptor
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
+
+# Hypothesis measures wall time per example: on a loaded CI machine its deadline and its
+# too-slow health check fail tests whose logic is fine. Examples stay bounded by max_examples.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 
 @dataclass

@@ -53,7 +53,7 @@ from mixcore.payload import data_capacity
 from mixcore.sphinx import SphinxGeometry
 
 #: The transport's limit with the default geometry and client configuration (64 fragments of
-#: 1627 bytes); the daemon passes its own core's figure.
+#: 1660 bytes with suite v2); the daemon passes its own core's figure.
 DEFAULT_MAX_MESSAGE_LEN = max_message_len(
     data_capacity(SphinxGeometry()), ClientConfig().max_message_fragments
 )

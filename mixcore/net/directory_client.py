@@ -8,15 +8,20 @@ unreachable server, and the next authority is tried.
 
 HTTP goes through ``httpx.AsyncClient``, which runs under trio (via anyio). Every response body
 is read with a hard size bound, so a hostile server cannot make us buffer more than
-:data:`~mixcore.encoding.MAX_DOCUMENT_BYTES`. Nothing here logs per request: which authority a
-client asked when is metadata; :meth:`ConsensusFetcher.statistics` has counts instead.
+:data:`~mixcore.encoding.MAX_DOCUMENT_BYTES`, and every request runs under one deadline for the
+whole exchange (connect, headers and body together): httpx's own timeouts bound each read, so a
+server answering one byte every few seconds would otherwise hold a request for as long as it
+likes. Nothing here logs per request: which authority a client asked when is metadata;
+:meth:`ConsensusFetcher.statistics` has counts instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -40,6 +45,10 @@ MAX_REASON_BYTES = 4096
 
 class ResponseTooLarge(Exception):
     """The server sent more than we agreed to read."""
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The whole request (not one read of it) took longer than its deadline."""
 
 
 class ConsensusUnavailable(ConsensusError):
@@ -70,7 +79,31 @@ async def request_limited(
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """One request; ``(status, body)``, reading at most ``max_bytes`` of the answer."""
+    """One request; ``(status, body)``, reading at most ``max_bytes`` of the answer.
+
+    ``timeout`` is a deadline on the whole request: past it the request is abandoned and
+    :class:`DeadlineExceeded` (an ``httpx.TimeoutException``) is raised, however the server
+    paces its bytes.
+    """
+    with trio.move_on_after(timeout) as scope:
+        return await _request(
+            client, method, url, max_bytes=max_bytes, timeout=timeout, content=content,
+            headers=headers,
+        )
+    assert scope.cancelled_caught
+    raise DeadlineExceeded(f"no complete answer within {timeout:g} s")
+
+
+async def _request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    content: bytes | None,
+    headers: dict[str, str] | None,
+) -> tuple[int, bytes]:
     async with client.stream(
         method, url, timeout=timeout, content=content, headers=headers
     ) as response:
@@ -86,6 +119,18 @@ async def request_limited(
             chunks.append(chunk)
         return response.status_code, b"".join(chunks)
 
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context per process: building one loads the CA store (~10-40 ms of CPU), and a
+    node or client that polls for the next consensus would otherwise pay it every poll (it
+    was most of an idle node's CPU)."""
+    return ssl.create_default_context()
+
+
+def new_http_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(verify=_tls_context())
 
 def _one_line(text: str, limit: int = 200) -> str:
     line = " ".join(text.split())
@@ -146,7 +191,7 @@ async def upload_descriptor(
     if client is not None:
         await run(client)
     else:
-        async with httpx.AsyncClient() as http:
+        async with new_http_client() as http:
             await run(http)
     return tuple(o for o in outcomes if o is not None)
 
@@ -154,9 +199,11 @@ async def upload_descriptor(
 class ConsensusFetcher:
     """Fetches, verifies and caches the consensus per epoch from any reachable authority.
 
-    Authorities are tried in a random order (from the injected ``rng``) so load spreads and no
-    single authority learns every client's schedule; ones that fail or serve a document that
-    does not verify (too few signatures, wrong epoch, malformed) are skipped. :meth:`run` keeps
+    Authorities are raced in a random order (from the injected ``rng``), staggered so that
+    normally only one is asked (load spreads and no single authority learns every client's
+    schedule); ones that fail, stall or serve a document that does not verify (too few
+    signatures, wrong epoch, malformed) are overtaken by the next. ``timeout`` bounds the whole
+    fetch. :meth:`run` keeps
     the current epoch's document and fetches the next one ``refresh_lead`` of an epoch before
     the current one ends (authorities publish it about 0.3 epoch ahead).
     """
@@ -171,6 +218,7 @@ class ConsensusFetcher:
         timeout: float = DEFAULT_TIMEOUT,
         refresh_lead: float = 0.2,
         retry_interval: float | None = None,
+        stagger: float | None = None,
         client: httpx.AsyncClient | None = None,
         now: Callable[[], float] = time.time,
         on_consensus: Callable[[VerifiedConsensus], None] | None = None,
@@ -188,6 +236,8 @@ class ConsensusFetcher:
         self.retry_interval = (
             retry_interval if retry_interval is not None else min(5.0, clock.epoch_length / 20)
         )
+        self.stagger = stagger if stagger is not None else timeout / (2 * len(self.urls))
+        """Seconds before the next authority is asked while the previous has not answered."""
         self._client = client
         self._now = now
         self._on_consensus = on_consensus
@@ -215,7 +265,7 @@ class ConsensusFetcher:
             return hit
         if self._client is not None:
             return await self._fetch_with(self._client, epoch)
-        async with httpx.AsyncClient() as client:
+        async with new_http_client() as client:
             return await self._fetch_with(client, epoch)
 
     def _epoch_at(self, now: float) -> int:
@@ -227,35 +277,78 @@ class ConsensusFetcher:
         return await self.fetch(max(0, self._epoch_at(self._now())))
 
     async def _fetch_with(self, client: httpx.AsyncClient, epoch: int) -> VerifiedConsensus:
+        """Race the authorities: the first verifying document wins, the rest are cancelled.
+
+        Authorities are asked in a random order, the next one as soon as the previous failed or
+        after ``stagger`` seconds without an answer, so a healthy network costs one request and
+        a slow or hostile authority costs at most ``stagger``. The whole fetch ends by
+        ``timeout`` whatever the servers do.
+        """
         order = list(self.urls)
         self.rng.shuffle(order)
-        reasons: list[tuple[str, str]] = []
-        for url in order:
+        reasons: dict[str, str] = {}
+        won: list[VerifiedConsensus] = []
+        deadline = trio.current_time() + self.timeout
+
+        async def attempt(url: str, done: trio.Event) -> None:
             try:
-                status, data = await get_limited(
-                    client,
-                    f"{url}{API_PREFIX}/consensus/{epoch}",
-                    max_bytes=MAX_DOCUMENT_BYTES,
-                    timeout=self.timeout,
-                )
-            except (httpx.HTTPError, ResponseTooLarge) as exc:
-                self._stats["unreachable"] += 1
-                reasons.append((url, f"unreachable: {type(exc).__name__}"))
-                continue
-            if status != 200:
-                self._stats["not_published"] += 1
-                reasons.append((url, f"HTTP {status}"))
-                continue
-            try:
-                verified = verify_consensus(data, self.authorities, expected_epoch=epoch)
-            except ConsensusError as exc:
-                self._stats["rejected"] += 1
-                reasons.append((url, str(exc)))
-                continue
+                verified = await self._try_one(client, url, epoch, deadline, reasons)
+            finally:
+                done.set()
+            if verified is not None and not won:
+                won.append(verified)
+                race.cancel_scope.cancel()
+
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as race:
+                for url in order:
+                    if won:
+                        break
+                    done = trio.Event()
+                    race.start_soon(attempt, url, done)
+                    with trio.move_on_after(self.stagger):
+                        await done.wait()
+        if won:
             self._stats["fetched"] += 1
-            self._remember(verified)
-            return verified
-        raise ConsensusUnavailable(epoch, reasons)
+            self._remember(won[0])
+            return won[0]
+        for url in order:
+            if url not in reasons:
+                self._stats["unreachable"] += 1
+                reasons[url] = f"no answer within the {self.timeout:g} s deadline"
+        raise ConsensusUnavailable(epoch, [(url, reasons[url]) for url in order])
+
+    async def _try_one(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        epoch: int,
+        deadline: float,
+        reasons: dict[str, str],
+    ) -> VerifiedConsensus | None:
+        """One authority's document for ``epoch`` if it verifies; else its reason is noted."""
+        try:
+            status, data = await get_limited(
+                client,
+                f"{url}{API_PREFIX}/consensus/{epoch}",
+                max_bytes=MAX_DOCUMENT_BYTES,
+                timeout=max(0.0, deadline - trio.current_time()),
+            )
+        except (httpx.HTTPError, ResponseTooLarge) as exc:
+            self._stats["unreachable"] += 1
+            reasons[url] = f"unreachable: {type(exc).__name__}"
+            return None
+        if status != 200:
+            self._stats["not_published"] += 1
+            reasons[url] = f"HTTP {status}"
+            return None
+        try:
+            verified = verify_consensus(data, self.authorities, expected_epoch=epoch)
+        except ConsensusError as exc:
+            self._stats["rejected"] += 1
+            reasons[url] = str(exc)
+            return None
+        return verified
 
     async def _fetch_until(self, epoch: int, give_up_at: float) -> VerifiedConsensus | None:
         while True:
@@ -345,7 +438,7 @@ async def fetch_network(
 
     if client is not None:
         return await ask(client)
-    async with httpx.AsyncClient() as http:
+    async with new_http_client() as http:
         return await ask(http)
 
 

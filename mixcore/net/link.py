@@ -114,7 +114,7 @@ class Link:
         async with self._send_lock:
             if self._closed:
                 raise LinkClosed("link is closed")
-            await self._send_raw(b"".join(self._connection.send_packet(p) for p in packets))
+            await self._send_raw(self._connection.send_packets(packets))
 
     async def send_dummy(self) -> None:
         """Send one DUMMY cell (link padding)."""

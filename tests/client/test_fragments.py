@@ -19,7 +19,7 @@ from client.fragments import (
 from mixcore.payload import data_capacity
 from mixcore.sphinx import SphinxGeometry
 
-SIZE = data_capacity(SphinxGeometry())  # 1650 with the default geometry
+SIZE = data_capacity(SphinxGeometry())  # 1683 with the default geometry (suite v2)
 SMALL = 64  # a small fragment size keeps Hypothesis fast; the layout does not depend on it
 
 

@@ -11,12 +11,19 @@ from typing import Any
 
 import pytest
 
+from directory.admission import AdmissionMode, AdmissionSettings
 from directory.config import AuthorityConfig, PeerConfig, save_config
 from directory.voting import VotingSchedule
 from mixcore.descriptor import NodeDescriptor, NodeRole, sign_descriptor
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
+
+#: Open admission without caps that matter: for tests of the other rules, whose fake nodes no
+#: operator approved (tests/directory/test_admission.py tests admission itself).
+OPEN_ADMISSION = AdmissionSettings(
+    mode=AdmissionMode.OPEN, per_source=1024, per_epoch=1024, max_strangers=1024
+)
 
 
 class FakeNode:
@@ -87,6 +94,8 @@ def write_authorities(
     *,
     schedule: VotingSchedule | None = None,
     threshold: int | None = None,
+    admission: AdmissionSettings = OPEN_ADMISSION,
+    **settings: Any,
 ) -> list[tuple[Path, AuthorityConfig, IdentityKey]]:
     """Configs for ``count`` authorities on free loopback ports, each knowing all the others."""
     identities = [IdentityKey.generate() for _ in range(count)]
@@ -113,6 +122,8 @@ def write_authorities(
             peers=peers,
             threshold=threshold,
             schedule=schedule or VotingSchedule(poll_interval=0.1),
+            admission=admission,
+            **settings,
         )
         path = folder / "authority.json"
         save_config(path, config)

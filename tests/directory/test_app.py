@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from directory.admission import AdmissionMode, AdmissionSettings
 from directory.app import create_app
 from directory.authority import Authority
 from directory.config import AuthorityConfig, PeerConfig
@@ -22,6 +23,8 @@ from mixcore.params import NetworkParams
 LENGTH = 10.0
 EPOCH = 7
 PARAMS = NetworkParams(epoch_length=LENGTH, genesis_time=0.0, mean_hop_delay=0.1, layers=1)
+#: These tests are about the other upload rules; test_admission.py tests admission.
+OPEN_ADMISSION = AdmissionSettings(AdmissionMode.OPEN, per_source=100, per_epoch=100)
 
 
 class Clock:
@@ -44,6 +47,7 @@ def make_authority(tmp_path: Path, clock: Clock, peers: tuple[PeerConfig, ...] =
         data_dir=tmp_path,
         params=PARAMS,
         peers=peers,
+        admission=OPEN_ADMISSION,
     )
     return Authority(config, identity, DirectoryStore(config.database_path), now=clock)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,24 @@ def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "db.sqlite3").write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="cannot open database"):
         DirectoryStore(tmp_path / "db.sqlite3")
+
+
+def test_database_files_are_private_and_pruned_rows_are_overwritten(tmp_path) -> None:
+    """Issue 15 item 4 / issue 13 item 11: the authority's database was 0644, and what it
+    pruned stayed in free pages."""
+    old = os.umask(0o022)
+    try:
+        store = DirectoryStore(tmp_path / "dir" / "directory.sqlite3")
+        marker = b"DESCRIPTOR-OF-A-GONE-NODE" * 20
+        for epoch in range(5):
+            store.put_descriptor(bytes(32), epoch, marker + bytes([epoch]))
+        for suffix in ("", "-wal", "-shm"):
+            path = tmp_path / "dir" / f"directory.sqlite3{suffix}"
+            assert path.stat().st_mode & 0o777 == 0o600, suffix
+        assert (tmp_path / "dir").stat().st_mode & 0o777 == 0o700
+        store.prune(100, keep_documents=2)
+        store.close()  # the last connection checkpoints the WAL into the file
+        raw = b"".join(p.read_bytes() for p in (tmp_path / "dir").iterdir())
+        assert b"DESCRIPTOR-OF-A-GONE-NODE" not in raw
+    finally:
+        os.umask(old)

@@ -54,13 +54,20 @@ from mixcore.errors import (
     SignatureError,
 )
 from mixcore.keys import IdentityKey, LinkKey
-from mixcore.params import NetworkParams
+from mixcore.params import SPHINX_SUITE_V1, NetworkParams
+from mixcore.sphinx import MixPrivateKey
 
 EPOCH = 500
 PARAMS = NetworkParams(layers=3, epoch_length=10.0, mean_hop_delay=0.1)
 
 
 def mix_public_key() -> bytes:
+    """A mix key of the network's suite (v2: X25519)."""
+    return MixPrivateKey.generate(PARAMS.sphinx_suite).public
+
+
+def p256_mix_public_key() -> bytes:
+    """A suite-v1 mix key (compressed P-256), made by another library than ours."""
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
 
@@ -604,3 +611,18 @@ def test_authority_spec_parsing() -> None:
     for bad in ("", key.hex(), f"{key.hex()[:-2]}@http://h:1", f"{key.hex()}@ftp://h:1", "zz@http://h:1"):
         with pytest.raises(ValueError, match="KEYHEX@"):
             parse_authority_spec(bad)
+
+
+def test_a_node_with_mix_keys_of_another_suite_is_left_out_and_refused() -> None:
+    """A node configured for suite v1 cannot serve a v2 network: authorities leave it out, and
+    a document that lists it anyway does not verify."""
+    v1_keys = ((EPOCH, p256_mix_public_key()), (EPOCH + 1, p256_mix_public_key()))
+    stranger = Node(IdentityKey.generate(), NodeRole.MIX, 19).signed(mix_keys=v1_keys)
+    doc = build_consensus(EPOCH, PARAMS, [*ALL_DESCS, stranger])
+    assert stranger.identity_key not in {e.descriptor.identity_key for e in doc.nodes}
+    assert len(doc.nodes) == len(ALL_DESCS)
+    with pytest.raises(MalformedConsensus, match="is not sphinx-v2"):
+        ConsensusDocument(EPOCH, PARAMS, (*doc.nodes, ConsensusEntry(layer=3, signed=stranger)))
+    v1_params = PARAMS.replace(sphinx_suite=SPHINX_SUITE_V1)
+    v1_doc = build_consensus(EPOCH, v1_params, [*ALL_DESCS, stranger])
+    assert [e.descriptor.identity_key for e in v1_doc.nodes] == [stranger.identity_key]

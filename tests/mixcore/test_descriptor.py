@@ -229,11 +229,16 @@ def _not_on_curve() -> bytes:
         _not_on_curve(),
         b"\x04" + bytes(32),
         b"\x02" + b"\xff" * 32,  # x >= p
-        MIX_KEYS[0][1][:32],
-        MIX_KEYS[0][1] + b"\x00",
+        MIX_KEYS[0][1][:-1],
+        MIX_KEYS[0][1] + b"\x00" * 2,
         bytes(33),
+        bytes(32),  # X25519 u = 0: small order
+        (2**255 - 19).to_bytes(32, "little"),  # X25519 u not canonical
     ],
-    ids=["off-curve", "uncompressed-prefix", "x-over-p", "truncated", "one-byte-long", "zeros"],
+    ids=[
+        "off-curve", "uncompressed-prefix", "x-over-p", "truncated", "two-bytes-long", "zeros",
+        "x25519-small-order", "x25519-not-canonical",
+    ],
 )
 def test_invalid_mix_key_bytes_rejected(bad_key: bytes) -> None:
     with pytest.raises(DescriptorError, match=r"^mix_keys"):

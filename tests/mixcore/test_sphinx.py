@@ -16,8 +16,9 @@ from mixcore.errors import (
     MixnetError,
     PacketError,
     SurbError,
+    WrongSuitePacket,
 )
-from mixcore.params import NetworkParams
+from mixcore.params import SPHINX_SUITE_V1, SPHINX_SUITE_V2, NetworkParams
 from mixcore.sphinx import (
     Deliver,
     MixPrivateKey,
@@ -56,10 +57,14 @@ def run_path(packet: bytes, first: bytes = IDS[0]) -> tuple[list[Relay], Deliver
 
 def test_geometry_of_default_params() -> None:
     g = SX.geometry
+    assert g.suite == SPHINX_SUITE_V2  # the default network runs suite v2
     assert g.max_hops == 5
     assert g.body_len == 2048
-    assert g.packet_len == 1 + 65 + g.beta_len + 16 + 2048 == 2380
+    assert g.packet_len == 1 + 32 + g.beta_len + 16 + 2048 == 2347
     assert g.payload_capacity == 2048 - 16 - 2
+    v1 = SphinxGeometry(suite=SPHINX_SUITE_V1)
+    assert v1.packet_len == 1 + 65 + v1.beta_len + 16 + 2048 == 2380
+    assert v1.beta_len == g.beta_len == 250
 
 
 def test_five_hop_forward_packet_end_to_end() -> None:
@@ -183,7 +188,9 @@ def test_wrong_length_and_version_are_malformed() -> None:
         with pytest.raises(MalformedPacket):
             SX.process(KEYS[0], bad)
     with pytest.raises(MalformedPacket, match="version"):
-        SX.process(KEYS[0], b"\x02" + packet[1:])
+        SX.process(KEYS[0], b"\x07" + packet[1:])
+    with pytest.raises(WrongSuitePacket, match=SPHINX_SUITE_V1):
+        SX.process(KEYS[0], b"\x01" + packet[1:])
 
 
 def test_bad_paths_are_refused() -> None:
@@ -199,18 +206,31 @@ def test_bad_paths_are_refused() -> None:
 
 def test_mix_public_key_validation() -> None:
     assert is_valid_mix_public_key(KEYS[0].public)
-    assert not is_valid_mix_public_key(b"\x02" + b"\xff" * 32)
+    assert is_valid_mix_public_key(KEYS[0].public, SPHINX_SUITE_V2)
+    assert not is_valid_mix_public_key(KEYS[0].public, SPHINX_SUITE_V1)
     assert not is_valid_mix_public_key(KEYS[0].public[:-1])
-    assert not is_valid_mix_public_key(b"\x04" + KEYS[0].public[1:])
+    assert not is_valid_mix_public_key(bytes(32))  # small order
+    assert not is_valid_mix_public_key((2**255 - 19).to_bytes(32, "little"))  # not canonical
+    v1 = MixPrivateKey.generate(SPHINX_SUITE_V1).public
+    assert is_valid_mix_public_key(v1)
+    assert is_valid_mix_public_key(v1, SPHINX_SUITE_V1)
+    assert not is_valid_mix_public_key(v1, SPHINX_SUITE_V2)
+    assert not is_valid_mix_public_key(b"\x02" + b"\xff" * 32)
+    assert not is_valid_mix_public_key(b"\x04" + v1[1:])
+    with pytest.raises(PacketError, match="mix public key"):
+        SX.create_forward([PathHop(IDS[0], v1)], [], MAILBOX, b"")
 
 
-def test_mix_key_file_round_trip_and_permissions(tmp_path: os.PathLike[str]) -> None:
+@pytest.mark.parametrize("suite", [SPHINX_SUITE_V1, SPHINX_SUITE_V2])
+def test_mix_key_file_round_trip_and_permissions(tmp_path: os.PathLike[str], suite: str) -> None:
     path = os.path.join(tmp_path, "mix-7.key")
-    save_mix_key(path, KEYS[0], epoch=7)
+    key = MixPrivateKey.generate(suite)
+    save_mix_key(path, key, epoch=7)
     assert os.stat(path).st_mode & 0o777 == 0o600
     epoch, loaded = load_mix_key(path)
     assert epoch == 7
-    assert loaded.public == KEYS[0].public
+    assert loaded.public == key.public
+    assert loaded.suite == suite
     os.chmod(path, 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
         load_mix_key(path)

@@ -1,4 +1,4 @@
-"""Our Sphinx hop against sphinxmix's own: the same bytes out, the same rejections.
+"""Suite v1's hop against sphinxmix's own: the same bytes out, the same rejections.
 
 Nodes peel layers with :meth:`Sphinx.process_parsed`, not sphinxmix's ``sphinx_process`` (see
 the module docstring of :mod:`mixcore.sphinx` for why). A packet built by any sender must come
@@ -20,7 +20,7 @@ from sphinxmix.SphinxNode import sphinx_process
 
 from mixcore import sphinx as sphinx_module
 from mixcore.errors import BodyMacError, HeaderMacError
-from mixcore.params import NetworkParams
+from mixcore.params import SPHINX_SUITE_V1, NetworkParams
 from mixcore.routing import RelayCommand, decode_command
 from mixcore.sphinx import (
     Deliver,
@@ -32,9 +32,9 @@ from mixcore.sphinx import (
     SurbReply,
 )
 
-SX = Sphinx(SphinxGeometry.from_params(NetworkParams()))
+SX = Sphinx(SphinxGeometry.from_params(NetworkParams(sphinx_suite=SPHINX_SUITE_V1)))
 P = SX._params  # sphinxmix's parameter object of the same geometry: the reference
-KEYS = [MixPrivateKey.generate() for _ in range(5)]
+KEYS = [MixPrivateKey.generate(SPHINX_SUITE_V1) for _ in range(5)]
 IDS = [bytes([i]) * 32 for i in range(5)]
 PATH = [PathHop(node_id, key.public) for node_id, key in zip(IDS, KEYS, strict=True)]
 CTR = Cipher("AES-128-CTR")
@@ -131,7 +131,7 @@ def test_lioness_mu_and_key_derivation_match_sphinxmix(key: bytes, body: bytes) 
     assert sphinx_module._lioness_dec(key, sphinx_module._lioness_enc(key, body)) == body
     assert sphinx_module._mu(key, body) == P.mu(key, body)
     assert sphinx_module._hpi(key) == P.hpi(key)
-    secret = MixPrivateKey.generate()._secret
+    secret = MixPrivateKey.generate(SPHINX_SUITE_V1)._secret
     point = secret * sphinx_module._GROUP.g
     aes_key = P.get_aes_key(point)
     rho, mu, tau, blind, pi = sphinx_module._hop_keys(point)

@@ -4,6 +4,7 @@ messages, a JSON summary whose counts add up, and no process left behind."""
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     assert summary["packets_by_kind"]["real"] >= messages["sent"]
     assert summary["packets_by_kind"]["ack"] > 0
     assert not [pid for pid in summary["pids"] if pid_alive(pid)], "a process survived"
+    assert_owner_only(tmp_path / "net")
 
     # The recorded link events (never payloads) feed the simulator's adversary.
     trace = (tmp_path / "trace.jsonl").read_text().splitlines()
@@ -58,3 +60,29 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     assert analysis.returncode == 0, analysis.stderr[-1000:]
     result = json.loads(analysis.stdout)
     assert result["message_entropy_bits"]["count"] > 0
+
+
+def assert_owner_only(root: Path) -> None:
+    """Issue 15 item 4: every file any role wrote is 0600 and every folder 0700 (the providers'
+    mailboxes.db and its WAL, the authorities' configs and databases were 0644)."""
+    checked = {"files": 0, "folders": 0}
+    loose = []
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            checked["folders"] += 1
+            if mode != 0o700:
+                loose.append((str(path.relative_to(root)), oct(mode)))
+        elif stat.S_ISREG(st.st_mode):
+            checked["files"] += 1
+            if mode != 0o600:
+                loose.append((str(path.relative_to(root)), oct(mode)))
+        elif mode & 0o077:
+            loose.append((str(path.relative_to(root)), oct(mode)))
+    assert not loose, loose
+    # Every role's files were there to check: keys, configs, databases and their WAL, logs.
+    names = {p.name for p in root.rglob("*")}
+    assert {"mailboxes.db", "directory.sqlite3", "authority.json", "approved.json",
+            "identity.key", "node.json", "process.log", "stats.json"} <= names, names
+    assert checked["files"] > 50

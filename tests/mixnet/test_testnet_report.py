@@ -20,7 +20,8 @@ def summary(sent: int = 10, delivered: int = 10, failed: int = 0, p50: float | N
                       "predicted": {"p50": 0.7, "p95": 1.3, "mean": 0.75}, "samples": []},
         "packets_by_kind": {"real": sent, "drop": 3, "loop": 2, "ack": sent},
         "drops_by_reason": {}, "epochs_rotated": 1, "nodes": {}, "events": ["  1.0s up"],
-        "parameters": {"traffic": traffic, "duration": 30.0 if traffic else 0.0},
+        "parameters": {"traffic": traffic, "duration": 30.0 if traffic else 0.0,
+                       "sphinx_suite": "p256-v1"},
         "logs": "/tmp/x/*/process.log", "kept": True,
     }
 

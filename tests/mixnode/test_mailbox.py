@@ -95,3 +95,48 @@ def test_sigkill_right_after_store_loses_nothing(tmp_path: Path) -> None:
     s = store(tmp_path)
     assert len(s.fetch(mailbox_address(BOB), 100)) == 20
     assert os.path.exists(tmp_path / "mail.db")
+
+
+def test_idle_mailboxes_are_freed_after_their_ttl_and_full_refuses_only_newcomers(
+    tmp_path: Path,
+) -> None:
+    """Issue 13 item 5: any key got a mailbox forever, and the table filled for good."""
+    s = store(tmp_path, ttl=100.0, idle_ttl=400.0, max_mailboxes=2)
+    alice, bob = s.register(ALICE, 0.0), s.register(BOB, 0.0)
+    with pytest.raises(MailboxFull):
+        s.register(b"c" * 32, 10.0)
+    assert s.register(BOB, 20.0) == bob  # a known owner is never refused
+    s.store_message(bob, b"kept", 350.0)
+    s.expire(now=401.0)
+    assert not s.hosts(alice)  # idle since 0 and empty: freed
+    assert s.hosts(bob)  # holds mail: kept, whatever its owner does
+    assert s.statistics()["mailboxes_freed"] == 1
+    carol = s.register(b"c" * 32, 402.0)
+    s.close()
+    again = store(tmp_path, ttl=100.0, idle_ttl=400.0, max_mailboxes=2)
+    assert again.hosts(carol) and again.hosts(bob) and not again.hosts(alice)
+    # The owner's visits keep it: Bob pulls at 700, his mail expired at 450.
+    again.touch(bob, 700.0)
+    again.expire(now=1000.0)
+    assert again.hosts(bob) and not again.hosts(carol)
+
+
+def test_files_are_private_and_deleted_mail_is_not_left_on_disk(tmp_path: Path) -> None:
+    """Issue 13 item 11 and issue 15 item 4: mailboxes.db and its WAL were 0644, and deleted
+    mail stayed readable in free pages."""
+    old = os.umask(0o022)
+    try:
+        s = store(tmp_path)
+        bob = s.register(BOB, 0.0)
+        marker = b"SECRET-MAIL-" * 40
+        ids = [s.store_message(bob, marker + bytes([i]), 1.0) for i in range(20)]
+        for suffix in ("", "-wal", "-shm"):
+            mode = (tmp_path / f"mail.db{suffix}").stat().st_mode & 0o777
+            assert mode == 0o600, (suffix, oct(mode))
+        assert s.ack(bob, ids) == 20
+        assert s.scrub(2.0, force=True)
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("mail.db*"))
+        assert b"SECRET-MAIL-" not in raw
+        s.close()
+    finally:
+        os.umask(old)

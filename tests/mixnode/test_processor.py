@@ -7,9 +7,11 @@ import os
 import pytest
 
 from mixcore.epochs import EpochClock
-from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx
+from mixcore.params import SPHINX_SUITE_V1
+from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry
 from mixnode.keyring import KeyRing
 from mixnode.processor import (
+    Arrival,
     Dropped,
     DropReason,
     Forward,
@@ -91,16 +93,33 @@ def test_replay_is_dropped_and_counted() -> None:
 def test_tampered_and_garbage_packets_are_dropped() -> None:
     packet = SX.create_forward(path("m1", "m2", "m3", "p2"), [0.1] * 3, BOB, b"x")
     m1 = NODES["m1"].processor
-    in_beta = 1 + 65 + 30  # past the version byte and alpha
+    in_beta = 1 + 32 + 30  # past the version byte and alpha
     tampered = packet[:in_beta] + bytes([packet[in_beta] ^ 1]) + packet[in_beta + 1 :]
     assert m1.receive(tampered, 100.0) == Dropped(DropReason.BAD_MAC)
-    off_curve = packet[:40] + bytes([packet[40] ^ 1]) + packet[41:]  # inside alpha
-    assert m1.receive(off_curve, 100.0) == Dropped(DropReason.MALFORMED)
+    other_alpha = packet[:5] + bytes([packet[5] ^ 1]) + packet[6:]  # another point: other keys
+    assert m1.receive(other_alpha, 100.0) == Dropped(DropReason.BAD_MAC)
+    not_canonical = packet[:32] + bytes([packet[32] | 0x80]) + packet[33:]  # alpha >= 2^255
+    assert m1.receive(not_canonical, 100.0) == Dropped(DropReason.MALFORMED)
     assert m1.receive(b"short", 100.0) == Dropped(DropReason.MALFORMED)
     assert m1.receive(os.urandom(len(packet)), 100.0).reason in {  # type: ignore[union-attr]
         DropReason.MALFORMED,
         DropReason.BAD_MAC,
     }
+
+
+def test_a_packet_of_another_sphinx_suite_is_refused_and_counted() -> None:
+    """The network runs suite v2; a v1 packet (sphinxmix over P-256, version byte 1) is refused
+    as ``wrong_suite`` whatever its length, and a v2 packet relabelled v1 too."""
+    v1 = Sphinx(SphinxGeometry(suite=SPHINX_SUITE_V1))
+    v1_key = MixPrivateKey.generate(SPHINX_SUITE_V1)
+    v1_packet = v1.create_forward([PathHop(IDS["m1"], v1_key.public)], [], BOB, b"x")
+    m1 = NODES["m1"].processor
+    before = m1.drops[DropReason.WRONG_SUITE]
+    assert m1.receive(v1_packet, 100.0) == Dropped(DropReason.WRONG_SUITE)
+    ours = SX.create_forward(path("m1", "m2", "m3", "p2"), [0.1] * 3, BOB, b"x")
+    assert m1.receive(b"\x01" + ours[1:], 100.0) == Dropped(DropReason.WRONG_SUITE)
+    assert m1.drops[DropReason.WRONG_SUITE] == before + 2
+    assert m1.statistics()["dropped"]["wrong_suite"] == before + 2  # type: ignore[index]
 
 
 def test_skipping_a_layer_is_dropped() -> None:
@@ -178,3 +197,28 @@ def test_statistics_are_counts_only() -> None:
     assert stats["received"] >= 1
     assert set(stats) == {"received", "outcomes", "dropped"}
     assert all(isinstance(v, int) for v in stats["dropped"].values())  # type: ignore[union-attr]
+
+
+def test_mail_is_stored_only_from_the_last_layer_and_never_from_a_client_link() -> None:
+    """Deliveries come from the network side: a provider stores mail that reached it from a
+    node of the last mix layer; a client link may only feed layer 1."""
+    p2 = NODES["p2"].processor
+    # One hop, handed over on a client link: refused, whatever it carries.
+    one_hop = SX.create_forward(path("p2"), [], BOB, b"junk")
+    assert p2.receive(one_hop, 1.0, arrival=Arrival.CLIENT) == Dropped(
+        DropReason.CLIENT_DELIVERY
+    )
+    # The same from a node link of layer 1 (a corrupt mix skipping layers 2 and 3): refused.
+    one_hop = SX.create_forward(path("p2"), [], BOB, b"junk")
+    assert p2.receive(one_hop, 1.0, previous_node=IDS["m1"]) == Dropped(
+        DropReason.NOT_FROM_LAST_LAYER
+    )
+    # From the last layer: stored.
+    honest = SX.create_forward(path("p2"), [], BOB, b"mail")
+    assert p2.receive(honest, 1.0, previous_node=IDS["m3"]) == StoreMessage(BOB, b"mail")
+    # A client's packet into layer 1 passes; into layer 2 does not.
+    p1 = NODES["p1"].processor
+    to_layer_1 = SX.create_forward(path("p1", "m1", "m2", "m3", "p2"), [0.0] * 4, BOB, b"x")
+    assert isinstance(p1.receive(to_layer_1, 1.0, arrival=Arrival.CLIENT), Forward)
+    to_layer_2 = SX.create_forward(path("p1", "m2", "m3", "p2"), [0.0] * 3, BOB, b"x")
+    assert p1.receive(to_layer_2, 1.0, arrival=Arrival.CLIENT) == Dropped(DropReason.WRONG_LAYER)

@@ -78,7 +78,7 @@ class Net:
             if target is None:
                 return False
             if next_node not in self.cut:
-                target.handle_packet(packet)
+                target.handle_packet(packet, previous_node=source)
             return True
 
         return send

@@ -3,11 +3,13 @@
 What a client relies on from its provider and the mixes, end to end over real Noise links:
 a message crosses the network, is stored durably, is acknowledged through the SURB, survives a
 SIGKILL of the provider, and leaves only after the owner acknowledges the pull; nobody else can
-pull it; garbage on a link closes that link only; keys rotate under traffic.
+pull it; a stranger's one-hop packets never reach a mailbox; garbage on a link closes that link
+only; keys rotate under traffic; the Prometheus endpoint of a real node answers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -15,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -28,7 +31,7 @@ from mixcore.params import NetworkParams
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload, data_capacity
 from mixcore.routing import mailbox_address
 from mixcore.sphinx import PathHop, Sphinx, SphinxGeometry, SurbKeys
-from mixnet.network import LocalNetwork, pid_alive
+from mixnet.network import LocalNetwork, free_port, pid_alive
 from mixnode.view import EpochView
 
 pytestmark = pytest.mark.slow
@@ -52,6 +55,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
         providers=2,
     )
     network.create()
+    mix1 = network.processes["mix1"].data_dir / "node.json"
+    config = json.loads(mix1.read_text())
+    config["metrics_port"] = free_port()
+    mix1.write_text(json.dumps(config))
     try:
         network.start_all()
         yield network
@@ -183,6 +190,60 @@ async def test_message_is_stored_acked_survives_sigkill_and_leaves_only_after_ac
         assert all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, 100))
 
 
+async def test_a_packet_replayed_after_a_sigkill_is_dropped_with_hop_workers(
+    net: LocalNetwork,
+) -> None:
+    """The entry provider peels in worker processes; it forwards a packet, is SIGKILLed, comes
+    back, and is sent the same packet again: the replay tag it journaled before forwarding is
+    still there, so the copy is dropped as a ``replay`` and Bob's provider stores the message
+    once. (Epochs here last 8 s: should the restart outlast the packet's key on a slow machine,
+    the copy is refused as ``expired_key``/``bad_mac`` instead, still never forwarded;
+    ``tests/mixnode/test_workers.py`` checks the journal across a crash without a clock.)"""
+    view = await listed_view(net)
+    while CLOCK.end(CLOCK.epoch_at(time.time())) - time.time() < 5.0:  # a whole key's life
+        view = await listed_view(net)
+    epoch = view.epoch
+    p1, _ = provider(net, view, 1)
+    p2, _ = provider(net, view, 2)
+    entry, exit_ = net.processes["provider1"], net.processes["provider2"]
+    assert (entry.stats() or {})["workers"]["workers"] >= 1  # the hop runs in workers
+    alice_key, bob_key = LinkKey.generate(), LinkKey.generate()
+    alice = (p1, mailbox_address(alice_key.public))
+    bob = (p2, mailbox_address(bob_key.public))
+    async with await client_link(view, p2, bob_key) as bob_link:
+        await pull(bob_link, 0)  # registers Bob's mailbox
+    stored = (exit_.stats() or {}).get("stored_messages", 0)
+    packet, _ = send_message(view, alice, bob, b"only once")
+    async with await client_link(view, p1, alice_key) as alice_link:
+        await alice_link.send_packet(packet)
+        await stats_when(exit_, lambda s: s.get("stored_messages", 0) == stored + 1)
+    net.kill("provider1")
+    net.start("provider1")
+    net.wait_ready(["provider1"])
+    async with await client_link(view, p1, alice_key) as alice_link:
+        key_live = time.time() < CLOCK.end(epoch) + net_grace()
+        await alice_link.send_packet(packet)
+        if key_live:  # the key still opens it: only the journaled tag can stop it
+            after = await stats_when(entry, lambda s: s.get("dropped", {}).get("replay", 0) >= 1)
+            assert after["dropped"]["replay"] == 1, after["dropped"]
+        else:
+            await stats_when(entry, lambda s: _refused(s) >= 1)
+    await trio.sleep(1.0)  # what the exit would have stored by now, had the copy gone through
+    assert (exit_.stats() or {}).get("stored_messages", 0) == stored + 1
+
+
+def net_grace() -> float:
+    """How long after its epoch a key still opens packets (the params' default grace), less a
+    margin for the node's own clock reading."""
+    return PARAMS.key_grace - 0.5
+
+
+def _refused(stats: dict[str, Any]) -> int:
+    """Drops that can be our replayed copy (loops and other traffic never cause these)."""
+    dropped = stats.get("dropped", {})
+    return int(sum(dropped.get(r, 0) for r in ("replay", "expired_key", "bad_mac")))
+
+
 async def stats_when(proc: Any, done: Any, timeout: float = 20.0) -> dict[str, Any]:
     """The node's statistics once ``done(stats)`` holds (they are written once a second)."""
     deadline = trio.current_time() + timeout
@@ -208,7 +269,7 @@ async def test_a_burst_in_one_write_is_handled_whole_with_bad_packets_counted(
     alice = (p1, mailbox_address(alice_key.public))
     bob = (p2, mailbox_address(bob_key.public))
     packets = [send_message(view, alice, bob, b"burst %d" % i)[0] for i in range(120)]
-    malformed = b"\x01\x04" + bytes(SX.geometry.packet_len - 2)  # (0, 0) is not on the curve
+    malformed = b"\x02" + b"\xff" * 32 + bytes(SX.geometry.packet_len - 33)  # alpha >= 2^255-19
     burst = [*packets[:60], packets[0], malformed, *packets[60:]]
     entry_before = entry.stats() or {}
     exit_before = exit_.stats() or {}
@@ -256,6 +317,65 @@ async def test_another_key_cannot_pull_and_every_response_has_the_same_size(
     assert stats.cells_received == PARAMS.pull_batch  # a fixed number of fixed-size cells
     async with await client_link(view, p2, bob_key) as bob_link:
         assert (await pull_until(bob_link, ItemType.MESSAGE))[0].data == b"for bob only"
+
+
+async def test_a_strangers_one_hop_packets_never_reach_a_mailbox(net: LocalNetwork) -> None:
+    """Issue 15 item 6: one-hop packets on a client link were stored in the named mailbox
+    (272 junk items/s, then the owner's real mail was refused as mailbox_full)."""
+    view = await listed_view(net)
+    p2, _ = provider(net, view, 2)
+    exit_ = net.processes["provider2"]
+    bob_key, mallory_key = LinkKey.generate(), LinkKey.generate()
+    bob_mailbox = mailbox_address(bob_key.public)
+    def counts(stats: dict[str, Any]) -> tuple[int, int]:
+        dropped = stats.get("dropped", {})
+        # A loaded machine may hold a packet past its key's grace: then it is an expired_key
+        # drop instead, never a stored message either.
+        refused = dropped.get("client_delivery", 0) + dropped.get("expired_key", 0)
+        return refused, stats.get("stored_messages", 0)
+
+    refused_before, _ = counts(exit_.stats() or {})
+    async with await client_link(view, p2, bob_key) as bob_link:
+        await pull(bob_link, 0)  # Bob's mailbox exists
+        me = view.hops[p2]
+        surb, _ = SX.create_surb([me], [], mailbox_address(mallory_key.public))
+        payload = MailboxPayload(surb, b"junk").encode(SX.geometry)
+        async with await client_link(view, p2, mallory_key) as mallory_link:
+            junk = [SX.create_forward([me], [], bob_mailbox, payload) for _ in range(40)]
+            await mallory_link.send_packets(junk)
+            await pull(mallory_link, 1)  # handled in order: the junk came first
+        after = await stats_when(exit_, lambda s: counts(s)[0] >= refused_before + 40)
+        assert counts(after)[0] == refused_before + 40
+        assert after["dropped"]["client_delivery"] > 0
+        # Nobody else writes to this new Bob: his mailbox got none of it.
+        assert all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, 1))
+
+
+async def test_metrics_endpoint_of_a_real_node_answers_with_its_counters(
+    net: LocalNetwork,
+) -> None:
+    """Issue 15 item 7: every scrape of a real node answered 500 (the exporter's thread read
+    trio's clock outside the event loop)."""
+    await listed_view(net)
+    port = json.loads((net.processes["mix1"].data_dir / "node.json").read_text())["metrics_port"]
+    async with httpx.AsyncClient() as http:
+        first = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert first.status_code == 200, first.text[:300]
+        assert "mixnet_node_packets_in " in first.text
+        assert 'mixnet_node_dropped{kind=' in first.text or "mixnet_node_loops_sent" in first.text
+        packets = _sample(first.text, "mixnet_node_packets_in")
+        deadline = trio.current_time() + 20
+        while _sample((await http.get(f"http://127.0.0.1:{port}/metrics")).text,
+                      "mixnet_node_packets_in") <= packets:
+            assert trio.current_time() < deadline, "the counters never moved"
+            await trio.sleep(0.5)
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the scrape")
 
 
 async def test_garbage_closes_only_that_link_and_the_node_keeps_serving(
@@ -315,5 +435,6 @@ async def test_keys_rotate_under_traffic_and_loops_keep_returning(net: LocalNetw
         assert min(stats["mix_key_epochs"]) >= epoch - 1  # old keys erased after their grace
         assert stats["loops_returned"] > 0
         assert stats["loop_return_share"] >= 0.9, (proc.name, stats)
-        assert "bad_mac" not in stats["dropped"] and "expired_key" not in stats["dropped"]
+        assert "bad_mac" not in stats["dropped"] and "expired_key" not in stats["dropped"], (
+            proc.name, stats)
     assert all(p.running() for p in net.processes.values())

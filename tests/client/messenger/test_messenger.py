@@ -241,7 +241,7 @@ def test_attachment_round_trip_with_matching_hash(world: World) -> None:
 def test_too_long_is_a_clear_error_and_changes_nothing(world: World) -> None:
     world.befriend("alice", "bob")
     alice = world.users["alice"]
-    assert DEFAULT_MAX_MESSAGE_LEN == 64 * 1627  # 64 fragments with the default geometry
+    assert DEFAULT_MAX_MESSAGE_LEN == 64 * 1660  # 64 fragments with the default geometry (v2)
     with pytest.raises(MessageTooLong, match=f"at most {DEFAULT_MAX_MESSAGE_LEN} bytes"):
         alice.send_file("bob", "big.bin", b"x" * 200_000)
     assert alice.conversation("bob")["messages"] == []

@@ -140,7 +140,7 @@ async def test_wrong_epoch_missing_and_oversized_are_skipped() -> None:
         "http://a3": serving(lambda e: None),
     }
     fetcher = make_fetcher(routes, log)
-    with pytest.raises(ConsensusUnavailable) as info:
+    with pytest.raises(ConsensusUnavailable) as info, trio.fail_after(60):
         await fetcher.fetch(4)
     reasons = dict(info.value.reasons)
     assert "expected epoch 4" in reasons["http://a1"]
@@ -229,6 +229,71 @@ async def test_an_oversized_upload_answer_is_not_read() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
         (outcome,) = await upload_descriptor(URLS[:1], b"d", client=client)
     assert outcome.status is None and not outcome.accepted
+
+
+class Dripping(httpx.AsyncByteStream):
+    """A hostile authority's body: one byte, then a pause, forever (on the test's clock)."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+
+    async def __aiter__(self):  # type: ignore[override]
+        while True:
+            yield b"\x00"
+            await trio.sleep(self.pause)
+
+
+def dripping_transport(slow: set[str], good: Handler, log: list[str]) -> httpx.MockTransport:
+    async def handle(request: httpx.Request) -> httpx.Response:
+        host = f"http://{request.url.host}"
+        log.append(host)
+        if host in slow:
+            # Headers at once, then a byte every 2 s: no single read ever times out.
+            return httpx.Response(200, stream=Dripping(2.0))
+        if request.url.path.endswith("/descriptor"):
+            return httpx.Response(200, text="accepted\n")
+        epoch = int(request.url.path.rsplit("/", 1)[1])
+        return good(request.url.path, epoch)
+
+    return httpx.MockTransport(handle)
+
+
+async def test_a_slow_authority_never_delays_a_fetch_past_its_deadline(autojump_clock) -> None:
+    """Issue 15 item 5: one authority answering a byte every 2 s made a fetch with a 3 s
+    timeout take 30 s. Now the fetch is raced and the whole of it ends by its deadline."""
+    good = serving(lambda e: document(e, KEYS))
+    for seed in range(6):
+        log: list[str] = []
+        client = httpx.AsyncClient(transport=dripping_transport({"http://a1"}, good, log))
+        fetcher = ConsensusFetcher(URLS, AUTHORITIES, CLOCK, client=client, timeout=3.0,
+                                   rng=random.Random(seed))
+        start = trio.current_time()
+        with trio.fail_after(60):  # virtual seconds: a stalled fetch fails, never hangs
+            verified = await fetcher.fetch(4)
+        assert verified.epoch == 4
+        # Asked first, the slow one costs one stagger (timeout / 2n); never the whole timeout.
+        assert trio.current_time() - start <= fetcher.stagger + 1e-6
+        assert log.count("http://a1") <= 1
+    # Every authority slow: the fetch gives up at its deadline, with each one's reason.
+    client = httpx.AsyncClient(transport=dripping_transport(set(URLS), good, []))
+    fetcher = ConsensusFetcher(URLS, AUTHORITIES, CLOCK, client=client, timeout=3.0)
+    start = trio.current_time()
+    with pytest.raises(ConsensusUnavailable) as info, trio.fail_after(60):
+        await fetcher.fetch(4)
+    assert trio.current_time() - start == pytest.approx(3.0, abs=1e-6)
+    assert set(dict(info.value.reasons)) == set(URLS)
+
+
+async def test_an_upload_to_a_slow_authority_ends_at_its_deadline(autojump_clock) -> None:
+    client = httpx.AsyncClient(
+        transport=dripping_transport({"http://a2"}, serving(lambda e: None), [])
+    )
+    start = trio.current_time()
+    with trio.fail_after(60):
+        outcomes = await upload_descriptor(URLS, b"descriptor", client=client, timeout=2.0)
+    assert trio.current_time() - start == pytest.approx(2.0, abs=1e-6)
+    assert [o.accepted for o in outcomes] == [True, False, True]
+    assert outcomes[1].status is None and "unreachable" in outcomes[1].reason
 
 
 # -- joining: the current consensus, verified and fresh ------------------------------------------
