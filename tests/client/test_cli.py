@@ -92,6 +92,7 @@ class Daemon:
     """``mixnet client run`` as a child process, its stderr read line by line by a thread."""
 
     def __init__(self, data: Path) -> None:
+        self.data = data
         env = {k: v for k, v in os.environ.items() if k != "MIXNET_PASSPHRASE"}
         env[DIR_ENV] = str(data)
         self.proc = subprocess.Popen(
@@ -137,22 +138,21 @@ class Daemon:
         self.proc.wait()
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(_make_client(tmp_path))
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for the tests below (they only look at it; the last one stops it)."""
+    d = Daemon(_make_client(tmp_path_factory.mktemp("daemon")))
+    d.wait_for_line("waiting for a consensus")
     try:
         yield d
     finally:
         d.stop()
 
 
-def test_second_daemon_on_one_directory_exits_naming_the_first(
-    daemon: Daemon, tmp_path: Path
-) -> None:
-    daemon.wait_for_line("waiting for a consensus")
+def test_second_daemon_on_one_directory_exits_naming_the_first(daemon: Daemon) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MIXNET_PASSPHRASE"}
     second = subprocess.run(
-        [sys.executable, "-m", "mixnet.cli", "client", "run", "--dir", str(tmp_path / "c")],
+        [sys.executable, "-m", "mixnet.cli", "client", "run", "--dir", str(daemon.data)],
         capture_output=True, text=True, timeout=60, check=False, env=env,
     )
     assert second.returncode == 1
@@ -162,18 +162,17 @@ def test_second_daemon_on_one_directory_exits_naming_the_first(
 
 
 def test_store_commands_wait_for_the_daemon_to_stop_even_before_it_serves(
-    daemon: Daemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A daemon still waiting for its first consensus has no API socket yet, but holds the
     directory (and would hold the store): its lock, not the socket, tells."""
-    daemon.wait_for_line("waiting for a consensus")
-    assert main(["client", "passphrase", "--dir", str(tmp_path / "c")]) == 1
+    assert main(["client", "passphrase", "--dir", str(daemon.data)]) == 1
     err = capsys.readouterr().err
     assert "daemon is running" in err and str(daemon.proc.pid) in err
 
 
 def test_ctrl_c_while_waiting_for_a_consensus_is_one_line_and_130(daemon: Daemon) -> None:
-    daemon.wait_for_line("waiting for a consensus")
+    """Last: it stops the module's daemon."""
     daemon.proc.send_signal(signal.SIGINT)
     assert daemon.proc.wait(timeout=60) == 130
     err = daemon.rest()
