@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     common = {
         "duration": args.duration, "clients": args.clients,
-        "message_interval": args.message_interval, "json": True, "seed": 1,
+        "message_interval": args.message_interval, "json": True, "seed": 1, "report": False,
     }
     calibration, params0, _ = _run(Options(mean_hop_delay=0.0, **common))
     rng = random.Random(2)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "mean_hop_delay": params.mean_hop_delay,
             "payload_rate": params.payload_rate,
             "pull_interval": params.pull_interval,
-            **{k: v for k, v in common.items() if k != "json"},
+            **{k: v for k, v in common.items() if k not in ("json", "report")},
         },
     }
     if args.json:

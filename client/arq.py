@@ -1,11 +1,20 @@
-"""Per-fragment ARQ: a state table, the outgoing records, and the retransmission timeout.
+"""Per-fragment ARQ: a state table, the outgoing records, the retransmission timeout and the
+backoff between attempts.
 
 A fragment is QUEUED until the payload stream has a slot for it, IN_FLIGHT once sent (with the
-SURB-ACK of every attempt remembered), ACKED when any of its SURBs comes back with the ACK
-payload, and FAILED when its retry budget is spent or its message is abandoned. A timeout with
-budget left puts it back in the queue; the next slot sends it as a *fresh* packet: new path,
-new delays, new SURB, new Sphinx randomness, so nothing but the (end-to-end) content links the
-attempts.
+SURB-ACKs of its recent attempts remembered), ACKED when any of those SURBs comes back with the
+ACK payload, and FAILED when its retry budget is spent or its message is abandoned. A timeout
+with budget left puts it in BACKOFF for a growing, randomized wait (:func:`retry_backoff`),
+then back in the queue (RESUME; at once when the link to our provider comes back); the next
+slot sends it as a *fresh* packet: new path, new delays, new SURB, new Sphinx randomness, so
+nothing but the (end-to-end) content links the attempts.
+
+**The retry budget is time, not a count**: a fragment is retried until ``retry_budget``
+seconds after its message was *created* (a daemon resuming a message after a restart passes
+the original creation time, so the budget survives restarts). While the link to our provider
+is down no attempt is made at all: fragments wait in the queue and the payload slots carry
+cover, so being offline costs no budget but the clock's. Retransmissions only ever take
+payload slots, so neither the backoff nor the budget changes what an observer sees.
 
 Retransmission timeout, drawn per attempt (see ``docs/traffic-model.md``)::
 
@@ -35,6 +44,8 @@ from mixcore.params import NetworkParams
 class FragmentState(Enum):
     QUEUED = "queued"
     IN_FLIGHT = "in_flight"
+    BACKOFF = "backoff"
+    """An attempt timed out; it waits out its backoff before it may take a slot again."""
     ACKED = "acked"
     FAILED = "failed"
 
@@ -45,9 +56,11 @@ class ArqInput(Enum):
     ACK = "ack"
     """A SURB-ACK of one of its attempts came back."""
     RETRY = "retry"
-    """Its timeout passed with budget left: back to the queue."""
+    """Its timeout passed with budget left: wait out a backoff."""
+    RESUME = "resume"
+    """The backoff is over (or the link came back): back to the queue."""
     GIVE_UP = "give_up"
-    """Its timeout passed and the budget is spent."""
+    """Its timeout (or its backoff) ended after the budget was spent."""
     ABANDON = "abandon"
     """Its message became undeliverable for another reason (e.g. no route to the recipient)."""
 
@@ -58,9 +71,14 @@ TRANSITIONS: dict[tuple[FragmentState, ArqInput], FragmentState] = {
     (FragmentState.QUEUED, ArqInput.ACK): FragmentState.ACKED,
     (FragmentState.QUEUED, ArqInput.ABANDON): FragmentState.FAILED,
     (FragmentState.IN_FLIGHT, ArqInput.ACK): FragmentState.ACKED,
-    (FragmentState.IN_FLIGHT, ArqInput.RETRY): FragmentState.QUEUED,
+    (FragmentState.IN_FLIGHT, ArqInput.RETRY): FragmentState.BACKOFF,
     (FragmentState.IN_FLIGHT, ArqInput.GIVE_UP): FragmentState.FAILED,
     (FragmentState.IN_FLIGHT, ArqInput.ABANDON): FragmentState.FAILED,
+    (FragmentState.BACKOFF, ArqInput.RESUME): FragmentState.QUEUED,
+    # an earlier attempt's ACK arriving late, during the backoff
+    (FragmentState.BACKOFF, ArqInput.ACK): FragmentState.ACKED,
+    (FragmentState.BACKOFF, ArqInput.GIVE_UP): FragmentState.FAILED,
+    (FragmentState.BACKOFF, ArqInput.ABANDON): FragmentState.FAILED,
 }
 
 
@@ -121,6 +139,13 @@ class OutgoingMessage:
 def extra_delay_mean(params: NetworkParams) -> float:
     """Default mean of the randomized extra delay ``X``."""
     return 2 * params.layers * params.mean_hop_delay + params.pull_interval
+
+
+def retry_backoff(attempts: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds to wait after the ``attempts``-th attempt timed out before the next may take a
+    slot: doubling from ``base`` up to ``cap``, times a uniform factor in [0.5, 1.5) so that
+    fragments lost together do not come back together."""
+    return min(cap, base * 2.0 ** min(attempts - 1, 60)) * rng.uniform(0.5, 1.5)
 
 
 def retransmit_timeout(

@@ -2,6 +2,14 @@
 the person-facing commands (``mixnet contact|send|read|group|chat ...``, mounted from
 :mod:`client.messenger.commands`).
 
+Every command finds the client's data directory in ``--dir`` or else ``$MIXNET_CLIENT_DIR``.
+``init --join BOOTSTRAP`` takes the network's parameters from its threshold-signed consensus;
+without it, ``--authority`` and ``--params`` are both required, so a client is never made with
+built-in defaults that the network does not use (it would wait for a consensus forever).
+
+Heavy modules (keys, consensus, the store's KDF) are imported by the commands that need them,
+so that a command which only talks to the daemon starts quickly.
+
 The store's passphrase comes from ``--passphrase-file``, else ``$MIXNET_PASSPHRASE`` (for scripts
 and tests), else an interactive prompt (``getpass``; asked twice at ``init``). It is never
 printed, logged or passed on the command line."""
@@ -14,26 +22,29 @@ import getpass
 import json
 import logging
 import os
+import random
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from client import store_commands
 from client.daemon_config import ClientConfigError, DaemonConfig
-from client.e2e.cards import ContactCard
-from client.e2e.identity import UserIdentity
 from client.messenger import commands as messenger_commands
-from client.storage import Store
-from mixcore.consensus import AuthorityRef
+from client.messenger.commands import DIR_ENV, data_dir
 from mixcore.errors import MixnetError
-from mixcore.keys import LinkKey, save_link_key
 from mixcore.params import NetworkParams
-from mixcore.routing import mailbox_address
+
+if TYPE_CHECKING:
+    from mixcore.consensus import AuthorityRef, ConsensusDocument
+    from mixcore.descriptor import NodeDescriptor
 
 
 def _authority(value: str) -> AuthorityRef:
+    from mixcore.consensus import AuthorityRef  # noqa: PLC0415  # keeps the CLI quick
+
     try:
         return AuthorityRef.parse(value)
     except ValueError as exc:
@@ -98,27 +109,83 @@ def read_passphrase(file: str | None, *, confirm: bool) -> str | None:
     return first
 
 
+def _choose_provider(doc: ConsensusDocument, wanted: str | None) -> NodeDescriptor:
+    """The provider named (by name or node id) in the verified consensus, or a random one."""
+    providers = doc.providers()
+    if not providers:
+        raise ClientConfigError("the network's consensus lists no provider yet; try again later")
+    if wanted is None:
+        return random.SystemRandom().choice(providers)
+    for desc in providers:
+        if desc.name == wanted or desc.identity_key.hex() == wanted.lower():
+            return desc
+    names = ", ".join(sorted(d.name or d.identity_key.hex()[:16] for d in providers))
+    raise ClientConfigError(f"the network has no provider {wanted!r} (it has: {names})")
+
+
+def _network(args: argparse.Namespace) -> tuple[tuple[AuthorityRef, ...], int, NetworkParams,
+                                                  str, str]:
+    """``(authorities, threshold, params, provider, provider label)`` for a new client."""
+    if args.join:
+        if args.authority or args.params or args.threshold:
+            raise ClientConfigError("--join takes the authorities, threshold and parameters "
+                                    "from the network; drop --authority/--threshold/--params")
+        from mixcore.net.join import join_network  # noqa: PLC0415  # trio/httpx only here
+
+        bootstrap, verified = join_network(
+            args.join, wait=args.wait,
+            notify=lambda text: print(f"mixnet: {text}", file=sys.stderr, flush=True),
+        )
+        desc = _choose_provider(verified.document, args.provider)
+        label = f"{desc.name} ({desc.identity_key.hex()[:16]}...)"
+        return (bootstrap.authorities, bootstrap.threshold, verified.document.params,
+                desc.identity_key.hex(), label)
+    if not args.authority or not args.params:
+        raise ClientConfigError(
+            "give the network's bootstrap with --join BOOTSTRAP (mixnet testnet --keep-running "
+            "and mixnet directory info print it), or both --authority KEYHEX@URL and "
+            "--params FILE; built-in defaults would not match the network"
+        )
+    if not args.provider:
+        raise ClientConfigError("--provider NAME is needed without --join")
+    params = NetworkParams.load(args.params)
+    threshold = args.threshold or len(args.authority) // 2 + 1
+    return tuple(args.authority), threshold, params, args.provider, args.provider
+
+
+def _default_name(data: Path) -> str:
+    """The directory's name, or for a hidden one (``~/.mixnet``) its parent's: the user."""
+    return data.parent.name if data.name.startswith(".") else data.name
+
+
 def _init(args: argparse.Namespace) -> int:
-    data = Path(args.dir).resolve()
+    # Creating a client needs keys, cards and the store's KDF; other commands do not.
+    from client.e2e.cards import ContactCard  # noqa: PLC0415
+    from client.e2e.identity import UserIdentity  # noqa: PLC0415
+    from client.storage import Store  # noqa: PLC0415
+    from mixcore.keys import LinkKey, save_link_key  # noqa: PLC0415
+    from mixcore.routing import mailbox_address  # noqa: PLC0415
+
+    data = data_dir(args).resolve()
     if (data / "client.json").exists() and not args.force:
         raise ClientConfigError(f"{data} already holds a client; use --force to overwrite")
-    params = NetworkParams.load(args.params) if args.params else NetworkParams()
+    authorities, threshold, params, provider, label = _network(args)
     config = DaemonConfig(
         data_dir=data,
-        provider=args.provider,
-        authorities=tuple(args.authority),
-        threshold=args.threshold or len(args.authority) // 2 + 1,
+        provider=provider,
+        authorities=authorities,
+        threshold=threshold,
         params=params,
-        name=args.name or data.name,
+        name=args.name or _default_name(data),
     )
     passphrase = read_passphrase(args.passphrase_file, confirm=True)
     path = config.save()
     key = LinkKey.generate()
     save_link_key(config.link_key_path, key)
     mailbox = mailbox_address(key.public)
-    result: dict[str, Any] = {"config": str(path), "provider": args.provider,
+    result: dict[str, Any] = {"config": str(path), "provider": provider,
                               "mailbox": mailbox.hex(), "messenger": passphrase is not None}
-    human = f"client created in {data} (provider {args.provider})"
+    human = f"client created in {data} (provider {label})"
     store_path = data / STORE_NAME
     if args.force:
         store_path.unlink(missing_ok=True)
@@ -130,22 +197,24 @@ def _init(args: argparse.Namespace) -> int:
         with Store.create(store_path, passphrase) as store:
             store.save_identity(identity)
         try:
-            provider = bytes.fromhex(args.provider)
+            provider_id = bytes.fromhex(provider)
         except ValueError:
-            provider = b""
-        if len(provider) == 32:
-            card = ContactCard.create(identity, provider, mailbox)
+            provider_id = b""
+        if len(provider_id) == 32:
+            card = ContactCard.create(identity, provider_id, mailbox)
             result["card"] = card.to_text()
-            human += f"\n{card.qr_text()}\n{card.to_text()}"
+            human += f"\nyour contact card:\n{card.qr_text()}\n{card.to_text()}"
         else:
             human += "\nyour contact card: start the daemon, then run: mixnet contact card"
+    human += (f"\nnext: export {DIR_ENV}={data}; then run the daemon: mixnet client run")
     _emit(result, args.json, human)
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = DaemonConfig.load(args.dir)
+    config = DaemonConfig.load(data_dir(args))
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"%(asctime)s client {config.name} %(levelname)s %(message)s",
@@ -156,53 +225,70 @@ def _run(args: argparse.Namespace) -> int:
     passphrase = None
     if (config.data_dir / STORE_NAME).exists():
         passphrase = read_passphrase(args.passphrase_file, confirm=False)
+    received: list[int] = []
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            address = await nursery.start(functools.partial(serve, config, passphrase=passphrase))
-            print(json.dumps({"status": "serving", "name": config.name, "address": address}),
-                  flush=True)
-            with trio.open_signal_receiver(2, 15) as signals:  # SIGINT, SIGTERM
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
+        # The signals are ours from the first moment: Ctrl-C while the daemon still waits for
+        # a consensus is a clean stop, not a KeyboardInterrupt inside a task group.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def watch() -> None:
+                    async for signum in signals:
+                        received.append(signum)
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(watch)
+                address = await nursery.start(
+                    functools.partial(serve, config, passphrase=passphrase)
+                )
+                if args.json:
+                    print(json.dumps({"status": "serving", "name": config.name,
+                                      "address": address}), flush=True)
+                else:
+                    print(f"client {config.name} serving; address {address}", flush=True)
 
     _run_trio(main)
+    if signal.SIGINT in received:
+        raise KeyboardInterrupt
     return 0
 
 
 def _address(args: argparse.Namespace) -> int:
-    result = _request(Path(args.dir), "address")
+    result = _request(data_dir(args), "address")
     _emit(result, args.json, result["text"])
     return 0
 
 
-def _send(args: argparse.Namespace) -> int:
+def _raw_send(args: argparse.Namespace) -> int:
     from client.daemon import parse_address  # noqa: PLC0415
 
     provider, mailbox = parse_address(args.address)
+    directory = data_dir(args)
     data = sys.stdin.buffer.read() if args.text == "-" else args.text.encode()
-    result = _request(Path(args.dir), "send", provider=provider, mailbox=mailbox, data=data)
+    result = _request(directory, "send", provider=provider, mailbox=mailbox, data=data)
     if args.wait:
-        result = _run_trio(_wait, Path(args.dir), result["message_id"], args.wait)
+        result = _run_trio(_wait, directory, result["message_id"], args.wait)
     _emit(result, args.json, json.dumps(result, default=lambda b: b.hex()))
     return 0 if result.get("state", "pending") != "undeliverable" else 1
 
 
-async def _wait(data_dir: Path, message_id: bytes, timeout: float) -> dict[str, Any]:
+async def _wait(directory: Path, message_id: bytes, timeout: float) -> dict[str, Any]:
     with trio.move_on_after(timeout):
         while True:
-            state = await messenger_commands.call(data_dir, "message", message_id=message_id)
+            state = await messenger_commands.call(directory, "message", message_id=message_id)
             if state["state"] != "pending":
                 return {"message_id": message_id, **state}
             await trio.sleep(0.5)
     return {"message_id": message_id, "state": "pending", "reason": "still waiting"}
 
 
-def _inbox(args: argparse.Namespace) -> int:
-    rows = _request(Path(args.dir), "inbox", unread_only=not args.all, limit=args.limit)
+def _raw_inbox(args: argparse.Namespace) -> int:
+    directory = data_dir(args)
+    rows = _request(directory, "inbox", unread_only=not args.all, limit=args.limit)
     if args.mark_read and rows:
-        _request(Path(args.dir), "mark_read", seqs=[r["seq"] for r in rows])
+        _request(directory, "mark_read", seqs=[r["seq"] for r in rows])
     if args.json:
         _emit(
             {"messages": [{**r, "text": r["data"].decode(errors="replace")} for r in rows]},
@@ -214,63 +300,85 @@ def _inbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    result = _request(Path(args.dir), "status")
-    human = "\n".join(f"{k:24} {v}" for k, v in result.items() if not isinstance(v, dict))
-    _emit(result, args.json, human)
-    return 0
+def _dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", metavar="DIR", default=None,
+                   help=f"the client's data directory (default: ${DIR_ENV})")
+
+
+def _json_option(p: argparse.ArgumentParser, what: str = "print one JSON object") -> None:
+    p.add_argument("--json", action="store_true", help=what)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("client", help="a messenger client: create, run, send, receive")
     cmds = parser.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
 
-    init = cmds.add_parser("init", help="create a client (link key = mailbox credential)")
-    init.add_argument("--dir", required=True)
-    init.add_argument("--provider", required=True, help="provider name or node id (hex)")
-    init.add_argument("--authority", type=_authority, action="append", required=True,
-                      metavar="KEYHEX@URL")
-    init.add_argument("--threshold", type=int, default=0)
-    init.add_argument("--params", help="JSON file of network parameters")
-    init.add_argument("--name", default="")
-    init.add_argument("--force", action="store_true")
-    init.add_argument("--passphrase-file", metavar="PATH",
-                      help=PASSPHRASE_HELP)
-    init.add_argument("--json", action="store_true")
+    init = cmds.add_parser(
+        "init", help="create a client (link key = mailbox credential, identity, store)",
+        description="Create a client. Join a network from its bootstrap line (--join), or "
+                    "name its authorities and parameters file yourself.",
+    )
+    _dir_option(init)
+    init.add_argument("--join", metavar="BOOTSTRAP",
+                      help="the network's bootstrap line (mixnet-bootstrap1:...) or a file "
+                           "holding it; parameters come from its signed consensus")
+    init.add_argument("--provider", metavar="NAME",
+                      help="your provider: its name or node id (with --join: default random)")
+    init.add_argument("--authority", type=_authority, action="append", metavar="KEYHEX@URL",
+                      help="an authority, without --join (repeat for each)")
+    init.add_argument("--threshold", type=int, default=0, metavar="N",
+                      help="signatures a consensus needs, without --join (default: majority)")
+    init.add_argument("--params", metavar="FILE",
+                      help="JSON file of the network's parameters, without --join")
+    init.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                      help="with --join: wait this long for a network that has not published "
+                           "its first consensus yet")
+    init.add_argument("--name", default="", metavar="NAME",
+                      help="a name for this client in logs (default: the directory's name)")
+    init.add_argument("--force", action="store_true",
+                      help="overwrite a client already in DIR (its keys and messages are lost)")
+    init.add_argument("--passphrase-file", metavar="PATH", help=PASSPHRASE_HELP)
+    _json_option(init)
     init.set_defaults(func=_init)
 
     run = cmds.add_parser("run", help="run the client daemon (Poisson streams + local API)")
-    run.add_argument("--dir", required=True)
-    run.add_argument("--verbose", action="store_true")
-    run.add_argument("--passphrase-file", metavar="PATH",
-                     help=PASSPHRASE_HELP)
+    _dir_option(run)
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.add_argument("--passphrase-file", metavar="PATH", help=PASSPHRASE_HELP)
+    _json_option(run, "print one JSON object once serving")
     run.set_defaults(func=_run)
 
-    for name, func, help_text in (
-        ("address", _address, "print this client's address"),
-        ("status", _status, "connection, epoch, rates and counters"),
-    ):
-        p = cmds.add_parser(name, help=help_text)
-        p.add_argument("--dir", required=True)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=func)
+    p = cmds.add_parser("address", help="print this client's address (PROVIDER:MAILBOX)")
+    _dir_option(p)
+    _json_option(p)
+    p.set_defaults(func=_address)
 
-    send = cmds.add_parser("send", help="send TEXT (or - for stdin) to an address")
-    send.add_argument("--dir", required=True)
-    send.add_argument("address")
-    send.add_argument("text")
+    p = cmds.add_parser("status", help="the daemon's state (the same as: mixnet status)")
+    _dir_option(p)
+    _json_option(p)
+    p.set_defaults(func=messenger_commands.status_command)
+
+    send = cmds.add_parser(
+        "raw-send", help="send raw bytes to an address (the testnet's traffic; no encryption)"
+    )
+    send.add_argument("address", metavar="ADDRESS", help="PROVIDER_ID_HEX:MAILBOX_HEX")
+    send.add_argument("text", metavar="TEXT", help="what to send (- reads stdin)")
+    _dir_option(send)
     send.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                       help="wait until delivered to the recipient's provider or failed")
-    send.add_argument("--json", action="store_true")
-    send.set_defaults(func=_send)
+    _json_option(send)
+    send.set_defaults(func=_raw_send)
 
-    inbox = cmds.add_parser("inbox", help="show received messages")
-    inbox.add_argument("--dir", required=True)
-    inbox.add_argument("--all", action="store_true", help="include read messages")
-    inbox.add_argument("--mark-read", action="store_true")
-    inbox.add_argument("--limit", type=int, default=100)
-    inbox.add_argument("--json", action="store_true")
-    inbox.set_defaults(func=_inbox)
+    inbox = cmds.add_parser(
+        "raw-inbox", help="raw payloads received (not messenger messages: see mixnet inbox)"
+    )
+    _dir_option(inbox)
+    inbox.add_argument("--all", action="store_true", help="include read payloads")
+    inbox.add_argument("--mark-read", action="store_true", help="mark the shown ones read")
+    inbox.add_argument("--limit", type=int, default=100, metavar="N",
+                       help="at most N payloads (default 100)")
+    _json_option(inbox)
+    inbox.set_defaults(func=_raw_inbox)
 
     store_commands.register(cmds)  # passphrase, accept-restore
     messenger_commands.register(sub)

@@ -11,8 +11,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    max_attempts: int = 5
-    """Sends per fragment (the first plus up to ``max_attempts - 1`` retransmissions)."""
+    retry_budget: float = 7 * 86400.0
+    """Seconds after a message's creation during which its fragments are retried (a week: a
+    message written on a train waits out the tunnel, and the daemon's restarts)."""
+    max_attempts: int | None = None
+    """Optional cap on sends per fragment (None: only the time budget limits them)."""
+    backoff_base: float = 1.0
+    """Seconds of backoff after the first timed-out attempt; doubles each time."""
+    backoff_max: float = 300.0
+    """The backoff stops growing here (times a random factor in [0.5, 1.5))."""
+    surbs_per_fragment: int = 8
+    """SURB-ACKs remembered per fragment (of its latest attempts): a long-retried fragment
+    does not grow memory; an ACK of an older attempt counts as stale."""
     max_pending_fragments: int = 1024
     """Unfinished outgoing fragments (queued or awaiting an ACK) across all messages."""
     max_message_fragments: int = 64
@@ -43,8 +53,10 @@ class ClientConfig:
     missed packets in a burst."""
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.surbs_per_fragment < 1:
+            raise ValueError("surbs_per_fragment must be >= 1")
         for name in ("max_pending_fragments", "max_message_fragments", "max_pending_loops",
                      "max_partial_messages", "max_partial_bytes", "max_delivered_ids",
                      "max_retired_surbs", "max_finished_messages"):
@@ -57,7 +69,7 @@ class ClientConfig:
         if self.delivered_ttl < self.partial_ttl:
             raise ValueError("delivered_ttl must be >= partial_ttl")
         for name in ("transit_allowance", "max_hop_delay", "loop_ttl", "partial_ttl",
-                     "max_catch_up"):
+                     "max_catch_up", "retry_budget", "backoff_base", "backoff_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.extra_delay_mean is not None and self.extra_delay_mean < 0:

@@ -49,6 +49,7 @@ from client.arq import (
     UndeliverableReason,
     extra_delay_mean,
     retransmit_timeout,
+    retry_backoff,
 )
 from client.codec import CodecError, MessageCodec, PlaintextCodec
 from client.config import ClientConfig
@@ -156,6 +157,10 @@ class ClientStatistics:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
+#: Fragment states with a timer: an attempt's timeout, or a backoff's end.
+_TIMED = (FragmentState.IN_FLIGHT, FragmentState.BACKOFF)
+
+
 @dataclass(slots=True, eq=False)
 class _PullBatch:
     seq: int
@@ -212,6 +217,7 @@ class ClientCore:
             max_hop_delay=min(self.config.max_hop_delay, consensus.params.max_hop_delay),
         )
         self._arq_rng = fork_rng(rng)
+        self._link_up = True
         # outgoing
         self._messages: dict[bytes, OutgoingMessage] = {}
         self._finished: OrderedDict[bytes, MessageState] = OrderedDict()
@@ -262,6 +268,7 @@ class ClientCore:
         now: float,
         *,
         message_id: bytes | None = None,
+        created: float | None = None,
     ) -> bytes:
         """Queue ``data`` for ``mailbox`` at ``provider``; returns the message's id.
 
@@ -274,7 +281,8 @@ class ClientCore:
         same message at the recipient instead of leaving a stale partial one. This needs a
         codec that encodes the same message to the same bytes; a ratchet does not, so its shell
         must resume with a fresh id (the stale partial then expires). New messages leave it None
-        and get 16 random bytes.
+        and get 16 random bytes. ``created`` is also for resuming: the time the message was
+        first queued, from which its retry budget counts (default ``now``).
         """
         if len(mailbox) != MAILBOX_LEN:
             raise ClientError(f"a mailbox address is {MAILBOX_LEN} bytes")
@@ -295,7 +303,8 @@ class ClientCore:
         fragments = split_message(
             encoded, self.fragment_len, self.config.max_message_fragments, message_id
         )
-        message = OutgoingMessage(message_id, provider, mailbox, now)
+        message = OutgoingMessage(message_id, provider, mailbox,
+                                  now if created is None else min(created, now))
         for fragment in fragments:
             out = OutgoingFragment(message, fragment.index, fragment.encode(self.fragment_len))
             message.fragments.append(out)
@@ -336,6 +345,20 @@ class ClientCore:
         self._streams[StreamKind.LOOP].set_rate(params.loop_rate, now)
         self._streams[StreamKind.DROP].set_rate(params.drop_rate, now)
         self._next_pull = min(self._next_pull, now + params.pull_interval)
+
+    def set_link(self, up: bool, now: float) -> None:
+        """The shell's link to our provider went down or came back. While down, payload slots
+        keep their times but carry cover (the shell drops every packet anyway), so no attempt
+        is spent into a dead link; when it is back, fragments waiting out a backoff take the
+        next slots at once."""
+        if up and not self._link_up:
+            for message in self._messages.values():
+                for fragment in message.fragments:
+                    if fragment.state is FragmentState.BACKOFF:
+                        fragment.apply(ArqInput.RESUME)
+                        fragment.deadline = None
+                        self._retry_queue.append(fragment)
+        self._link_up = up
 
     def mark_node_failed(self, node_id: bytes) -> None:
         """Avoid ``node_id`` in new paths until the next consensus (e.g. it cannot be reached)."""
@@ -400,7 +423,7 @@ class ClientCore:
             for fragment in message.fragments:
                 if fragment.state is FragmentState.IN_FLIGHT:
                     in_flight += 1
-                elif fragment.state is FragmentState.QUEUED:
+                elif fragment.state in (FragmentState.QUEUED, FragmentState.BACKOFF):
                     queued += 1
         n = self._n
         return ClientStatistics(
@@ -453,8 +476,8 @@ class ClientCore:
         ]
         while self._timers:
             when, _, fragment = self._timers[0]
-            if fragment.state is FragmentState.IN_FLIGHT and fragment.deadline == when:
-                out.append((when, self._on_timeout))
+            if fragment.deadline == when and fragment.state in _TIMED:
+                out.append((when, self._on_timer))
                 break
             heapq.heappop(self._timers)  # stale: acknowledged, abandoned or re-armed
         if self._loops or self._loop_surbs:
@@ -480,7 +503,7 @@ class ClientCore:
     def _on_payload(self, t: float, actions: list[Action]) -> None:
         stream = self._streams[StreamKind.PAYLOAD]
         self._fired[StreamKind.PAYLOAD] += 1
-        fragment = self._next_queued()
+        fragment = self._next_queued() if self._link_up else None
         if fragment is None or not self._send_fragment(fragment, t, actions):
             self._send_drop(actions, StreamKind.PAYLOAD)
         stream.advance()
@@ -526,23 +549,39 @@ class ClientCore:
         self._n["pulls_sent"] += 1
         actions.append(SendControl(ControlKind.PULL_REQUEST, PullRequest(self._pull_seq).encode()))
 
-    def _on_timeout(self, t: float, actions: list[Action]) -> None:
+    def _on_timer(self, t: float, actions: list[Action]) -> None:
+        """An attempt's timeout (IN_FLIGHT) or the end of a backoff (BACKOFF)."""
         _, _, fragment = heapq.heappop(self._timers)
         fragment.deadline = None
-        if fragment.attempts >= self.config.max_attempts:
+        message = fragment.message
+        budget_end = message.created + self.config.retry_budget
+        cap = self.config.max_attempts
+        if t >= budget_end or (cap is not None and fragment.attempts >= cap):
             self._fragment_done(fragment, ArqInput.GIVE_UP)
-            self._fail_message(
-                fragment.message,
-                UndeliverableReason.RETRY_BUDGET_EXHAUSTED,
-                f"fragment {fragment.index} unacknowledged after {fragment.attempts} attempts",
-                t,
-                actions,
-            )
+            if cap is not None and fragment.attempts >= cap:
+                detail = f"fragment {fragment.index} unacknowledged after {fragment.attempts} "\
+                         "attempts"
+            else:
+                detail = (f"fragment {fragment.index} unacknowledged for {t - message.created:.0f}"
+                          f" s (retry budget {self.config.retry_budget:.0f} s, "
+                          f"{fragment.attempts} attempts)")
+            self._fail_message(message, UndeliverableReason.RETRY_BUDGET_EXHAUSTED, detail, t,
+                               actions)
+        elif fragment.state is FragmentState.BACKOFF:
+            fragment.apply(ArqInput.RESUME)
+            self._retry_queue.append(fragment)
         else:
             if fragment.surb_ids:  # the attempt's mixes may be dead: prefer others next time
                 self._paths.suspect(self._attempt_mixes.get(fragment.surb_ids[-1], ()))
             fragment.apply(ArqInput.RETRY)
-            self._retry_queue.append(fragment)
+            wait = retry_backoff(fragment.attempts, base=self.config.backoff_base,
+                                 cap=self.config.backoff_max, rng=self._arq_rng)
+            self._arm(fragment, min(t + wait, budget_end))
+
+    def _arm(self, fragment: OutgoingFragment, when: float) -> None:
+        fragment.deadline = when
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, fragment))
 
     def _on_loop_expiry(self, t: float, actions: list[Action]) -> None:
         ttl = self.config.loop_ttl  # same arithmetic as in _candidates, so this always pops
@@ -613,6 +652,8 @@ class ClientCore:
         fragment.surb_ids.append(keys.surb_id)
         self._surbs[keys.surb_id] = (fragment, keys)
         self._attempt_mixes[keys.surb_id] = _mixes(forward) + _mixes(back)
+        while len(fragment.surb_ids) > self.config.surbs_per_fragment:
+            self._retire_surb(fragment.surb_ids.pop(0))
         extra = self.config.extra_delay_mean
         timeout = retransmit_timeout(
             forward,
@@ -622,9 +663,7 @@ class ClientCore:
             extra_mean=extra_delay_mean(self.params) if extra is None else extra,
             rng=self._arq_rng,
         )
-        fragment.deadline = t + timeout
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (fragment.deadline, self._timer_seq, fragment))
+        self._arm(fragment, t + timeout)
         self._emit(
             actions, SendPacket(forward.first_hop, packet, PacketKind.REAL, StreamKind.PAYLOAD)
         )
@@ -635,10 +674,14 @@ class ClientCore:
         fragment.deadline = None
         self._unfinished -= 1
         for surb_id in fragment.surb_ids:
-            self._surbs.pop(surb_id, None)
-            self._attempt_mixes.pop(surb_id, None)
-            self._retired_surbs[surb_id] = None
+            self._retire_surb(surb_id)
         fragment.surb_ids.clear()
+
+    def _retire_surb(self, surb_id: bytes) -> None:
+        """Forget an attempt's SURB; remember its id a while to count a late ACK as stale."""
+        self._surbs.pop(surb_id, None)
+        self._attempt_mixes.pop(surb_id, None)
+        self._retired_surbs[surb_id] = None
         while len(self._retired_surbs) > self.config.max_retired_surbs:
             self._retired_surbs.popitem(last=False)
 

@@ -7,8 +7,19 @@ received messages into SQLite *before* the pull acknowledgement that lets the pr
 them, delivery states into the outbox. The API socket lives in the 0700 data directory and is
 itself 0600, so other local users cannot reach it.
 
+**What it says.** At the default level the daemon logs its state changes, one line each:
+waiting for a consensus (and why none came), connected to its provider, each new epoch, the
+link down and being retried (once per outage, not per attempt), the consensus stale (no
+document for the running epoch yet). Never anything per packet or per message: who sent what
+when is metadata, and logs are kept. A second daemon on the same directory exits at once
+naming the first one's PID (:mod:`client.daemon_lock`).
+
 The streams keep their Poisson timing while the link is down: a packet due then is dropped and
-counted rather than sent later in a burst, which would mark the moment of reconnection.
+counted rather than sent later in a burst, which would mark the moment of reconnection. The core
+is told (``set_link``), so its payload slots carry cover meanwhile and no attempt of a real
+fragment is spent into the dead link: messages wait in the queue and go out when the link is
+back; their retry budget is time counted from their creation, which the transport database
+keeps across restarts.
 
 **Messenger.** When the data directory holds an encrypted store (``messenger.db``, made by
 ``mixnet client init`` with a passphrase), the daemon unlocks it with the passphrase it was
@@ -33,6 +44,7 @@ from typing import Any
 
 import trio
 
+from client import daemon_lock
 from client.actions import (
     MessageDelivered,
     MessageReceived,
@@ -54,7 +66,7 @@ from mixcore.epochs import EpochClock
 from mixcore.errors import DecodeError, LinkError, MixnetError
 from mixcore.files import write_atomic
 from mixcore.keys import LinkKey, load_link_key
-from mixcore.net.directory_client import ConsensusFetcher
+from mixcore.net.directory_client import ConsensusFetcher, ConsensusUnavailable, fetch_network
 from mixcore.net.link import Link, connect_link
 from mixcore.routing import mailbox_address
 from mixcore.sphinx import SphinxGeometry
@@ -65,6 +77,9 @@ RECONNECT_MIN = 0.2
 RECONNECT_MAX = 10.0
 STORE_NAME = "messenger.db"
 EXPIRY_INTERVAL = 1.0
+WATCH_INTERVAL = 1.0
+#: While no consensus comes, say why (the authorities' answers) this often.
+WAITING_REPORT_INTERVAL = 30.0
 
 
 def format_address(provider: bytes, mailbox: bytes) -> str:
@@ -108,6 +123,7 @@ class ClientDaemon:
         self.db = TransportDB.open(config.data_dir, self.store)  # sealed, in the store
         self.core: ClientCore | None = None
         self.provider_id: bytes | None = None
+        self.provider_name = ""
         self.link: Link | None = None
         self.time_offset = time.time() - trio.current_time()
         self.counts: Counter[str] = Counter()
@@ -124,6 +140,7 @@ class ClientDaemon:
         wanted = self.config.provider
         for desc in doc.providers():
             if desc.name == wanted or desc.identity_key.hex() == wanted.lower():
+                self.provider_name = desc.name or desc.identity_key.hex()[:16]
                 return desc.identity_key
         raise ClientError(f"provider {wanted!r} is not in the consensus of epoch {doc.epoch}")
 
@@ -144,6 +161,7 @@ class ClientDaemon:
             rng=self.rng if isinstance(self.rng, random.Random) else random.Random(),
             now=self.now(),
         )
+        self.core.set_link(False, self.now())  # until run_link connects
         if self.store is not None:
             self.messenger = Messenger(
                 self.store, provider=self.provider_id, mailbox=self.mailbox, clock=self.now,
@@ -153,7 +171,7 @@ class ClientDaemon:
             try:
                 self.core.send_message(
                     message.provider, message.mailbox, message.data, self.now(),
-                    message_id=message.message_id,
+                    message_id=message.message_id, created=message.created,
                 )
                 if self.messenger is not None and self.messenger.tracks(message.message_id):
                     self._tracked[message.message_id] = (-1, -1)
@@ -196,15 +214,28 @@ class ClientDaemon:
 
     async def run_link(self) -> None:
         backoff = RECONNECT_MIN
+        down_since: float | None = None
         while True:
-            link = await self._connect()
+            link, why = await self._connect()
             if link is None:
                 self.counts["connect_failed"] += 1
+                if down_since is None:
+                    down_since = self.now()
+                    log.warning("cannot reach provider %s (%s); retrying", self.provider_name, why)
                 await trio.sleep(backoff * (0.5 + self.rng.random()))
                 backoff = min(RECONNECT_MAX, backoff * 2)
                 continue
             backoff = RECONNECT_MIN
+            if down_since is None:
+                log.info("connected to provider %s", self.provider_name)
+            else:
+                log.info("connected to provider %s again after %.0f s", self.provider_name,
+                         self.now() - down_since)
+            down_since = None
             self.link = link
+            assert self.core is not None
+            self.core.set_link(True, self.now())  # queued fragments go out in the next slots
+            self._wake.set()
             self._link_up.set()
             self.counts["connected"] += 1
             try:
@@ -213,24 +244,55 @@ class ClientDaemon:
                         kind, body = await link.receive_cell()
                         assert self.core is not None
                         await self._execute(self.core.receive_control(kind, body, self.now()))
-            except LinkError:
+            except LinkError as exc:
                 self.counts["link_lost"] += 1
+                down_since = self.now()
+                log.warning("link to provider %s down (%s); retrying", self.provider_name,
+                            _reason(exc))
             finally:
                 self.link = None
+                if self.core is not None:
+                    self.core.set_link(False, self.now())
                 self._link_up = trio.Event()
 
-    async def _connect(self) -> Link | None:
+    async def _connect(self) -> tuple[Link | None, str]:
+        """A link to our provider, or ``(None, why not)``."""
         assert self.core is not None and self.provider_id is not None
         desc = self.core.consensus.node_by_id(self.provider_id)
         if desc is None:
-            return None
+            return None, "it is not in the current consensus"
         try:
-            return await connect_link(
+            link = await connect_link(
                 desc.host, desc.port, local_key=self.link_key, remote_static=desc.link_key,
                 body_size=self._geometry.packet_len, handshake_timeout=10.0,
             )
-        except LinkError:
-            return None
+        except LinkError as exc:
+            return None, _reason(exc)
+        return link, ""
+
+    # -- what it says ----------------------------------------------------------------
+
+    async def run_watch(self, fetcher: ConsensusFetcher) -> None:
+        """One line per epoch, and one when the running epoch has no consensus yet (the
+        previous one stays in use until it comes)."""
+        reported = -1
+        stale = False
+        while True:
+            now = self.now()
+            epoch = fetcher.clock.epoch_at(now) if now >= fetcher.clock.genesis_time else -1
+            verified = fetcher.cached(epoch) if epoch >= 0 else None
+            if epoch > reported and verified is not None:
+                doc = verified.document
+                log.info("epoch %d: consensus of %d mixes and %d providers, signed by %d of %d"
+                         " authorities", epoch, len(doc.nodes) - len(doc.providers()),
+                         len(doc.providers()), len(verified.signers), len(self.config.authorities))
+                reported, stale = epoch, False
+            elif epoch > reported and not stale and epoch >= 0:
+                in_use = self.core.consensus.epoch if self.core is not None else None
+                log.warning("consensus stale: no document for epoch %d yet; still using epoch "
+                            "%s's, retrying", epoch, in_use)
+                stale = True
+            await trio.sleep(WATCH_INTERVAL)
 
     # -- the core's clock ----------------------------------------------------------------
 
@@ -301,6 +363,10 @@ class ClientDaemon:
         core = self.core
         params = self.config.params
         out: dict[str, Any] = {
+            "name": self.config.name,
+            "identity": (self.messenger.card.identity_key.hex()[:16]
+                         if self.messenger is not None else ""),
+            "provider_name": self.provider_name,
             "connected": self.link is not None,
             "address": format_address(self.provider_id, self.mailbox) if self.provider_id else "",
             "epoch": core.consensus.epoch if core else None,
@@ -460,6 +526,12 @@ class ClientDaemon:
             self.config.socket_path.unlink()
 
 
+def _reason(exc: BaseException) -> str:
+    """A short, address-free reason for a log line."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:160]
+
+
 def _jsonable(value: object) -> str:
     return value.hex() if isinstance(value, bytes) else str(value)
 
@@ -471,8 +543,14 @@ async def serve(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until cancelled; ``started(address)`` once it has a consensus and the
-    API socket listens. ``passphrase`` unlocks the message store if there is one."""
-    daemon = ClientDaemon(config, passphrase=passphrase)
+    API socket listens. ``passphrase`` unlocks the message store if there is one. The
+    directory's lock is taken first: a second daemon fails here, before touching anything."""
+    lock = daemon_lock.acquire(config.data_dir)
+    try:
+        daemon = ClientDaemon(config, passphrase=passphrase)
+    except BaseException:
+        lock.release()
+        raise
     fetcher = ConsensusFetcher(
         [a.url for a in config.authorities],
         config.authority_set,
@@ -483,28 +561,57 @@ async def serve(
     )
     try:
         async with trio.open_nursery() as nursery:
+            log.info("waiting for a consensus from %d authorities", len(config.authorities))
             await nursery.start(fetcher.run)
             # A starting network may publish documents that do not list our provider yet.
-            waited = 0
+            next_report = daemon.now() + 2.0
             while True:
-                verified = fetcher.cached(fetcher.clock.epoch_at(daemon.now()))
+                now = daemon.now()
+                verified = (fetcher.cached(fetcher.clock.epoch_at(now))
+                            if now >= fetcher.clock.genesis_time else None)
                 if verified is not None:
                     try:
                         daemon._start_core(verified.document)
                         break
                     except ClientError as exc:
-                        if waited % 30 == 0:
+                        if now >= next_report:
                             log.warning("%s; waiting for the next consensus", exc)
-                waited += 1
+                            next_report = now + WAITING_REPORT_INTERVAL
+                elif now >= next_report:
+                    await _explain_missing_consensus(config, now)
+                    next_report = now + WAITING_REPORT_INTERVAL
                 await trio.sleep(1.0)
             await nursery.start(daemon.run_api)
             nursery.start_soon(daemon.run_link)
             nursery.start_soon(daemon.run_core)
             nursery.start_soon(daemon.run_stats)
             nursery.start_soon(daemon.run_expiry)
+            nursery.start_soon(daemon.run_watch, fetcher)
             assert daemon.provider_id is not None
             task_status.started(format_address(daemon.provider_id, daemon.mailbox))
     finally:
         daemon.close()
+        lock.release()
 
 
+async def _explain_missing_consensus(config: DaemonConfig, now: float) -> None:
+    """Why no consensus came: ask for the network's current one. If a threshold signed one
+    whose parameters differ from ours (a client made with other defaults, or for another
+    network), waiting can never help: stop with what to do. Otherwise log the reasons."""
+    try:
+        verified = await fetch_network([a.url for a in config.authorities],
+                                       config.authority_set, now=lambda: now, timeout=5.0)
+    except ConsensusUnavailable as exc:
+        log.warning("no consensus yet (%s); retrying", "; ".join(
+            f"{url}: {reason}" for url, reason in exc.reasons))
+        return
+    theirs = verified.document.params
+    if theirs != config.params:
+        diff = ", ".join(
+            f"{k} {v} (network: {theirs.to_dict()[k]})"
+            for k, v in config.params.to_dict().items() if theirs.to_dict()[k] != v
+        )
+        raise ClientError(
+            f"this client's network parameters differ from the network's: {diff}; create it "
+            "again with: mixnet client init --join BOOTSTRAP --force"
+        )

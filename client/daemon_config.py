@@ -1,5 +1,8 @@
 """The client daemon's configuration file (``client.json``) in its data directory.
 
+Importing this module stays light (no consensus or Sphinx code), so that every ``mixnet``
+command that only talks to the daemon starts quickly.
+
 The data directory holds the link key (the mailbox credential), the transport database and the
 API socket; it is created 0700 so that the socket inside it is reachable by its owner only.
 """
@@ -10,9 +13,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mixcore.consensus import AuthorityRef, AuthoritySet
 from mixcore.errors import MixnetError, ParamsError
 from mixcore.files import write_atomic
 from mixcore.params import NetworkParams
@@ -21,6 +23,9 @@ CONFIG_NAME = "client.json"
 LINK_KEY_NAME = "link.key"
 SOCKET_NAME = "api.sock"
 DATABASE_NAME = "transport.db"
+
+if TYPE_CHECKING:
+    from mixcore.consensus import AuthorityRef, AuthoritySet
 
 
 class ClientConfigError(MixnetError):
@@ -49,6 +54,8 @@ class DaemonConfig:
 
     @property
     def authority_set(self) -> AuthoritySet:
+        from mixcore.consensus import AuthoritySet  # noqa: PLC0415  # keeps the CLI quick
+
         return AuthoritySet(tuple(a.identity_key for a in self.authorities), self.threshold)
 
     @property
@@ -75,6 +82,8 @@ class DaemonConfig:
 
     @classmethod
     def from_json(cls, data: Any, base: Path) -> DaemonConfig:
+        from mixcore.consensus import AuthorityRef  # noqa: PLC0415  # keeps the CLI quick
+
         try:
             data_dir = Path(data["data_dir"])
             return cls(
@@ -113,3 +122,14 @@ class DaemonConfig:
         except (OSError, ValueError) as exc:
             raise ClientConfigError(f"cannot read {path}: {exc}") from None
         return cls.from_json(data, path.parent)
+
+
+def socket_of(data_dir: str | os.PathLike[str]) -> Path:
+    """The API socket of the client in ``data_dir``, without reading the whole config (a
+    command that only talks to the daemon needs nothing else); a clear error if there is no
+    client there."""
+    if not (Path(data_dir) / CONFIG_NAME).is_file():
+        raise ClientConfigError(
+            f"no client in {data_dir} (create one with: mixnet client init --dir {data_dir})"
+        )
+    return Path(data_dir) / SOCKET_NAME

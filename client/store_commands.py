@@ -12,45 +12,41 @@ store's integrity record in memory), and say so if it is running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
-import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+from client import daemon_lock
 from client.daemon_config import ClientConfigError, DaemonConfig
-from client.storage import Store
-from client.transport_db import DATABASE_NAME, KEY_NAME
+from client.messenger.commands import DIR_ENV, data_dir
 from mixcore.errors import MixnetError
 
 STORE_NAME = "messenger.db"
 NEW_PASSPHRASE_ENV = "MIXNET_NEW_PASSPHRASE"  # noqa: S105  # a variable name, not a secret
 
 
-def _daemon_running(config: DaemonConfig) -> bool:
-    path = config.socket_path
-    if not path.exists():
-        return False
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(2.0)
+@contextlib.contextmanager
+def _offline(args: argparse.Namespace) -> Iterator[DaemonConfig]:
+    """The client's config, with the daemon's lock held for the whole operation: a running
+    daemon (even one still waiting for its first consensus, with the store already open) is
+    refused, and none can start half-way through a re-key."""
+    config = DaemonConfig.load(data_dir(args))
     try:
-        sock.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        sock.close()
-    return True
-
-
-def _offline(directory: str) -> DaemonConfig:
-    config = DaemonConfig.load(Path(directory))
-    if _daemon_running(config):
+        lock = daemon_lock.acquire(config.data_dir)
+    except daemon_lock.DaemonRunning as running:
+        who = f" (PID {running.pid})" if running.pid else ""
         raise ClientConfigError(
-            f"the client daemon is running in {config.data_dir} (it holds the store open): "
-            "stop it, then run this again"
-        )
-    return config
+            f"the client daemon is running in {config.data_dir}{who}; it holds the store "
+            "open: stop it, then run this again"
+        ) from None
+    try:
+        yield config
+    finally:
+        lock.release()
 
 
 def _new_passphrase(file: str | None) -> str:
@@ -83,18 +79,20 @@ def _emit(result: dict[str, object], as_json: bool, human: str) -> None:
 
 def _passphrase(args: argparse.Namespace) -> int:
     from client.cli import read_passphrase  # noqa: PLC0415  # cli imports this module
+    from client.storage import Store  # noqa: PLC0415  # heavy: only these commands need it
 
-    config = _offline(args.dir)
-    path = config.data_dir / STORE_NAME
-    if not path.exists():
-        raise ClientConfigError(f"{config.data_dir} has no message store (transport-only client)")
-    old = read_passphrase(args.passphrase_file, confirm=False)
-    if old is None:
-        raise ClientConfigError("give the current passphrase (--passphrase-file, "
-                                "$MIXNET_PASSPHRASE, or run interactively)")
-    new = _new_passphrase(args.new_passphrase_file)
-    with Store.open(path, old) as store:
-        store.change_passphrase(old, new)
+    with _offline(args) as config:
+        path = config.data_dir / STORE_NAME
+        if not path.exists():
+            raise ClientConfigError(
+                f"{config.data_dir} has no message store (transport-only client)")
+        old = read_passphrase(args.passphrase_file, confirm=False)
+        if old is None:
+            raise ClientConfigError("give the current passphrase (--passphrase-file, "
+                                    "$MIXNET_PASSPHRASE, or run interactively)")
+        new = _new_passphrase(args.new_passphrase_file)
+        with Store.open(path, old) as store:
+            store.change_passphrase(old, new)
     _emit({"store": str(path), "rekeyed": True}, args.json,
           f"passphrase changed; every row of {path} was re-sealed under a new key")
     return 0
@@ -102,21 +100,23 @@ def _passphrase(args: argparse.Namespace) -> int:
 
 def _accept_restore(args: argparse.Namespace) -> int:
     from client.cli import read_passphrase  # noqa: PLC0415
+    from client.storage import Store  # noqa: PLC0415
+    from client.transport_db import DATABASE_NAME, KEY_NAME  # noqa: PLC0415
 
-    config = _offline(args.dir)
     accepted = []
-    path = config.data_dir / STORE_NAME
-    if path.exists():
-        passphrase = read_passphrase(args.passphrase_file, confirm=False)
-        if passphrase is None:
-            raise ClientConfigError("give the passphrase (--passphrase-file, $MIXNET_PASSPHRASE,"
-                                    " or run interactively)")
-        Store.open(path, passphrase, accept_rollback=True).close()
-        accepted.append(str(path))
-    transport, key = config.data_dir / DATABASE_NAME, config.data_dir / KEY_NAME
-    if transport.exists() and key.exists():
-        Store.open(transport, key.read_text().strip(), accept_rollback=True).close()
-        accepted.append(str(transport))
+    with _offline(args) as config:
+        path = config.data_dir / STORE_NAME
+        if path.exists():
+            passphrase = read_passphrase(args.passphrase_file, confirm=False)
+            if passphrase is None:
+                raise ClientConfigError("give the passphrase (--passphrase-file, "
+                                        "$MIXNET_PASSPHRASE, or run interactively)")
+            Store.open(path, passphrase, accept_rollback=True).close()
+            accepted.append(str(path))
+        transport, key = config.data_dir / DATABASE_NAME, config.data_dir / KEY_NAME
+        if transport.exists() and key.exists():
+            Store.open(transport, key.read_text().strip(), accept_rollback=True).close()
+            accepted.append(str(transport))
     if not accepted:
         raise MixnetError(f"{config.data_dir} holds no store to accept")
     _emit({"accepted": accepted}, args.json,
@@ -124,21 +124,26 @@ def _accept_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help=f"the client's data directory (default: ${DIR_ENV})")
+
+
 def register(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Mount ``passphrase`` and ``accept-restore`` under ``mixnet client``."""
     p = cmds.add_parser("passphrase", help="change the store's passphrase (re-keys every row;"
                         " stop the daemon first)")
-    p.add_argument("--dir", required=True)
+    _dir(p)
     p.add_argument("--passphrase-file", metavar="PATH",
                    help="the current passphrase (else $MIXNET_PASSPHRASE or a prompt)")
     p.add_argument("--new-passphrase-file", metavar="PATH",
                    help=f"the new passphrase (else ${NEW_PASSPHRASE_ENV} or a prompt)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_passphrase)
     p = cmds.add_parser("accept-restore", help="accept a store you restored from a backup "
                         "(it is older than its rollback counter)")
-    p.add_argument("--dir", required=True)
+    _dir(p)
     p.add_argument("--passphrase-file", metavar="PATH",
                    help="the passphrase (else $MIXNET_PASSPHRASE or a prompt)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_accept_restore)

@@ -3,12 +3,17 @@
 * ``init --dir DIR --name NAME --listen HOST:PORT [--url URL] [--params FILE]
   [--peer NAME=KEYHEX@URL ...] [--threshold N]``: writes ``DIR/identity.key`` (0600) and
   ``DIR/authority.json``; refuses to overwrite an existing authority;
-* ``add-peer --config FILE --peer NAME=KEYHEX@URL [--threshold N]``: adds (or updates) peers;
-* ``info --config FILE``: the public key and URL a launcher collects to configure the others;
-* ``approve --config FILE KEYHEX --role mix|provider [--layer N]`` (or ``--file LIST``) and
-  ``revoke --config FILE KEYHEX``: edit the approved node keys (``approved.json``); a running
+* ``add-peer --dir DIR --peer NAME=KEYHEX@URL [--threshold N]``: adds (or updates) peers;
+* ``info --dir DIR``: the public key and URL a launcher collects to configure the others, and
+  the network's bootstrap line (every authority's key and URL, and the threshold) that
+  clients and nodes join with;
+* ``approve --dir DIR KEYHEX --role mix|provider [--layer N]`` (or ``--file LIST``) and
+  ``revoke --dir DIR KEYHEX``: edit the approved node keys (``approved.json``); a running
   authority picks the change up without a restart;
-* ``serve --config FILE``: runs the authority until SIGINT or SIGTERM.
+* ``run --dir DIR`` (also ``serve``): runs the authority until SIGINT or SIGTERM.
+
+Commands after ``init`` take the authority's ``--dir DIR`` or, equally, ``--config FILE`` (the
+``authority.json`` inside it), as in every role (``docs/cli.md``).
 
 Every command takes ``--json`` and then prints exactly one JSON object on stdout (``serve`` prints
 it once it is listening). Errors are one line on stderr via :mod:`mixnet.cli`.
@@ -45,9 +50,18 @@ from directory.config import (
     save_config,
 )
 from directory.errors import DirectoryConfigError, DirectoryError
+from mixcore.bootstrap import Bootstrap
+from mixcore.consensus import AuthorityRef
 from mixcore.errors import MixnetError
 from mixcore.keys import IdentityKey, load_identity_key, save_identity_key
 from mixcore.params import NetworkParams
+
+
+def bootstrap_of(config: AuthorityConfig, identity: IdentityKey) -> Bootstrap:
+    """The network as this authority knows it: itself and its peers, and the threshold."""
+    refs = [AuthorityRef(config.url, identity.public)]
+    refs += [AuthorityRef(peer.url, peer.identity_key) for peer in config.peers]
+    return Bootstrap(tuple(refs), config.effective_threshold)
 
 
 def _info(config: AuthorityConfig, identity: IdentityKey, config_path: Path) -> dict[str, Any]:
@@ -61,6 +75,7 @@ def _info(config: AuthorityConfig, identity: IdentityKey, config_path: Path) -> 
         "authorities": len(config.peers) + 1,
         "peers": [p.to_dict() for p in config.peers],
         "peer_spec": f"{config.name}={identity.public.hex()}@{config.url}",
+        "bootstrap": bootstrap_of(config, identity).to_text(),
     }
 
 
@@ -103,12 +118,24 @@ def _init(args: argparse.Namespace) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     save_identity_key(key_path, identity)
     save_config(config_path, config)
+    if not args.params:
+        _note_default_params(config.params)
     _print(_info(config, identity, config_path.resolve()), args.json)
     return 0
 
 
+def _note_default_params(params: NetworkParams) -> None:
+    print(f"mixnet: note: no --params: this network uses the built-in defaults (epochs of "
+          f"{params.epoch_length:.0f} s from genesis {params.genesis_time:.0f}); every "
+          "authority of a network must have the same", file=sys.stderr)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config) if args.config else Path(args.dir) / CONFIG_FILE_NAME
+
+
 def _add_peer(args: argparse.Namespace) -> int:
-    config_path = Path(args.config)
+    config_path = _config_path(args)
     config = load_config(config_path)
     identity = load_identity_key(config.identity_key_file)
     for spec in args.peer:
@@ -124,7 +151,7 @@ def _add_peer(args: argparse.Namespace) -> int:
 
 
 def _show_info(args: argparse.Namespace) -> int:
-    config_path = Path(args.config)
+    config_path = _config_path(args)
     config = load_config(config_path)
     identity = load_identity_key(config.identity_key_file)
     _print(_info(config, identity, config_path.resolve()), args.json)
@@ -132,7 +159,7 @@ def _show_info(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config))
+    config = load_config(_config_path(args))
     approvals = {a.identity_key: a for a in load_approvals(config.approvals_path)}
     new = []
     if args.file:
@@ -156,7 +183,7 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config))
+    config = load_config(_config_path(args))
     key = parse_key(args.key)
     approvals = [a for a in load_approvals(config.approvals_path) if a.identity_key != key]
     save_approvals(config.approvals_path, approvals)
@@ -205,7 +232,7 @@ async def _serve_until_signal(config: AuthorityConfig, announce: dict[str, Any] 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config_path = Path(args.config)
+    config_path = _config_path(args)
     config = load_config(config_path)
     identity = load_identity_key(config.identity_key_file)
     logging.basicConfig(
@@ -239,55 +266,78 @@ def _single(exc: BaseException) -> BaseException:
     return exc
 
 
+def _where(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", metavar="DIR", help="the authority's folder (made by init)")
+    where.add_argument("--config", metavar="FILE",
+                       help=f"its config file instead (DIR/{CONFIG_FILE_NAME})")
+
+
+def _json(p: argparse.ArgumentParser, what: str = "print one JSON object") -> None:
+    p.add_argument("--json", action="store_true", help=what)
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("directory", help="run a directory authority")
-    sub = parser.add_subparsers(dest="directory_command", metavar="ACTION")
+    sub = parser.add_subparsers(dest="directory_command", metavar="COMMAND")
     parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
 
     init = sub.add_parser("init", help="create an authority's identity key and config")
-    init.add_argument("--dir", required=True, help="folder for the key, config and database")
-    init.add_argument("--name", required=True)
-    init.add_argument("--listen", required=True, metavar="HOST:PORT")
-    init.add_argument("--url", help="public base URL (default http://HOST:PORT)")
-    init.add_argument("--params", metavar="FILE", help="network parameters (JSON object)")
-    init.add_argument("--peer", action="append", metavar="NAME=KEYHEX@URL")
-    init.add_argument("--threshold", type=int, help="signatures needed (default: majority)")
+    init.add_argument("--dir", required=True, metavar="DIR",
+                      help="folder for the key, config and database")
+    init.add_argument("--name", required=True, metavar="NAME", help="the authority's name")
+    init.add_argument("--listen", required=True, metavar="HOST:PORT",
+                      help="where it serves HTTP")
+    init.add_argument("--url", metavar="URL", help="public base URL (default http://HOST:PORT)")
+    init.add_argument("--params", metavar="FILE",
+                      help="network parameters (JSON object; default: built-in)")
+    init.add_argument("--peer", action="append", metavar="NAME=KEYHEX@URL",
+                      help="another authority of the network (repeat for each)")
+    init.add_argument("--threshold", type=int, metavar="N",
+                      help="signatures a consensus needs (default: majority)")
     init.add_argument(
         "--open-admission", action="store_true",
         help="admit unapproved nodes (test networks only; capped per address and epoch)",
     )
-    init.add_argument("--json", action="store_true", help="print one JSON object")
+    _json(init)
     init.set_defaults(func=_init)
 
     approve = sub.add_parser("approve", help="approve node identity keys for the consensus")
-    approve.add_argument("--config", required=True, metavar="FILE")
+    _where(approve)
     approve.add_argument("key", nargs="?", metavar="KEYHEX", help="the node's identity key")
-    approve.add_argument("--role", choices=["mix", "provider"])
-    approve.add_argument("--layer", type=int, help="the only layer a mix may request")
+    approve.add_argument("--role", choices=["mix", "provider"],
+                         help="the role the node may take")
+    approve.add_argument("--layer", type=int, metavar="N",
+                         help="the only layer a mix may request")
     approve.add_argument("--file", metavar="LIST", help="lines of KEYHEX ROLE [LAYER]")
     approve.add_argument("--json", action="store_true", help="print one JSON object")
     approve.set_defaults(func=_approve)
 
     revoke = sub.add_parser("revoke", help="withdraw a node's approval")
-    revoke.add_argument("--config", required=True, metavar="FILE")
-    revoke.add_argument("key", metavar="KEYHEX")
+    _where(revoke)
+    revoke.add_argument("key", metavar="KEYHEX", help="the node's identity key")
     revoke.add_argument("--json", action="store_true", help="print one JSON object")
     revoke.set_defaults(func=_revoke)
 
     add = sub.add_parser("add-peer", help="add or update peer authorities")
-    add.add_argument("--config", required=True, metavar="FILE")
-    add.add_argument("--peer", action="append", required=True, metavar="NAME=KEYHEX@URL")
-    add.add_argument("--threshold", type=int)
-    add.add_argument("--json", action="store_true", help="print one JSON object")
+    _where(add)
+    add.add_argument("--peer", action="append", required=True, metavar="NAME=KEYHEX@URL",
+                     help="another authority of the network (repeat for each)")
+    add.add_argument("--threshold", type=int, metavar="N",
+                     help="signatures a consensus needs (default: majority)")
+    _json(add)
     add.set_defaults(func=_add_peer)
 
-    info = sub.add_parser("info", help="print the public key and URL of an authority")
-    info.add_argument("--config", required=True, metavar="FILE")
-    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info = sub.add_parser(
+        "info", help="print the authority's key and URL, and the network's bootstrap line"
+    )
+    _where(info)
+    _json(info)
     info.set_defaults(func=_show_info)
 
-    run = sub.add_parser("serve", help="run the authority until SIGINT or SIGTERM")
-    run.add_argument("--config", required=True, metavar="FILE")
-    run.add_argument("--json", action="store_true", help="print one JSON object when listening")
+    run = sub.add_parser("run", aliases=["serve"],
+                         help="run the authority until SIGINT or SIGTERM")
+    _where(run)
+    _json(run, "print one JSON object when listening")
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_serve)

@@ -7,6 +7,10 @@ by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so
 leaves one behind. Its authorities run in the default admission mode: each approves the nodes
 this harness created (``mixnet directory approve --file``), as an operator would. Every file
 and folder it writes is owner-only (0600/0700), like those of the processes it starts.
+
+A network is described by ``ROOT/testnet.json`` (its parameters and every process's command
+line), so :meth:`LocalNetwork.load` can restart a kept one with the same keys and ports, and
+``ROOT/bootstrap.txt`` holds the line that clients join it with.
 """
 
 from __future__ import annotations
@@ -20,15 +24,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixcore.bootstrap import Bootstrap
+from mixcore.consensus import AuthorityRef
 from mixcore.errors import MixnetError
 from mixcore.files import private_dir, write_atomic
 from mixcore.params import NetworkParams
-from mixnet.cli import main as cli_main
+from mixnet.cli import run_command
+
+MANIFEST_NAME = "testnet.json"
+BOOTSTRAP_NAME = "bootstrap.txt"
+MANIFEST_VERSION = 1
 
 
 class NetworkError(MixnetError):
@@ -57,11 +67,13 @@ def free_port() -> int:
 
 
 def _cli_json(argv: list[str]) -> dict[str, Any]:
+    """Run an ``init``-like command in-process and return its JSON object. Its errors (and a
+    Ctrl-C) go through as they are, not as a vague "command failed"."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        status = cli_main(argv)
+        status = run_command(argv)
     if status != 0:
-        raise NetworkError(f"mixnet {' '.join(argv[:2])} failed")
+        raise NetworkError(f"mixnet {' '.join(argv[:2])} exited with status {status}")
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
@@ -85,6 +97,10 @@ class Process:
     @property
     def out_path(self) -> Path:
         return self.data_dir / "process.out"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "process.pid"
 
     @property
     def pid(self) -> int | None:
@@ -144,7 +160,7 @@ class LocalNetwork:
                 ["directory", "init", "--dir", str(data), "--name", name,
                  "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json"]
             )
-            argv = self._mixnet("directory", "serve", "--config", info["config"], "--json")
+            argv = self._mixnet("directory", "run", "--config", info["config"], "--json")
             auths.append(Process(name, "authority", data, argv, port, info))
         for auth in auths:
             peers = [p.info["peer_spec"] for p in auths if p is not auth]
@@ -170,7 +186,7 @@ class LocalNetwork:
             if role == "provider":
                 # Every client of a local network connects from 127.0.0.1: one "source".
                 _edit_json(Path(info["config"]), registrations_per_source=1_000_000)
-            argv = self._mixnet("mixnode", "run", "--config", info["config"])
+            argv = self._mixnet("mixnode", "run", "--config", info["config"], "--json")
             self.processes[name] = Process(name, role, data, argv, port, info)
         approvals = self.root / "approved-nodes.txt"
         write_atomic(approvals, "".join(
@@ -182,6 +198,7 @@ class LocalNetwork:
             _cli_json(["directory", "approve", "--config", auth.info["config"],
                        "--file", str(approvals), "--json"])
             self.processes[auth.name] = auth
+        self.save_manifest()
 
     def add_client(self, name: str, provider: str, *, passphrase: str | None = None) -> Process:
         """Create a client of ``provider`` (a provider's name); start it with :meth:`start`.
@@ -196,10 +213,68 @@ class LocalNetwork:
                 ["client", "init", "--dir", str(data), "--provider", provider, "--name", name,
                  "--params", str(params_file), "--json", *self.authority_args()]
             )
-        argv = self._mixnet("client", "run", "--dir", str(data))
+        argv = self._mixnet("client", "run", "--dir", str(data), "--json")
         proc = Process(name, "client", data, argv, 0, info, env=env)
         self.processes[name] = proc
+        self.save_manifest()
         return proc
+
+    # -- what the network is ------------------------------------------------------------------
+
+    def bootstrap(self) -> Bootstrap:
+        """The line that clients and nodes join this network with."""
+        auths = self.of_kind("authority")
+        refs = tuple(
+            AuthorityRef(p.info["url"], bytes.fromhex(p.info["identity_key"])) for p in auths
+        )
+        return Bootstrap(refs, len(refs) // 2 + 1)
+
+    def save_manifest(self) -> None:
+        """Write ``testnet.json`` and ``bootstrap.txt`` (after :meth:`create` and each new
+        client), so the network can be restarted as it was (:meth:`load`)."""
+        processes = [
+            {"name": p.name, "kind": p.kind, "dir": p.data_dir.name, "args": p.argv[3:],
+             "port": p.port, "info": p.info, "messenger": bool(p.env)}
+            for p in self.processes.values()
+        ]
+        manifest = {
+            "version": MANIFEST_VERSION, "params": self.params.to_dict(),
+            "authorities": self.n_authorities, "mixes_per_layer": self.mixes_per_layer,
+            "providers": self.n_providers, "processes": processes,
+        }
+        write_atomic(self.root / MANIFEST_NAME, (json.dumps(manifest, indent=1) + "\n").encode())
+        write_atomic(self.root / BOOTSTRAP_NAME, (self.bootstrap().to_text() + "\n").encode())
+
+    @classmethod
+    def load(
+        cls, root: Path, *, python: str = sys.executable, trace: bool = False,
+        passphrase: str | None = None,
+    ) -> LocalNetwork:
+        """A network kept in ``root`` by an earlier run, ready to :meth:`start_all` again with
+        its keys, ports and data (``passphrase`` for the clients that have a message store)."""
+        path = Path(root) / MANIFEST_NAME
+        try:
+            manifest = json.loads(path.read_text())
+            if manifest.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"unknown version {manifest.get('version')!r}")
+            net = cls(
+                Path(root), params=NetworkParams.from_dict(manifest["params"]),
+                authorities=manifest["authorities"],
+                mixes_per_layer=manifest["mixes_per_layer"],
+                providers=manifest["providers"], python=python, trace=trace,
+            )
+            for entry in manifest["processes"]:
+                env = ({"MIXNET_PASSPHRASE": passphrase}
+                       if entry["messenger"] and passphrase else {})
+                net.processes[entry["name"]] = Process(
+                    entry["name"], entry["kind"], net.root / entry["dir"],
+                    net._mixnet(*entry["args"]), int(entry["port"]), entry["info"], env=env,
+                )
+        except FileNotFoundError:
+            raise NetworkError(f"{root} holds no kept testnet (no {MANIFEST_NAME})") from None
+        except (OSError, ValueError, KeyError, TypeError, MixnetError) as exc:
+            raise NetworkError(f"cannot resume the testnet in {root}: {exc}") from None
+        return net
 
     def address(self, name: str) -> str:
         """A running client's address, from its "serving" line."""
@@ -236,10 +311,15 @@ class LocalNetwork:
                 start_new_session=True,  # a Ctrl-C in the terminal reaches only the launcher
             )
         proc.starts += 1
+        write_atomic(proc.pid_path, f"{proc.popen.pid}\n".encode(), durable=False)
         return proc
 
-    def wait_ready(self, names: list[str], timeout: float = 60.0) -> None:
-        """Wait until each named process printed its "serving" line."""
+    def wait_ready(
+        self, names: list[str], timeout: float = 60.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Wait until each named process printed its "serving" line; ``on_progress(ready,
+        total)`` hears each one that becomes ready."""
         deadline = time.monotonic() + timeout
         waiting = set(names)
         while waiting:
@@ -250,20 +330,28 @@ class LocalNetwork:
                     raise NetworkError(f"{name} exited with {proc.popen.returncode}: {tail}")
                 if '"serving"' in proc.out_path.read_text(errors="replace"):
                     waiting.discard(name)
+                    if on_progress is not None:
+                        on_progress(len(names) - len(waiting), len(names))
             if waiting and time.monotonic() > deadline:
                 raise NetworkError(f"not ready after {timeout:.0f} s: {', '.join(sorted(waiting))}")
             if waiting:
                 time.sleep(0.1)
 
-    def start_all(self, timeout: float = 60.0) -> None:
+    def start_all(
+        self, timeout: float = 60.0,
+        on_stage: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        """Authorities first, then mixes and providers; ``on_stage(what, ready, total)``
+        hears the count of processes up in each stage."""
         order = [p.name for p in self.of_kind("authority")]
         for name in order:
             self.start(name)
-        self.wait_ready(order, timeout)
+        self.wait_ready(order, timeout, _stage_counter(on_stage, "authorities", len(order)))
         nodes = [p.name for p in self.processes.values() if p.kind in ("mix", "provider")]
         for name in nodes:
             self.start(name)
-        self.wait_ready(nodes, timeout)
+        self.wait_ready(nodes, timeout, _stage_counter(on_stage, "mixes and providers",
+                                                       len(nodes)))
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.processes[name]
@@ -364,6 +452,15 @@ class LocalNetwork:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stage_counter(
+    on_stage: Callable[[str, int, int], None] | None, what: str, total: int
+) -> Callable[[int, int], None] | None:
+    if on_stage is None:
+        return None
+    on_stage(what, 0, total)
+    return lambda ready, total_: on_stage(what, ready, total_)
 
 
 def _edit_json(path: Path, **changes: Any) -> None:

@@ -6,6 +6,13 @@ clients at Poisson times through the daemons' local API, shows live progress, op
 faults (``--chaos``), then waits for the last messages and prints a summary. Every figure is read
 from the processes' own statistics files and the daemons' inboxes and outboxes, never assumed.
 Ctrl-C or the end of the run stops every process it started (by PID).
+
+What it says, on stderr: the start-up stages with a count of processes up (updated in place
+on a terminal, one plain line per stage when piped), where the logs are, the bootstrap line
+clients join with; during the traffic a live table (terminal) or a plain line every
+:data:`PIPED_PROGRESS_INTERVAL` seconds (piped); then, on stdout, the summary and a one-line
+verdict. ``--resume DIR`` restarts a network kept in ``DIR`` (``testnet.json``) with its keys and
+ports, so clients made against it (``mixnet client init --join DIR/bootstrap.txt``) keep working.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import json
 import math
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,10 +37,26 @@ import trio
 from client.api import ApiClient
 from client.daemon import parse_address
 from mixcore.errors import MixnetError
+from mixcore.lockfile import FileLock, LockHeld
+from mixcore.net.directory_client import ConsensusUnavailable, fetch_network
 from mixcore.params import NetworkParams
-from mixnet.network import LocalNetwork
+from mixnet.network import BOOTSTRAP_NAME, MANIFEST_NAME, LocalNetwork, NetworkError
 
 MESSAGE_TAG = "tn"
+#: The verdict calls latency fine while the measured median is within this factor of the
+#: model's (which leaves out processing and link overhead; benchmarks/e2e_latency.py measures
+#: that overhead).
+LATENCY_FACTOR = 3.0
+PIPED_PROGRESS_INTERVAL = 10.0
+LOCK_NAME = "testnet.lock"
+START_TIMEOUT = 180.0
+
+TERMS = (
+    ("sent", "accepted by the sender's daemon"),
+    ("delivered", "found in the recipient's inbox"),
+    ("failed", "the sender's transport gave up and said why"),
+    ("lost", "sent, never delivered, never failed: must be 0"),
+)
 
 
 @dataclass
@@ -51,8 +76,12 @@ class Options:
     chaos: bool = False
     keep_running: bool = False
     directory: Path | None = None
+    resume: bool = False
+    """Restart the network kept in ``directory`` instead of making a new one."""
     trace: Path | None = None
     json: bool = False
+    report: bool = True
+    """Print stages, progress and the summary (off for library callers like benchmarks)."""
     passphrase: str = "testnet"  # noqa: S105  # demo clients on a throwaway local network
     """The clients' message-store passphrase (they are demo clients)."""
 
@@ -83,8 +112,56 @@ class Run:
     send_errors: Counter[str] = field(default_factory=Counter)
     failed_ids: set[bytes] = field(default_factory=set)
 
+    @property
+    def traffic(self) -> bool:
+        """Whether this run sends messages (it needs two clients and some duration)."""
+        return len(self.clients) >= 2 and self.options.duration > 0
+
     def log(self, text: str) -> None:
         self.events.append(f"{time.time() - self.started:6.1f}s {text}")
+
+
+class Reporter:
+    """Start-up stages and progress on stderr: rewritten in place on a terminal, plain lines
+    when piped (a log file or CI gets each stage once, when it is done)."""
+
+    STAGES = 4
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.stage_no = 0
+        self._open = False
+        self._since = time.monotonic()
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._open and self.tty:
+            print(file=sys.stderr, flush=True)
+        self._open = False
+        print(text, file=sys.stderr, flush=True)
+
+    def progress(self, text: str, *, done: bool) -> None:
+        """The current stage's state; the first call after a finished stage opens the next."""
+        if not self.enabled:
+            return
+        if not self._open:
+            self.stage_no += 1
+            self._since = time.monotonic()
+            self._open = True
+        shown = f"[{self.stage_no}/{self.STAGES}] {text}"
+        if done:
+            shown += f" ({time.monotonic() - self._since:.1f} s)"
+        if self.tty:
+            print(f"\r{shown}\033[K", end="\n" if done else "", file=sys.stderr, flush=True)
+        elif done:
+            print(shown, file=sys.stderr, flush=True)
+        self._open = not done
+
+    def count(self, what: str, ready: int, total: int) -> None:
+        """``on_stage`` of :meth:`LocalNetwork.start_all`: processes up in a stage."""
+        self.progress(f"{what}: {ready}/{total} up", done=ready == total)
 
 
 def testnet_params(options: Options) -> NetworkParams:
@@ -247,7 +324,7 @@ def _render_progress(run: Run) -> Any:
     table.add_column("value", justify="right")
     lat = list(run.latencies.values())
     table.add_row("messages sent", str(len(run.sent)))
-    table.add_row("messages received", str(len(run.latencies)))
+    table.add_row("messages delivered", str(len(run.latencies)))
     table.add_row("latency p50 (s)", f"{_percentile(lat, 0.5) or 0:.2f}")
     for proc in run.net.processes.values():
         if proc.kind in ("mix", "provider"):
@@ -263,11 +340,20 @@ def _render_progress(run: Run) -> Any:
 
 
 async def _progress(run: Run) -> None:
+    """A live table on a terminal; a plain line every few seconds when stderr is piped (a live
+    view written to a file is a screenful of escape codes, and its last frame has no newline
+    for whatever is printed next)."""
+    if not sys.stderr.isatty():
+        while True:
+            await trio.sleep(PIPED_PROGRESS_INTERVAL)
+            print(f"{time.time() - run.started:6.0f} s: sent {len(run.sent)}, "
+                  f"delivered {len(run.latencies)}", file=sys.stderr, flush=True)
     from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
 
     console = Console(stderr=True)
-    with Live(_render_progress(run), console=console, refresh_per_second=2) as live:
+    with Live(_render_progress(run), console=console, refresh_per_second=2,
+              transient=True) as live:
         while True:
             await trio.sleep(1.0)
             live.update(_render_progress(run))
@@ -353,103 +439,274 @@ def summarize(run: Run) -> dict[str, Any]:
             "authorities": run.options.authorities,
             "providers": run.options.providers,
             "duration": run.options.duration,
+            "traffic": run.traffic,
             "message_interval": run.options.message_interval,
             "chaos": run.options.chaos,
             "seed": run.options.seed,
         },
         "directory": str(net.root),
+        "logs": str(net.root / "*" / "process.log"),
+        "bootstrap": net.bootstrap().to_text(),
         "pids": net.pids(),
     }
 
 
-async def _main(run: Run) -> dict[str, Any]:
+def verdict(summary: dict[str, Any]) -> dict[str, Any]:
+    """One line a person reads first: were messages lost, and is latency what the parameters
+    predict (within :data:`LATENCY_FACTOR`)? ``ok`` is the exit status's rule: something was
+    delivered and nothing lost (or no traffic was asked for)."""
+    m, lat = summary["messages"], summary["latency_s"]
+    if m["sent"] == 0:
+        asked = summary["parameters"]["traffic"]
+        text = "FAILED: nothing was sent" if asked else "no traffic was run (no clients or " \
+            "--duration 0): the network is up"
+        return {"ok": not asked, "text": text, "latency_ratio": None}
+    ratio = None
+    if lat["p50"] is not None and lat["predicted"]["p50"] > 0:
+        ratio = lat["p50"] / lat["predicted"]["p50"]
+    ok = m["lost"] == 0 and m["delivered"] > 0
+    if m["lost"]:
+        head = f"FAILED: {m['lost']} of {m['sent']} messages lost"
+    elif m["failed"]:
+        head = (f"OK: {m['delivered']} of {m['sent']} delivered, {m['failed']} failed with a "
+                "reason, none lost")
+    else:
+        head = f"OK: all {m['sent']} messages delivered" if ok else "FAILED: none delivered"
+    if ratio is not None:
+        within = "within" if ratio <= LATENCY_FACTOR else "NOT within"
+        head += (f"; latency p50 {lat['p50']:.2f} s is {ratio:.1f}x the model's "
+                 f"{lat['predicted']['p50']:.2f} s ({within} {LATENCY_FACTOR:.0f}x)")
+    return {"ok": ok, "text": head, "latency_ratio": ratio}
+
+
+def verdict_ok(summary: dict[str, Any]) -> bool:
+    return bool(summary["verdict"]["ok"])
+
+
+async def _wait_for_consensus(net: LocalNetwork, timeout: float) -> int:
+    """Until the authorities' current consensus (verified against their keys) lists every mix
+    and provider; returns its epoch. Clients that join need their provider listed."""
+    bootstrap = net.bootstrap()
+    wanted = {p.name for p in net.processes.values() if p.kind in ("mix", "provider")}
+    missing = set(wanted)
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                verified = await fetch_network(bootstrap.urls, bootstrap.authority_set,
+                                               timeout=5.0)
+            except ConsensusUnavailable:
+                pass
+            else:
+                listed = {e.descriptor.name for e in verified.document.nodes}
+                missing = wanted - listed
+                if not missing:
+                    return verified.epoch
+            await trio.sleep(0.5)
+    raise NetworkError(f"no consensus lists every node after {timeout:.0f} s "
+                       f"(missing: {', '.join(sorted(missing))})")
+
+
+async def _start(run: Run, reporter: Reporter) -> None:
     options, net = run.options, run.net
-    await trio.to_thread.run_sync(net.create)
-    await trio.to_thread.run_sync(lambda: net.start_all(120))
+    if not options.resume:
+        reporter.progress("writing keys and configs", done=False)
+        await trio.to_thread.run_sync(net.create)
+        reporter.progress("keys and configs written", done=True)
+    else:
+        reporter.progress(f"keys and configs kept in {net.root}", done=True)
+    await trio.to_thread.run_sync(lambda: net.start_all(START_TIMEOUT, on_stage=reporter.count))
     providers = [p.name for p in net.of_kind("provider")]
-    for i in range(options.clients):
-        name = f"client{i + 1}"
-        net.add_client(name, providers[i % len(providers)], passphrase=options.passphrase)
+    if options.resume:
+        run.clients = [p.name for p in net.of_kind("client")]
+    else:
+        for i in range(options.clients):
+            name = f"client{i + 1}"
+            await trio.to_thread.run_sync(lambda n=name, i=i: net.add_client(
+                n, providers[i % len(providers)], passphrase=options.passphrase))
+            run.clients.append(name)
+    for name in run.clients:
         net.start(name)
-        run.clients.append(name)
-    await trio.to_thread.run_sync(lambda: net.wait_ready(run.clients, 180))
+    nodes = len(net.of_kind("mix")) + len(providers)
+    state = {"consensus": False, "clients": 0}
+
+    def show() -> None:
+        listed = "lists all" if state["consensus"] else "does not list yet all"
+        reporter.progress(
+            f"consensus {listed} {nodes} nodes; clients connected: "
+            f"{state['clients']}/{len(run.clients)}",
+            done=state["consensus"] and state["clients"] == len(run.clients),
+        )
+
+    def client_ready(done: int, _total: int) -> None:
+        state["clients"] = done
+        show()
+
+    show()
+    async with trio.open_nursery() as nursery:
+
+        async def consensus() -> None:
+            await _wait_for_consensus(net, START_TIMEOUT)
+            state["consensus"] = True
+            show()
+
+        nursery.start_soon(consensus)
+        await trio.to_thread.run_sync(
+            lambda: net.wait_ready(run.clients, START_TIMEOUT, client_ready))
     for name in run.clients:
         run.addresses[name] = parse_address(net.address(name))
+
+
+async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
+    options, net = run.options, run.net
+    await _start(run, reporter)
     run.first_epoch = min(
         (p.stats() or {}).get("epoch", 1 << 30) for p in net.of_kind("mix")
     )
     run.log("network up: consensus published, clients connected")
+    reporter.line(f"network up in {time.time() - run.started:.1f} s; logs: "
+                  f"{net.root}/<process>/process.log")
+    if options.keep_running:
+        reporter.line(f"bootstrap: {net.bootstrap().to_text()}")
+        reporter.line(f"join it:   mixnet client init --dir DIR --join {net.root / BOOTSTRAP_NAME}"
+                      "  (docs/quickstart.md)")
     until = time.time() + options.duration
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_collect, run)
-        if not options.json:
-            nursery.start_soon(_progress, run)
-        if options.chaos:
-            nursery.start_soon(_chaos, run, options.duration)
-        await _traffic(run, until)
-        run.log("traffic stopped; waiting for the last messages")
-        await _drain(run)
-        states = await _states(run)
-        run.failed_ids = {m for m, s in states.items() if s == "undeliverable"}
-        await trio.sleep(1.5)  # one more statistics write everywhere
+        if run.traffic:
+            nursery.start_soon(_collect, run)
+            if options.report and not options.json:
+                nursery.start_soon(_progress, run)
+            if options.chaos:
+                nursery.start_soon(_chaos, run, options.duration)
+            await _traffic(run, until)
+            run.log("traffic stopped; waiting for the last messages")
+            await _drain(run)
+            states = await _states(run)
+            run.failed_ids = {m for m, s in states.items() if s == "undeliverable"}
+            await trio.sleep(1.5)  # one more statistics write everywhere
         nursery.cancel_scope.cancel()
-    return summarize(run)
+    summary = summarize(run)
+    summary["verdict"] = verdict(summary)
+    return summary
 
 
-def run_testnet(options: Options) -> dict[str, Any]:
+def _prepare(options: Options) -> tuple[Path, LocalNetwork, NetworkParams]:
+    """The network to run: a new one under a fresh or empty folder, or the kept one."""
+    if options.resume:
+        assert options.directory is not None
+        net = LocalNetwork.load(options.directory, trace=options.trace is not None,
+                                passphrase=options.passphrase)
+        return net.root, net, net.params
     root = options.directory or Path(tempfile.mkdtemp(prefix="mixnet-testnet-"))
+    if (root / MANIFEST_NAME).exists():
+        raise NetworkError(f"{root} already holds a testnet: restart it with mixnet testnet "
+                           f"--resume {root}, or give an empty --dir")
+    if root.exists() and any(root.iterdir()) and options.directory is not None:
+        raise NetworkError(f"{root} is not empty; give a new or empty --dir")
     params = testnet_params(options)
     net = LocalNetwork(
         root, params=params, authorities=options.authorities,
         mixes_per_layer=options.mixes_per_layer, providers=options.providers,
         trace=options.trace is not None,
     )
-    run = Run(options, net, params, random.Random(options.seed), started=time.time())
+    return root, net, params
+
+
+def run_testnet(options: Options) -> dict[str, Any]:
+    if not options.resume and (options.clients < 0
+                               or (options.clients < 2 and options.duration > 0)):
+        raise NetworkError("traffic needs at least 2 clients (or give --duration 0)")
+    root, net, params = _prepare(options)
+    root.mkdir(parents=True, exist_ok=True)
     try:
-        summary = trio.run(_main, run)
+        lock = FileLock.acquire(root / LOCK_NAME)
+    except LockHeld as held:
+        raise NetworkError(f"a testnet is already running in {root} (PID {held.pid})") from None
+    reporter = Reporter(options.report)
+    run = Run(options, net, params, random.Random(options.seed), started=time.time())
+    # SIGTERM (a service manager, `timeout`, `kill`) must stop the children as Ctrl-C does: they
+    # run in their own sessions, so nothing else would stop them.
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
+    verb = "restarting the testnet kept" if options.resume else "starting a testnet"
+    clients = len(net.of_kind("client")) if options.resume else options.clients
+    reporter.line(
+        f"{verb} in {root}: {net.n_authorities} authorities, {params.layers} x "
+        f"{net.mixes_per_layer} mixes, {net.n_providers} providers, {clients} clients; "
+        f"each process logs to {root}/<name>/process.log"
+    )
+    keep = options.directory is not None or options.keep_running
+    try:
+        summary = trio.run(_main, run, reporter)
         if options.trace is not None:
             rows = net.collect_trace(options.trace)
             summary["trace"] = {"file": str(options.trace), "link_events": rows}
+        keep = keep or not summary["verdict"]["ok"]
+        summary["kept"] = keep
         if options.keep_running:
-            first, second = (net.processes[n].data_dir for n in run.clients[:2])
-            summary["attach"] = {
-                "passphrase": f"export MIXNET_PASSPHRASE={options.passphrase}",
-                "chat": f"mixnet chat --dir {first}",
-                "card": f"mixnet contact card --dir {second}",
-                "add": f"mixnet contact add --dir {first} 'mixnet1:...' --name friend",
-                "send": f"mixnet send --dir {first} friend 'hello'",
-                "status": f"mixnet client status --dir {first}",
-            }
+            summary["attach"] = _attach(run)
+        if options.report:
             _print(summary, options.json)
-            print("network left running; stop it with Ctrl-C", file=sys.stderr)
+        if options.keep_running:
+            reporter.line("network left running; stop it with Ctrl-C (then: mixnet testnet "
+                          f"--resume {root} restarts it with the same keys)")
             _wait_forever()
-            return summary
         return summary
+    except Exception:
+        if not keep:
+            keep = True
+            reporter.line(f"the run failed; its files and logs are kept in {root}")
+        raise
     finally:
         net.close()
-        if options.directory is None and not options.keep_running:
+        lock.release()
+        if old_sigterm is not None:
+            signal.signal(signal.SIGTERM, old_sigterm)
+        if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _attach(run: Run) -> dict[str, str]:
+    root = run.net.root
+    out = {
+        "bootstrap": run.net.bootstrap().to_text(),
+        "join": f"mixnet client init --dir ~/.mixnet --join {root / BOOTSTRAP_NAME}",
+        "resume": f"mixnet testnet --resume {root} --keep-running",
+    }
+    if len(run.clients) >= 2:
+        first, second = (run.net.processes[n].data_dir for n in run.clients[:2])
+        out.update({
+            "passphrase": f"export MIXNET_PASSPHRASE={run.options.passphrase}",
+            "chat": f"mixnet chat --dir {first}",
+            "card": f"mixnet contact card --dir {second}",
+            "add": f"mixnet contact add --dir {first} 'mixnet1:...' --name friend",
+            "send": f"mixnet send --dir {first} friend 'hello'",
+            "status": f"mixnet status --dir {first}",
+        })
+    return out
+
+
 def _wait_forever() -> None:
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return
+    """Until Ctrl-C (a KeyboardInterrupt: the caller stops every process and exits 130)."""
+    while True:
+        time.sleep(3600)
 
 
 def _print(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, default=str))
+        print(json.dumps(summary, default=str), flush=True)
         return
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     console = Console()
+    if not summary["parameters"]["traffic"]:
+        _print_tail(console, summary)
+        return
     m, lat = summary["messages"], summary["latency_s"]
     pred = lat["predicted"]
-    table = Table(title="mixnet testnet summary")
+    console.print()
+    console.print("[bold]mixnet testnet summary[/bold]")
+    table = Table()
     table.add_column("figure")
     table.add_column("measured", justify="right")
     table.add_column("parameters predict", justify="right")
@@ -476,7 +733,11 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     table.add_row("drops by reason", ", ".join(f"{k} {v}" for k, v in
                                               summary["drops_by_reason"].items()) or "none", "")
     console.print(table)
-    nodes = Table(title="nodes")
+    for term, meaning in TERMS:
+        console.print(f"  {term:10} {meaning}")
+    console.print()
+    console.print("[bold]nodes[/bold]")
+    nodes = Table()
     for col in ("node", "in", "dropped", "sent", "loops returned", "in = processed + dropped"):
         nodes.add_column(col, justify="right")
     for name, n in summary["nodes"].items():
@@ -484,7 +745,14 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
                       f"{n['loops_returned']}/{n['loops_sent']}",
                       "yes" if n["in_equals_processed_plus_dropped"] else "NO")
     console.print(nodes)
+    _print_tail(console, summary)
+
+
+def _print_tail(console: Any, summary: dict[str, Any]) -> None:
     for event in summary["events"]:
-        console.print(event)
+        console.print(event, markup=False)
     for what, command in summary.get("attach", {}).items():
-        console.print(f"{what:10} {command}")
+        console.print(f"{what:10} {command}", markup=False, soft_wrap=True)
+    where = "kept" if summary.get("kept") else "removed at the end; keep them with --dir"
+    console.print(f"logs       {summary['logs']} ({where})", markup=False, soft_wrap=True)
+    console.print(f"verdict: {summary['verdict']['text']}", markup=False, soft_wrap=True)

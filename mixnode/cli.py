@@ -1,4 +1,9 @@
-"""``mixnet mixnode init|run``: create a node's keys and config; run it."""
+"""``mixnet mixnode init|run``: create a node's keys and config; run it.
+
+``init`` joins a network from its bootstrap line (``--join``: the authorities, the threshold,
+and the parameters of the threshold-signed consensus) or from ``--authority`` and ``--params``
+given together; never from built-in defaults the network may not use. ``run`` takes the node's
+``--dir DIR`` or its ``--config FILE``, as every role does (``docs/cli.md``)."""
 
 from __future__ import annotations
 
@@ -33,6 +38,22 @@ def _parse_authority(value: str) -> AuthorityRef:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _network(args: argparse.Namespace) -> tuple[tuple[AuthorityRef, ...], int, NetworkParams]:
+    if args.join:
+        if args.authority or args.params or args.threshold:
+            raise ConfigError("--join takes the authorities, threshold and parameters from the "
+                              "network; drop --authority/--threshold/--params")
+        from mixcore.net.join import join_network  # noqa: PLC0415  # trio/httpx only here
+
+        bootstrap, verified = join_network(args.join, wait=args.wait)
+        return bootstrap.authorities, bootstrap.threshold, verified.document.params
+    if not args.authority or not args.params:
+        raise ConfigError(
+            "give the network's bootstrap with --join BOOTSTRAP (mixnet directory info prints "
+            "it), or both --authority KEYHEX@URL and --params FILE"
+        )
+    threshold = args.threshold or len(args.authority) // 2 + 1
+    return tuple(args.authority), threshold, NetworkParams.load(args.params)
 WORKERS_HELP = (
     "worker processes for the Sphinx hop (default: cores minus one, at least one; 0: in the "
     "node process)"
@@ -49,7 +70,7 @@ def _init(args: argparse.Namespace) -> int:
     data = Path(args.dir).resolve()
     if (data / CONFIG_NAME).exists() and not args.force:
         raise ConfigError(f"{data / CONFIG_NAME} exists; use --force to overwrite")
-    params = NetworkParams.load(args.params) if args.params else NetworkParams()
+    authorities, threshold, params = _network(args)
     host, port = args.listen
     config = NodeConfig(
         name=args.name or data.name[:32],
@@ -57,8 +78,8 @@ def _init(args: argparse.Namespace) -> int:
         data_dir=data,
         listen_host=host,
         listen_port=port,
-        authorities=tuple(args.authority),
-        threshold=args.threshold or len(args.authority) // 2 + 1,
+        authorities=authorities,
+        threshold=threshold,
         params=params,
         workers=args.workers,
     )
@@ -83,7 +104,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = NodeConfig.load(args.config)
+    config = NodeConfig.load(args.config or Path(args.dir) / CONFIG_NAME)
     if args.workers is not None:
         config = dataclasses.replace(config, workers=args.workers)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is metadata
@@ -96,7 +117,11 @@ def _run(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve, config)
-            print(json.dumps({"status": "serving", "name": config.name, "port": port}), flush=True)
+            if args.json:
+                print(json.dumps({"status": "serving", "name": config.name, "port": port}),
+                      flush=True)
+            else:
+                print(f"{config.role.value} {config.name} serving on port {port}", flush=True)
 
     trio.run(main)  # mixnet.cli turns a MixnetError inside a task group into one line
     return 0
@@ -107,25 +132,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds = parser.add_subparsers(dest="mixnode_command", metavar="COMMAND", required=True)
 
     init = cmds.add_parser("init", help="create a node's keys and config file")
-    init.add_argument("--dir", required=True, help="data directory (keys, config, databases)")
-    init.add_argument("--role", choices=[r.value for r in Role], required=True)
-    init.add_argument("--listen", type=_parse_listen, required=True, metavar="HOST:PORT")
+    init.add_argument("--dir", required=True, metavar="DIR",
+                      help="data directory (keys, config, databases)")
+    init.add_argument("--role", choices=[r.value for r in Role], required=True,
+                      help="a mix (one layer of the cascade) or a provider (clients' mailboxes)")
+    init.add_argument("--listen", type=_parse_listen, required=True, metavar="HOST:PORT",
+                      help="where it accepts links")
+    init.add_argument("--join", metavar="BOOTSTRAP",
+                      help="the network's bootstrap line or a file holding it; parameters come "
+                           "from its signed consensus")
     init.add_argument(
-        "--authority", type=_parse_authority, action="append", required=True,
-        metavar="KEYHEX@URL", help="a directory authority (repeat for each)",
+        "--authority", type=_parse_authority, action="append", metavar="KEYHEX@URL",
+        help="a directory authority, without --join (repeat for each)",
     )
-    init.add_argument("--threshold", type=int, default=0, help="default: majority")
-    init.add_argument("--name", default="", help="operator nickname (<= 32 printable chars)")
-    init.add_argument("--params", help="JSON file of network parameters (default: built-in)")
+    init.add_argument("--threshold", type=int, default=0, metavar="N",
+                      help="signatures a consensus needs, without --join (default: majority)")
+    init.add_argument("--params", metavar="FILE",
+                      help="JSON file of the network's parameters, without --join")
+    init.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                      help="with --join: wait this long for a first consensus")
+    init.add_argument("--name", default="", metavar="NAME",
+                      help="operator nickname (<= 32 printable chars)")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
     init.add_argument("--workers", type=_workers, default=None, metavar="N", help=WORKERS_HELP)
-    init.add_argument("--json", action="store_true")
+    init.add_argument("--json", action="store_true", help="print one JSON object")
     init.set_defaults(func=_init)
 
     run = cmds.add_parser("run", help="run the node until SIGINT/SIGTERM")
-    run.add_argument("--config", required=True)
-    run.add_argument("--verbose", action="store_true")
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", metavar="DIR", help="the node's data directory (made by init)")
+    where.add_argument("--config", metavar="FILE", help=f"its config file instead "
+                                                        f"(DIR/{CONFIG_NAME})")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument(
         "--workers", type=_workers, default=None, metavar="N", help=WORKERS_HELP + " (overrides)"
     )
+    run.add_argument("--json", action="store_true", help="print one JSON object once serving")
     run.set_defaults(func=_run)

@@ -1,4 +1,4 @@
-"""The person-facing commands: ``mixnet contact|send|inbox|read|group|timer|status|chat``.
+"""The person-facing commands: ``mixnet contact|send|retry|inbox|read|group|timer|status|chat``.
 
 Each attaches to the running daemon through the local API (``client/api.py``), takes
 ``--dir`` (default: ``$MIXNET_CLIENT_DIR``) and ``--json`` (then prints one JSON object).
@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from client.api import ApiClient
-from client.daemon_config import DaemonConfig
+from client.daemon_config import DaemonConfig, socket_of
 from client.messenger.errors import MessengerError
 from mixcore.errors import MixnetError
 
@@ -52,8 +52,7 @@ def data_dir(args: argparse.Namespace) -> Path:
 
 
 async def call(directory: Path, op: str, **args: Any) -> Any:
-    config = DaemonConfig.load(directory)
-    client = await ApiClient.connect(str(config.socket_path), str(directory))
+    client = await ApiClient.connect(str(socket_of(directory)), str(directory))
     try:
         return await client.call(op, **args)
     finally:
@@ -91,6 +90,26 @@ def _contact_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _contact_remove(args: argparse.Namespace) -> int:
+    result = request(args, "contact_remove", name=args.name)
+    emit(result, args.json, f"removed {args.name} (its conversation is deleted)")
+    return 0
+
+
+def _contact_rename(args: argparse.Namespace) -> int:
+    result = request(args, "contact_rename", name=args.name, new_name=args.new_name)
+    emit(result, args.json, f"{args.name} is now {result['name']}")
+    return 0
+
+
+def _contact_block(args: argparse.Namespace) -> int:
+    result = request(args, "contact_block", name=args.name, undo=args.undo)
+    human = (f"unblocked {args.name}" if args.undo else
+             f"blocked {args.name}: their messages are dropped, nothing is sent to them")
+    emit(result, args.json, human)
+    return 0
+
+
 def _contact_list(args: argparse.Namespace) -> int:
     contacts = request(args, "contacts")
     lines = []
@@ -102,6 +121,8 @@ def _contact_list(args: argparse.Namespace) -> int:
             extra.append("message request")
         if c["unread"]:
             extra.append(f"{c['unread']} unread")
+        if c.get("blocked"):
+            extra.append("blocked")
         lines.append(f"{c['name']:20} {_badge(c['verification']):14} {' '.join(extra)}")
     emit({"contacts": contacts}, args.json, "\n".join(lines) or "no contacts yet")
     return 0
@@ -138,14 +159,21 @@ def _send(args: argparse.Namespace) -> int:
     else:
         if args.text is None:
             raise MessengerError("give the TEXT to send, - to read it from stdin, or --file PATH")
-        text = sys.stdin.read() if args.text == "-" else args.text
-        result = request(args, "msg_send", to=args.name, text=text)
+        result = request(args, "msg_send", to=args.name, text=_text(args.text))
     if args.wait:
         result = _wait(args, result, args.wait)
     emit(result, args.json, f"{args.name}: {STATE_MARKS.get(result.get('state', ''), '')}")
     if result.get("state") == "failed":
         raise MessengerError(f"message to {args.name} failed: {result.get('reason', '')}")
     return 0
+
+
+def _text(value: str) -> str:
+    """TEXT, or stdin for ``-`` without the trailing newline that ``echo`` and editors add."""
+    if value != "-":
+        return value
+    text = sys.stdin.read()
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _wait(args: argparse.Namespace, sent: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -187,19 +215,56 @@ def _format(m: dict[str, Any]) -> str:
     return line
 
 
+def safe_file_name(name: str) -> str:
+    """A received attachment's name as one plain file name: the sender chose it, so no
+    folders, no ``..``, no leading dot (hidden files), no control characters."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip().lstrip(".")
+    return name[:128] or "attachment"
+
+
+def _free_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``name-2``, ``name-3``... so nothing already there is overwritten."""
+    path = folder / name
+    stem, dot, ext = name.partition(".")
+    n = 2
+    while path.exists():
+        path = folder / f"{stem}-{n}{dot}{ext}"
+        n += 1
+    return path
+
+
 def _read(args: argparse.Namespace) -> int:
     result = request(args, "conversation", name=args.name, with_data=bool(args.save))
+    saved: list[str] = []
     if args.save:
         target = Path(args.save)
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MessengerError(f"cannot create {target}: {exc.strerror}") from None
         for m in result["messages"]:
-            if m["kind"] == "file" and m["direction"] == "in":
-                path = target / Path(m["file"]["name"]).name
-                path.write_bytes(m["file"].pop("data"))
-                m["file"]["saved_to"] = str(path)
-            elif "file" in m:
-                m["file"].pop("data", None)
-    emit(result, args.json, "\n".join(_format(m) for m in result["messages"]) or "no messages")
+            data = m.get("file", {}).pop("data", None)
+            if m["kind"] != "file" or m["direction"] != "in" or data is None:
+                continue
+            path = _free_path(target, safe_file_name(m["file"]["name"]))
+            try:
+                path.write_bytes(data)
+            except OSError as exc:
+                raise MessengerError(f"cannot save {path}: {exc.strerror}") from None
+            m["file"]["saved_to"] = str(path)
+            saved.append(f"saved {m['file']['name']!r} to {path}")
+    human = "\n".join(_format(m) for m in result["messages"]) or "no messages"
+    emit(result, args.json, "\n".join([human, *saved]))
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    result = request(args, "msg_retry", name=args.name)
+    n = result["retried"]
+    human = (f"{args.name}: {n} failed message{'s' if n != 1 else ''} sent again" if n
+             else f"{args.name}: no failed messages to send again")
+    emit(result, args.json, human)
     return 0
 
 
@@ -229,8 +294,7 @@ def _group(args: argparse.Namespace) -> int:
     elif cmd in ("add", "remove"):
         result = request(args, f"group_{cmd}", group=args.group, member=args.member)
     elif cmd == "send":
-        text = sys.stdin.read() if args.text == "-" else args.text
-        result = request(args, "msg_send", to=f"#{args.group}", text=text)
+        result = request(args, "msg_send", to=f"#{args.group}", text=_text(args.text))
         emit(result, args.json, f"#{args.group}: {STATE_MARKS.get(result['state'], '')}")
         return 0
     else:
@@ -252,11 +316,12 @@ def _timer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
+def status_command(args: argparse.Namespace) -> int:
     s = request(args, "status")
     rates = s.get("rates_per_s", {})
     transport = s.get("transport", {})
     lines = [
+        f"client              {s.get('name', '')} (provider {s.get('provider_name', '')})",
         f"connection          {'connected' if s.get('connected') else 'DISCONNECTED'}",
         f"consensus epoch     {s.get('epoch')}",
         "cover traffic       " + ", ".join(f"{k} {v}/s" for k, v in rates.items()),
@@ -298,8 +363,13 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", default=None, help=f"client data directory (default ${DIR_ENV})")
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help=f"the client's data directory (default: ${DIR_ENV})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _name(p: argparse.ArgumentParser, what: str = "the contact's name") -> None:
+    p.add_argument("name", metavar="NAME", help=what)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -309,36 +379,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.set_defaults(func=_contact_card)
     p = cs.add_parser("add", help="add a contact from their card (- reads stdin)")
-    p.add_argument("card")
-    p.add_argument("--name")
+    p.add_argument("card", metavar="CARD", help="their card (mixnet1:...), or - for stdin")
+    p.add_argument("--name", metavar="NAME", help="what to call them (default: from the key)")
     _common(p)
     p.set_defaults(func=_contact_add)
     p = cs.add_parser("list", help="contacts with verification state")
     _common(p)
     p.set_defaults(func=_contact_list)
     p = cs.add_parser("verify", help="show the safety number; --confirm marks verified")
-    p.add_argument("name")
+    _name(p)
     p.add_argument("--confirm", action="store_true", help="you compared it and it matched")
     p.add_argument("--acknowledge", action="store_true",
                    help="accept a changed key as unverified (sending is blocked until then)")
     _common(p)
     p.set_defaults(func=_contact_verify)
+    p = cs.add_parser("rename", help="give a contact another name")
+    _name(p)
+    p.add_argument("new_name", metavar="NEW_NAME", help="the new name")
+    _common(p)
+    p.set_defaults(func=_contact_rename)
+    p = cs.add_parser("remove", help="delete a contact and its conversation")
+    _name(p)
+    _common(p)
+    p.set_defaults(func=_contact_remove)
+    p = cs.add_parser("block", help="drop a contact's messages and send them nothing")
+    _name(p)
+    p.add_argument("--undo", action="store_true", help="unblock")
+    _common(p)
+    p.set_defaults(func=_contact_block)
 
     p = sub.add_parser("send", help="send TEXT (or - for stdin, or --file PATH) to a contact")
-    p.add_argument("name", help="contact name (or #group)")
-    p.add_argument("text", nargs="?")
+    p.add_argument("name", metavar="NAME", help="contact name (or #group)")
+    p.add_argument("text", metavar="TEXT", nargs="?", help="the message; - reads stdin")
     p.add_argument("--file", metavar="PATH", help="send a file as an attachment")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait for the delivery state, showing progress")
-    p.add_argument("--until", choices=["at_provider", "delivered"], default="at_provider")
+    p.add_argument("--until", choices=["at_provider", "delivered"], default="at_provider",
+                   help="with --wait: the state to wait for (default at_provider)")
     _common(p)
     p.set_defaults(func=_send)
+
+    p = sub.add_parser("retry", help="send a conversation's failed messages again")
+    _name(p, "contact name or #group")
+    _common(p)
+    p.set_defaults(func=_retry)
 
     p = sub.add_parser("inbox", help="conversations with unread messages")
     _common(p)
     p.set_defaults(func=_inbox)
     p = sub.add_parser("read", help="show a conversation (marks it read)")
-    p.add_argument("name", help="contact name or #group")
+    _name(p, "contact name or #group")
     p.add_argument("--save", metavar="DIR", help="save received attachments into DIR")
     _common(p)
     p.set_defaults(func=_read)
@@ -346,20 +436,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("group", help="groups: create, add, remove, send, list")
     gs = group.add_subparsers(dest="group_command", metavar="COMMAND", required=True)
     p = gs.add_parser("create", help="create a group with some contacts")
-    p.add_argument("group")
-    p.add_argument("members", nargs="+")
+    p.add_argument("group", metavar="GROUP", help="the group's name")
+    p.add_argument("members", metavar="MEMBER", nargs="+", help="contact names")
     _common(p)
-    p = gs.add_parser("add", help="add a contact (creator only)")
-    p.add_argument("group")
-    p.add_argument("member")
-    _common(p)
-    p = gs.add_parser("remove", help="remove a member (creator only)")
-    p.add_argument("group")
-    p.add_argument("member")
-    _common(p)
+    for verb, what in (("add", "add a contact (creator only)"),
+                       ("remove", "remove a member (creator only)")):
+        p = gs.add_parser(verb, help=what)
+        p.add_argument("group", metavar="GROUP", help="the group's name")
+        p.add_argument("member", metavar="MEMBER", help="a contact's name")
+        _common(p)
     p = gs.add_parser("send", help="send TEXT to every member")
-    p.add_argument("group")
-    p.add_argument("text")
+    p.add_argument("group", metavar="GROUP", help="the group's name")
+    p.add_argument("text", metavar="TEXT", help="the message; - reads stdin")
     _common(p)
     p = gs.add_parser("list", help="your groups")
     _common(p)
@@ -368,18 +456,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     timer = sub.add_parser("timer", help="disappearing messages: propose or accept a timer")
     ts = timer.add_subparsers(dest="timer_command", metavar="COMMAND", required=True)
     p = ts.add_parser("set", help="propose SECONDS (0 turns it off)")
-    p.add_argument("name")
-    p.add_argument("seconds", type=int)
+    _name(p)
+    p.add_argument("seconds", metavar="SECONDS", type=int,
+                   help="how long messages live (0: off)")
     _common(p)
     p = ts.add_parser("accept", help="accept the contact's proposal")
-    p.add_argument("name")
+    _name(p)
     _common(p)
     timer.set_defaults(func=_timer)
 
     p = sub.add_parser("status", help="connection, epoch, cover rates, pending acks, queues")
     _common(p)
-    p.set_defaults(func=_status)
+    p.set_defaults(func=status_command)
 
     p = sub.add_parser("chat", help="the terminal chat screen")
-    p.add_argument("--dir", default=None, help=f"client data directory (default ${DIR_ENV})")
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help=f"the client's data directory (default: ${DIR_ENV})")
     p.set_defaults(func=_chat)

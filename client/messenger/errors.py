@@ -37,3 +37,20 @@ class MessageTooLong(MessengerError):
 
 class InnerFormatError(MessengerError):
     """Decrypted bytes that are not a well-formed inner message."""
+
+
+class RecipientWouldRefuse(MessengerError):
+    """The message breaks a limit the recipient's decoder enforces (checked before sending,
+    with the very same decoder, so nothing is sent that would be dropped on arrival)."""
+
+
+class TextTooLong(MessageTooLong, RecipientWouldRefuse):
+    """A text with more characters than a recipient's decoder accepts."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        MessengerError.__init__(
+            self, f"message too long: {length:,} characters; a recipient accepts at most "
+                  f"{limit:,} characters per message"
+        )
+        self.size = length
+        self.limit = limit

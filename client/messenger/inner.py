@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from client.messenger.errors import InnerFormatError
+from client.messenger.errors import InnerFormatError, RecipientWouldRefuse, TextTooLong
 from mixcore.encoding import (
     expect_bytes,
     expect_int,
@@ -160,3 +160,15 @@ def decode(data: bytes) -> Inner:
     except DecodeError as exc:
         raise InnerFormatError(f"malformed inner message: {exc}") from None
     return Inner(kind, uid, ttl, parsed)
+
+
+def check_acceptable(message: Inner) -> None:
+    """Refuse, before anything is encrypted or queued, a message the recipient would reject:
+    its encoding goes through the recipient's own :func:`decode`. A too-long text gets its
+    own sentence (the limit a person can act on)."""
+    if message.kind in ("text", "gtext") and len(message.body[-1]) > MAX_TEXT:
+        raise TextTooLong(len(message.body[-1]), MAX_TEXT)
+    try:
+        decode(message.encode())
+    except InnerFormatError as exc:
+        raise RecipientWouldRefuse(f"the recipient would refuse this message ({exc})") from None

@@ -31,6 +31,7 @@ from client.messenger import inner
 from client.messenger.errors import (
     MessageTooLong,
     MessengerError,
+    RecipientWouldRefuse,
     UnknownContact,
     UnknownGroup,
 )
@@ -155,11 +156,12 @@ class Messenger:
         return name
 
     def add_contact(self, card_text: str, name: str | None = None) -> dict[str, Any]:
-        """Add (or update) a contact from a card string. A known identity under another name
-        (a message request, a group member) is renamed. A card with other keys under the name
-        of an existing contact is a key change: the contact's old keys stay pinned and in use,
-        sending to it is blocked, and the new card waits until its safety number is verified
-        (or, for a contact that was never verified, acknowledged)."""
+        """Add (or update) a contact from a card string. A known identity that the user never
+        named (a message request, a group member) takes the name; one the user named keeps it
+        (renaming is :meth:`rename_contact`, never a side effect). A card with other keys under
+        the name of an existing contact is a key change: the contact's old keys stay pinned and
+        in use, sending to it is blocked, and the new card waits until its safety number is
+        verified (or, for a contact that was never verified, acknowledged)."""
         card = ContactCard.from_text(card_text)
         card.verify()
         if card.identity_key == self.card.identity_key:
@@ -169,6 +171,11 @@ class Messenger:
         target = next((c for c in self._contacts() if c.name == name), None) if name else None
         if known is not None and (target is None or target.cid == known.cid):
             if name and name != known.name:
+                if not (known.request or known.hidden):
+                    raise MessengerError(
+                        f"that card is already your contact {known.name!r}; to rename it: "
+                        f"mixnet contact rename {known.name} {name}"
+                    )
                 known.name = name
             known.card, known.request, known.hidden = card.to_bytes(), False, False
             self._save_contact(known)
@@ -188,6 +195,41 @@ class Messenger:
             self.store.save_verification(c.cid, ContactVerification.first_seen(card))
         return self.contact_info(c)
 
+    def rename_contact(self, name: str, new_name: str) -> dict[str, Any]:
+        c = self.contact(name)
+        new_name = _check_name(new_name)
+        if new_name != c.name:
+            self._check_free(new_name)
+            c.name = new_name
+            self._save_contact(c)
+        return self.contact_info(c)
+
+    def remove_contact(self, name: str) -> dict[str, Any]:
+        """Forget a contact: card, session, verification and conversation. One who is still
+        in a group with us stays known as a group member only (the group needs the card)."""
+        c = self.contact(name)
+        in_group = any(c.cid in g.members or c.cid == g.admin for g in self._groups())
+        with self.store.transaction():
+            self.store.delete_conversation(f"c:{c.cid}")
+            self.store.delete("settings", PENDING_CARD + c.cid)
+            self.store.delete("settings", f"read:c:{c.cid}")
+            if in_group:
+                c.hidden, c.request, c.timer = True, False, 0
+                key = ContactCard.from_bytes(c.card).identity_key
+                c.name = self._unique_name(f"member-{key[:4].hex()}")
+                self._save_contact(c)
+            else:
+                self.store.delete("contacts", c.cid)
+                self.store.delete("sessions", c.cid)
+                self.store.delete("verification", c.cid)
+        return {"name": name, "removed": True, "kept_as_group_member": in_group}
+
+    def block_contact(self, name: str, *, undo: bool = False) -> dict[str, Any]:
+        c = self.contact(name)
+        c.blocked = not undo
+        self._save_contact(c)
+        return self.contact_info(c)
+
     def _check_free(self, name: str) -> None:
         if any(c.name == name for c in self._contacts()):
             raise MessengerError(f"there is already a contact named {name!r}")
@@ -203,6 +245,7 @@ class Messenger:
             "timer_proposed_by_them": c.their_proposal if c.their_proposal >= 0 else None,
             "request": c.request,
             "group_member_only": c.hidden,
+            "blocked": c.blocked,
             "unread": self._unread(f"c:{c.cid}"),
         }
 
@@ -254,6 +297,11 @@ class Messenger:
     # -- sending -------------------------------------------------------------------------------
 
     def _encrypt(self, c: ContactRecord, message: inner.Inner) -> Envelope:
+        inner.check_acceptable(message)
+        if c.blocked:
+            raise MessengerError(
+                f"{c.name} is blocked; unblock with: mixnet contact block {c.name} --undo"
+            )
         v = self._verification(c)
         try:
             v.check_send()
@@ -315,6 +363,47 @@ class Messenger:
                 file=(file_name, data, message.body[2]),
             )
         return [env]
+
+    def retry(self, name: str) -> list[Envelope]:
+        """Send again, to each recipient for whom it failed, every failed outgoing message of
+        a conversation: the same message (same uid, so a recipient that got the first copy
+        after all keeps one and answers with its receipt), encrypted afresh."""
+        _, conv = self._conversation_id(name)
+        envelopes: list[Envelope] = []
+        with self.store.transaction():
+            for _, r in self._live(conv):
+                key = f"delivery:{r.uid.hex()}"
+                data = self.store.get("settings", key) if r.direction == "out" else None
+                rows = decode_delivery(data) if data else {}
+                failed = [cid for cid, (state, _) in rows.items() if state is Delivery.FAILED]
+                if not failed:
+                    continue
+                message = self._rebuilt(r, conv)
+                for cid in failed:
+                    c = self._by_cid(cid)
+                    if c is None:
+                        continue
+                    try:
+                        envelopes.append(self._encrypt(c, message))
+                    except MessengerError as exc:
+                        rows[cid] = (Delivery.FAILED, f"not sent again: {exc}")
+                        continue
+                    rows[cid] = (Delivery.QUEUED, "")
+                self.store.put("settings", key, encode_delivery(rows))
+        return envelopes
+
+    def _rebuilt(self, r: MessageRecord, conv: str) -> inner.Inner:
+        """The inner message an outgoing record was sent as (its uid, timer and body)."""
+        ttl = round(r.expires_at - r.at) if r.expires_at else 0
+        if conv.startswith("g:"):
+            gid = bytes.fromhex(conv[2:])
+            if r.kind == "file":
+                body: tuple[Any, ...] = (gid, r.file_name, r.file_data, r.file_sha256)
+                return inner.Inner("gfile", r.uid, ttl, body)
+            return inner.Inner("gtext", r.uid, ttl, (gid, r.text))
+        if r.kind == "file":
+            return inner.Inner("file", r.uid, ttl, (r.file_name, r.file_data, r.file_sha256))
+        return inner.Inner("text", r.uid, ttl, (r.text,))
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -381,6 +470,7 @@ class Messenger:
     def _fan_out(
         self, g: GroupRecord, message: inner.Inner, cids: list[str]
     ) -> tuple[list[Envelope], dict[str, str]]:
+        inner.check_acceptable(message)  # for every member alike: refuse it before anything
         envelopes, failed = [], {}
         for cid in cids:
             c = self._by_cid(cid)
@@ -388,7 +478,7 @@ class Messenger:
                 continue
             try:
                 envelopes.append(self._encrypt(c, message))
-            except MessageTooLong:
+            except (MessageTooLong, RecipientWouldRefuse):
                 raise
             except MessengerError as exc:
                 failed[cid] = str(exc)
@@ -645,6 +735,9 @@ class Messenger:
                     "is now part of this one")
 
     def _dispatch(self, c: ContactRecord, m: inner.Inner) -> list[Envelope]:
+        if c.blocked:
+            self.counts["blocked"] += 1  # the session moved on; nothing is kept or answered
+            return []
         now = self.clock()
         if m.kind == "receipt":
             for uid in m.body[0]:
@@ -680,13 +773,17 @@ class Messenger:
                 self.counts["group_rejected"] += 1
                 return []
             conv = f"g:{g.gid.hex()}"
-        if m.kind in ("text", "gtext"):
-            record = MessageRecord(m.uid, "in", c.cid, "text", m.body[-1], now, expires)
+        if any(r.uid == m.uid for _, r in self._live(conv)):
+            # a copy sent again (mixnet retry) after the first arrived: keep one, answer again
+            self.counts["duplicate"] += 1
         else:
-            name, blob, digest = m.body[-3:]
-            record = MessageRecord(m.uid, "in", c.cid, "file", name, now, expires,
-                                   name, blob, digest)
-        self.store.add_message(conv, record.encode())
+            if m.kind in ("text", "gtext"):
+                record = MessageRecord(m.uid, "in", c.cid, "text", m.body[-1], now, expires)
+            else:
+                name, blob, digest = m.body[-3:]
+                record = MessageRecord(m.uid, "in", c.cid, "file", name, now, expires,
+                                       name, blob, digest)
+            self.store.add_message(conv, record.encode())
         try:
             return [self._encrypt(c, inner.receipt([m.uid]))]
         except MessengerError:  # key change unacknowledged: no receipt until then
@@ -732,11 +829,12 @@ class Messenger:
             before = set(self._names(g.members))
             g.members = [sender.cid, *cids] if mine else []
             g.name, g.left = name, not mine
-            after = set(self._names(g.members))
-            for added in sorted(after - before):
-                self._event(conv, f"{sender.name} added {added}")
-            for removed in sorted(before - after - {sender.name}):
-                self._event(conv, f"{sender.name} removed {removed}")
+            if mine:  # a removed member learns only that it was removed, not about the others
+                after = set(self._names(g.members))
+                for added in sorted(after - before):
+                    self._event(conv, f"{sender.name} added {added}")
+                for removed in sorted(before - after - {sender.name}):
+                    self._event(conv, f"{sender.name} removed {removed}")
         if not mine:
             self._event(conv, f"{sender.name} removed you from the group")
         self._save_group(g)

@@ -12,8 +12,12 @@ op                 arguments                           result
 ``contacts``       -                                   list of contacts
 ``contact_verify`` ``name, confirm?``                  ``{safety_number, digits, verification}``
 ``contact_ack``    ``name``                            the contact (key change acknowledged)
+``contact_rename`` ``name, new_name``                  the contact
+``contact_remove`` ``name``                            ``{name, removed, kept_as_group_member}``
+``contact_block``  ``name, undo?``                     the contact
 ``msg_send``       ``to, text`` or ``to, file_name,``  ``{id, state, recipients}``
                    ``data``; ``to`` = ``#group`` ok
+``msg_retry``      ``name``                            ``{retried}``: failed messages sent again
 ``conversation``   ``name, mark_read?, with_data?``    ``{messages, contact?}``
 ``msg_inbox``      -                                   conversations with unread messages
 ``group_create``   ``name, members``                   the group
@@ -34,7 +38,8 @@ from client.messenger.errors import MessengerError
 from client.messenger.messenger import Envelope, Messenger
 
 OPS = frozenset({
-    "card", "contact_add", "contacts", "contact_verify", "contact_ack", "msg_send",
+    "card", "contact_add", "contacts", "contact_verify", "contact_ack", "contact_rename",
+    "contact_remove", "contact_block", "msg_send", "msg_retry",
     "conversation", "msg_inbox", "group_create", "group_add", "group_remove", "groups",
     "timer_set", "timer_accept",
 })
@@ -46,6 +51,16 @@ def _str(request: dict[str, Any], key: str, *, optional: bool = False) -> str:
         return ""
     if not isinstance(value, str) or (not value and not optional):
         raise MessengerError(f"{key} must be text")
+    return value
+
+
+def _text(request: dict[str, Any]) -> str:
+    """The message text; an empty or blank one is refused (there is nothing to send)."""
+    value = request.get("text")
+    if not isinstance(value, str):
+        raise MessengerError("give the message's text")
+    if not value.strip():
+        raise MessengerError("the message is empty: nothing was sent")
     return value
 
 
@@ -70,6 +85,12 @@ def handle(
         return m.verify(_str(request, "name"), confirm=bool(request.get("confirm")))
     if op == "contact_ack":
         return m.acknowledge_key_change(_str(request, "name"))
+    if op == "contact_rename":
+        return m.rename_contact(_str(request, "name"), _str(request, "new_name"))
+    if op == "contact_remove":
+        return m.remove_contact(_str(request, "name"))
+    if op == "contact_block":
+        return m.block_contact(_str(request, "name"), undo=bool(request.get("undo")))
     if op == "msg_send":
         to = _str(request, "to")
         data = request.get("data")
@@ -80,19 +101,23 @@ def handle(
                 raise MessengerError("attachments go to one contact at a time")
             envelopes = m.send_file(to, _str(request, "file_name"), data)
         elif to.startswith("#"):
-            envelopes = m.send_group(to[1:], _str(request, "text"))
+            envelopes = m.send_group(to[1:], _text(request))
         else:
             try:
-                envelopes = m.send_text(to, _str(request, "text"))
+                envelopes = m.send_text(to, _text(request))
             except MessengerError as exc:
                 if "unknown contact" not in str(exc) or not any(
                     g["name"] == to for g in m.groups()
                 ):
                     raise
-                envelopes = m.send_group(to, _str(request, "text"))
+                envelopes = m.send_group(to, _text(request))
         send(envelopes)
         messages = m.conversation(to, mark_read=False)["messages"]
         return messages[-1] if messages else {}
+    if op == "msg_retry":
+        envelopes = m.retry(_str(request, "name"))
+        send(envelopes)
+        return {"retried": len(envelopes)}
     if op == "conversation":
         return m.conversation(
             _str(request, "name"),

@@ -63,10 +63,13 @@ class ContactRecord:
     """Created by an incoming first message, not by the user adding a card."""
     hidden: bool = False
     """Known only as a fellow group member (the group creator shared the card)."""
+    blocked: bool = False
+    """The user blocked them: their messages are dropped and nothing is sent to them."""
 
     def encode(self) -> bytes:
         return pack([1, self.cid, self.name, self.card, self.added_at, self.timer,
-                     self.my_proposal, self.their_proposal, self.request, self.hidden])
+                     self.my_proposal, self.their_proposal, self.request, self.hidden,
+                     self.blocked])
 
     @classmethod
     def decode(cls, data: bytes) -> ContactRecord:

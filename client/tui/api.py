@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from client.api import ApiError, DaemonNotRunning, FrameReader, decode_body, encode_frame
-from client.daemon_config import DaemonConfig
+from client.daemon_config import socket_of
 
 
 class ChatApi(Protocol):
@@ -21,7 +21,7 @@ class DaemonApi:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.socket_path = DaemonConfig.load(data_dir).socket_path
+        self.socket_path = socket_of(data_dir)
 
     async def call(self, op: str, **args: Any) -> Any:
         try:

@@ -1,8 +1,11 @@
-"""The chat screen: contacts and groups on the left (verification badges, unread counts), the
-open conversation on the right with each message's delivery state, a warning banner while a
-contact's key change is unacknowledged, a timer icon on disappearing conversations, and an
-input line. Everything goes through the daemon's API (:class:`client.tui.api.ChatApi`), so
-the screen holds no keys and can be driven by a fake API in tests."""
+"""The chat screen: a header saying who you are and whether your daemon is connected, contacts
+and groups on the left (verification badges, unread counts), the open conversation on the right
+with each message's delivery state, a warning banner while a contact's key change is
+unacknowledged, a timer icon on disappearing conversations, and the composer. It opens on the
+first conversation with the composer focused (type, Enter sends); Ctrl+N / Ctrl+P move to the
+next / previous conversation and leave the focus in the composer. Everything goes through the
+daemon's API (:class:`client.tui.api.ChatApi`), so the screen holds no keys and can be driven by
+a fake API in tests."""
 
 from __future__ import annotations
 
@@ -53,9 +56,30 @@ def _escape(text: str) -> str:
     return text.replace("[", r"\[")
 
 
+def header_line(status: dict[str, Any] | None) -> str:
+    """Who you are and the daemon's state, from its ``status`` (None: it is not running)."""
+    if status is None:
+        return "daemon not running (start it: mixnet client run)"
+    you = f"you: {status.get('name') or '?'}"
+    if status.get("identity"):
+        you += f" (key {status['identity'][:8]}…)"
+    parts = [you]
+    if status.get("provider_name"):
+        parts.append(f"provider {status['provider_name']}")
+    parts.append("connected" if status.get("connected") else "not connected (retrying)")
+    if status.get("epoch") is not None:
+        parts.append(f"epoch {status['epoch']}")
+    return " · ".join(parts)
+
+
 class ChatApp(App[None]):
+    ENABLE_COMMAND_PALETTE = False  # its Ctrl+P is ours: the previous conversation
     CSS = """
+    #header { background: $primary; color: $text; padding: 0 1; }
+    #header.down { background: $error; }
     #contacts { width: 28; border-right: solid $primary; }
+    #contacts:focus { border-right: thick $accent; }
+    #input:focus { border: tall $accent; }
     #banner { background: $error; color: $text; padding: 0 1; display: none; }
     #anonymity { color: $text-muted; padding: 0 1; }
     #anonymity.warn { background: $warning; color: $text; }
@@ -66,6 +90,8 @@ class ChatApp(App[None]):
     """
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("ctrl+q", "quit", "Quit"),
+        Binding("ctrl+n", "move(1)", "Next chat", priority=True),
+        Binding("ctrl+p", "move(-1)", "Previous chat", priority=True),
         Binding("ctrl+r", "refresh", "Refresh"),
     ]
 
@@ -79,8 +105,10 @@ class ChatApp(App[None]):
         self.banner_text = ""
         self.title_text = ""
         self.anonymity_text = ""
+        self.header_text = ""
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="header")
         with Horizontal():
             yield ListView(id="contacts")
             with Vertical():
@@ -95,7 +123,18 @@ class ChatApp(App[None]):
 
     async def on_mount(self) -> None:
         await self.action_refresh()
+        if self.current is None and self.entries:
+            await self.open(self.entries[0])
+        else:
+            self.query_one("#input", Input).focus()
         self.set_interval(self.poll_interval, self.action_refresh)
+
+    async def action_move(self, step: int) -> None:
+        """The next (or previous) conversation, wrapping round; the composer keeps focus."""
+        if not self.entries:
+            return
+        here = self.entries.index(self.current) if self.current in self.entries else -1
+        await self.open(self.entries[(here + step) % len(self.entries)])
 
     def _error(self, text: str) -> None:
         self.query_one("#error", Static).update(_escape(text))
@@ -129,6 +168,7 @@ class ChatApp(App[None]):
 
     async def _refresh(self) -> None:
         await self._refresh_anonymity()
+        await self._refresh_header()
         try:
             contacts = await self.api.call("contacts")
             groups = await self.api.call("groups")
@@ -163,6 +203,16 @@ class ChatApp(App[None]):
         if self.current is not None:
             await self.show_conversation(self.current)
 
+    async def _refresh_header(self) -> None:
+        try:
+            status = await self.api.call("status")
+        except MixnetError:
+            status = None
+        self.header_text = header_line(status)
+        header = self.query_one("#header", Static)
+        header.update(_escape(self.header_text))
+        header.set_class(not (status or {}).get("connected"), "down")
+
     async def on_list_view_selected(self, event: ListView.Selected) -> None:
         index = event.list_view.index
         if index is not None and index < len(self.entries):
@@ -170,6 +220,10 @@ class ChatApp(App[None]):
 
     async def open(self, name: str) -> None:
         self.current = name
+        if name in self.entries:
+            view = self.query_one("#contacts", ListView)
+            if view.index != self.entries.index(name):
+                view.index = self.entries.index(name)
         await self.show_conversation(name)
         self.query_one("#input", Input).focus()
 

@@ -54,9 +54,10 @@ class DeadlineExceeded(httpx.TimeoutException):
 class ConsensusUnavailable(ConsensusError):
     """No configured authority served a verifying document for the epoch (reasons attached)."""
 
-    def __init__(self, epoch: int, reasons: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, epoch: int | None, reasons: Sequence[tuple[str, str]]) -> None:
         detail = "; ".join(f"{url}: {reason}" for url, reason in reasons) or "no authorities"
-        super().__init__(f"no valid consensus for epoch {epoch} ({detail})")
+        which = "the current consensus" if epoch is None else f"consensus for epoch {epoch}"
+        super().__init__(f"no valid {which} ({detail})")
         self.epoch = epoch
         self.reasons = tuple(reasons)
 
@@ -383,3 +384,70 @@ class ConsensusFetcher:
             delay = self.clock.end(epoch) - self._now()
             if delay > 0 and not math.isinf(delay):
                 await trio.sleep(delay)
+
+
+class StaleConsensus(ConsensusError):
+    """A correctly signed document that is not for the epoch its own parameters give now: a
+    replayed old document, or a clock far off."""
+
+
+async def fetch_network(
+    urls: Sequence[str],
+    authorities: AuthoritySet,
+    *,
+    now: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    client: httpx.AsyncClient | None = None,
+) -> VerifiedConsensus:
+    """The network's current consensus, for joining it: its parameters are what a newcomer
+    uses, so they must be authenticated, and the consensus is what the threshold signs.
+
+    Asks each authority (random order) for ``/v1/consensus/current`` and returns the first
+    document that carries ``authorities.threshold`` valid signatures and is *fresh*: its epoch
+    is the one its own parameters give for ``now`` (one epoch of slack either way for clock
+    skew and early publication; epoch 0 before genesis), so an old signed document replayed by
+    whoever sits on the path cannot pin an old view. :class:`ConsensusUnavailable` lists each
+    authority's reason otherwise (``HTTP 404`` while a new network has not published yet).
+    """
+    order = [u.rstrip("/") for u in urls]
+    (rng or random.SystemRandom()).shuffle(order)
+    reasons: list[tuple[str, str]] = []
+
+    async def ask(http: httpx.AsyncClient) -> VerifiedConsensus:
+        for url in order:
+            try:
+                status, data = await get_limited(
+                    http, f"{url}{API_PREFIX}/consensus/current",
+                    max_bytes=MAX_DOCUMENT_BYTES, timeout=timeout,
+                )
+            except (httpx.HTTPError, ResponseTooLarge) as exc:
+                reasons.append((url, f"unreachable: {type(exc).__name__}"))
+                continue
+            if status != 200:
+                reasons.append((url, f"HTTP {status}"))
+                continue
+            try:
+                verified = verify_consensus(data, authorities)
+                _check_fresh(verified, now())
+            except ConsensusError as exc:
+                reasons.append((url, str(exc)))
+                continue
+            return verified
+        raise ConsensusUnavailable(None, reasons)
+
+    if client is not None:
+        return await ask(client)
+    async with new_http_client() as http:
+        return await ask(http)
+
+
+def _check_fresh(verified: VerifiedConsensus, now: float) -> None:
+    params = verified.document.params
+    clock = EpochClock.from_params(params)
+    expected = 0 if now < clock.genesis_time else clock.epoch_at(now)
+    if abs(verified.epoch - expected) > 1:
+        raise StaleConsensus(
+            f"the document is for epoch {verified.epoch} but its parameters give epoch "
+            f"{expected} now (a replayed old document, or this machine's clock is off)"
+        )

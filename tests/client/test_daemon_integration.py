@@ -65,7 +65,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
 
 def send(net: LocalNetwork, sender: str, recipient: str, text: str) -> str:
     result = mixnet(
-        "client", "send", "--dir", str(net.processes[sender].data_dir), net.address(recipient),
+        "client", "raw-send", "--dir", str(net.processes[sender].data_dir), net.address(recipient),
         text, "--json",
     )
     assert result.returncode == 0, result.stderr
@@ -74,7 +74,7 @@ def send(net: LocalNetwork, sender: str, recipient: str, text: str) -> str:
 
 def inbox(net: LocalNetwork, name: str) -> list[str]:
     data_dir = str(net.processes[name].data_dir)
-    result = mixnet("client", "inbox", "--dir", data_dir, "--all", "--json")
+    result = mixnet("client", "raw-inbox", "--dir", data_dir, "--all", "--json")
     assert result.returncode == 0, result.stderr
     return [m["text"] for m in json.loads(result.stdout)["messages"]]
 
@@ -136,7 +136,7 @@ def test_daemon_restart_keeps_unread_messages_and_queued_sends(net: LocalNetwork
 
 def test_api_errors_are_replies_and_the_daemon_keeps_running(net: LocalNetwork) -> None:
     bob_dir = str(net.processes["bob"].data_dir)
-    bad = mixnet("client", "send", "--dir", bob_dir, "not-an-address", "x")
+    bad = mixnet("client", "raw-send", "--dir", bob_dir, "not-an-address", "x")
     assert bad.returncode != 0
     assert "address" in bad.stderr and "Traceback" not in bad.stderr
     script = (
@@ -191,7 +191,7 @@ def test_socket_is_private_to_its_owner(net: LocalNetwork) -> None:
 
 def test_commands_say_how_to_start_a_stopped_daemon(tmp_path: Path, net: LocalNetwork) -> None:
     net.add_client("carol", "provider1")  # created, never started
-    result = mixnet("client", "inbox", "--dir", str(net.processes["carol"].data_dir))
+    result = mixnet("client", "raw-inbox", "--dir", str(net.processes["carol"].data_dir))
     assert result.returncode == 1
     assert "not running" in result.stderr and "mixnet client run" in result.stderr
     assert "Traceback" not in result.stderr

@@ -94,15 +94,17 @@ def test_dead_recipient_provider_ends_undeliverable_without_growing_memory(kit) 
     assert alice.delivered == []
     assert {u.reason for u in alice.undeliverable} == {UndeliverableReason.RETRY_BUDGET_EXHAUSTED}
     stats = alice.core.statistics()
-    assert alice.sent["real"] == sent * 2 * 3  # each fragment exactly its budget
-    assert stats.retransmissions == sent * 2 * 2
+    # each fragment at most its budget (the first to spend it abandons its sibling, whose
+    # randomized backoff may have left it one attempt behind)
+    assert sent * 2 * 2 < alice.sent["real"] <= sent * 2 * 3
+    assert stats.retransmissions == alice.sent["real"] - sent * 2
     assert (stats.acks_pending, stats.fragments_queued) == (0, 0)
     # memory: nothing outgoing is held once the messages are given up, and bounded tables
     for fp in footprints:
         assert fp["messages"] == fp["surbs"] == fp["timers"] == fp["queue"] == 0
         assert fp["retired_surbs"] <= 16
     assert footprints[-1] == {**footprints[-1], "finished_messages": sent}
-    assert net.counts["swallowed_by_dead_node"] >= sent * 2 * 3
+    assert net.counts["swallowed_by_dead_node"] >= alice.sent["real"]
 
 
 def test_a_mix_dies_and_the_next_consensus_drops_it(kit) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from directory.config import load_config
+from mixcore.bootstrap import Bootstrap
 from mixcore.params import NetworkParams
 from mixnet.cli import main
 
@@ -71,6 +72,12 @@ def test_init_info_and_add_peer(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert config.authority_set(bytes.fromhex(info["identity_key"])).threshold == 2
     assert main(["directory", "info", "--config", str(config_path)]) == 0
     assert "identity_key" in capsys.readouterr().out
+    # The network's bootstrap line (every authority and the threshold), also by --dir.
+    by_dir = run_json(capsys, "directory", "info", "--dir", str(tmp_path / "a0"))
+    bootstrap = Bootstrap.parse(by_dir["bootstrap"])
+    assert bootstrap.threshold == 2
+    assert {(a.identity_key.hex(), a.url) for a in bootstrap.authorities} == {
+        (i["identity_key"], i["url"]) for i in infos}
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,8 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     assert messages["sent"] >= 10
     assert messages["lost"] == 0 and messages["duplicates"] == 0
     assert messages["sent"] == messages["delivered"] + messages["failed"]
+    assert summary["verdict"]["ok"] and summary["verdict"]["text"].startswith("OK")
+    assert summary["bootstrap"].startswith("mixnet-bootstrap1:2:")
     assert summary["epochs_rotated"] >= 2
     assert any("SIGKILL" in e for e in summary["events"])
     for name, node in summary["nodes"].items():

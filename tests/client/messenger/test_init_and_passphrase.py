@@ -13,6 +13,7 @@ from client.cli import read_passphrase
 from client.e2e.cards import ContactCard
 from client.storage import Store, WrongPassphrase
 from mixcore.errors import MixnetError
+from mixcore.params import NetworkParams
 from mixnet.cli import main
 
 AUTHORITY = "ab" * 32 + "@http://127.0.0.1:1"
@@ -20,8 +21,10 @@ PASSPHRASE = "a passphrase nobody guesses"
 
 
 def init(tmp_path: Path, provider: str, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(NetworkParams().to_dict()))
     status = main(["client", "init", "--dir", str(tmp_path / "c"), "--provider", provider,
-                   "--authority", AUTHORITY, "--json"])
+                   "--authority", AUTHORITY, "--params", str(params), "--json"])
     assert status == 0
     out, err = capsys.readouterr()
     assert PASSPHRASE not in out + err

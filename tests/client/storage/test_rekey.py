@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from client.storage import KdfParams, Store, StoreCorrupted, StoreRolledBack, WrongPassphrase
+from mixcore.params import NetworkParams
 from mixnet.cli import main
 
 FAST = KdfParams.fast_for_tests()
@@ -101,13 +102,21 @@ def test_weak_kdf_parameters_need_the_explicit_test_flag(tmp_path: Path) -> None
     assert KdfParams().memory_kib >= 64 * 1024
 
 
+def params_file(tmp_path: Path) -> str:
+    """A params file: ``client init`` never guesses a network's parameters."""
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(NetworkParams().to_dict()))
+    return str(path)
+
+
 def test_mixnet_client_passphrase_rekeys_the_clients_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MIXNET_PASSPHRASE", OLD)
     data = tmp_path / "c"
     assert main(["client", "init", "--dir", str(data), "--provider", "cd" * 32,
-                 "--authority", "ab" * 32 + "@http://127.0.0.1:1", "--json"]) == 0
+                 "--authority", "ab" * 32 + "@http://127.0.0.1:1", "--json",
+                 "--params", params_file(tmp_path)]) == 0
     capsys.readouterr()
     store_path = data / "messenger.db"
     before = sealed_values(store_path)
@@ -132,7 +141,8 @@ def test_mixnet_client_accept_restore_accepts_a_deliberately_restored_store(
     monkeypatch.setenv("MIXNET_PASSPHRASE", OLD)
     data = tmp_path / "c"
     assert main(["client", "init", "--dir", str(data), "--provider", "cd" * 32,
-                 "--authority", "ab" * 32 + "@http://127.0.0.1:1"]) == 0
+                 "--authority", "ab" * 32 + "@http://127.0.0.1:1",
+                 "--params", params_file(tmp_path)]) == 0
     store_path = data / "messenger.db"
     backup = tmp_path / "backup.db"
     shutil.copy(store_path, backup)

@@ -52,10 +52,16 @@ class Pair:
 
 
 class FakeApi:
+    """Alice's daemon: the real messenger operations, and a status the test can change."""
+
     def __init__(self, pair: Pair) -> None:
         self.pair = pair
+        self.status: dict[str, Any] = {"name": "alice", "connected": True, "epoch": 7,
+                                       "provider_name": "provider1"}
 
     async def call(self, op: str, **args: Any) -> Any:
+        if op == "status":
+            return self.status
         return ops.handle(self.pair.alice, {"op": op, **args}, self.pair.to_bob)
 
 
@@ -147,7 +153,7 @@ class MeterApi(FakeApi):
 
     async def call(self, op: str, **args: Any) -> Any:
         if op == "status":
-            return {"connected": True, "anonymity": self.meter}
+            return {**self.status, "anonymity": self.meter}
         return await super().call(op, **args)
 
 
@@ -171,3 +177,69 @@ async def _header_meter(pair: Pair) -> None:
         api.meter = None
         await app.action_refresh()
         assert "waiting" in app.anonymity_text
+
+
+def test_opens_on_the_composer_with_the_first_conversation(pair: Pair) -> None:
+    """Enter did nothing on start-up until Down was pressed: now the first conversation is
+    open and the composer has the focus, so typing and Enter send at once."""
+    asyncio.run(_opens_on_the_composer(pair))
+
+
+async def _opens_on_the_composer(pair: Pair) -> None:
+    app = ChatApp(FakeApi(pair), poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.current == "bob"
+        assert app.focused is app.query_one("#input")
+        assert app.query_one("#contacts").index == 0
+        await pilot.press(*"straight away", "enter")
+        await pilot.pause()
+        assert "straight away" in app.conversation_text
+        assert texts_of(pair.bob, "alice") == ["straight away"]
+
+
+def texts_of(m: Messenger, name: str) -> list[str]:
+    return [x["text"] for x in m.conversation(name)["messages"] if x["direction"] != "event"]
+
+
+def test_one_key_moves_between_conversations_and_the_composer_keeps_focus(
+    pair: Pair,
+) -> None:
+    asyncio.run(_one_key_moves(pair))
+
+
+async def _one_key_moves(pair: Pair) -> None:
+    carol = pair.user("carol")
+    pair.alice.add_contact(carol.card.to_text(), "carol")
+    pair.alice.create_group("team", ["bob", "carol"])
+    app = ChatApp(FakeApi(pair), poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.entries == ["bob", "carol", "#team"] and app.current == "bob"
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.current == "carol" and app.query_one("#contacts").index == 1
+        assert app.focused is app.query_one("#input")
+        await pilot.press("ctrl+n", "ctrl+n")  # wraps round
+        await pilot.pause()
+        assert app.current == "bob"
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert app.current == "#team"
+    carol.store.close()
+
+
+def test_header_shows_who_you_are_and_whether_you_are_connected(pair: Pair) -> None:
+    asyncio.run(_header(pair))
+
+
+async def _header(pair: Pair) -> None:
+    api = FakeApi(pair)
+    app = ChatApp(api, poll_interval=0.05)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert "alice" in app.header_text and "connected" in app.header_text
+        assert "epoch 7" in app.header_text and "provider1" in app.header_text
+        api.status = {**api.status, "connected": False}
+        await pilot.pause(0.2)
+        assert "not connected" in app.header_text

@@ -12,6 +12,7 @@ import trio
 
 from mixcore.consensus import (
     AuthoritySet,
+    VerifiedConsensus,
     assemble_signed_document,
     build_consensus,
     sign_document,
@@ -22,6 +23,7 @@ from mixcore.keys import IdentityKey
 from mixcore.net.directory_client import (
     ConsensusFetcher,
     ConsensusUnavailable,
+    fetch_network,
     upload_descriptor,
 )
 from mixcore.params import NetworkParams
@@ -292,3 +294,51 @@ async def test_an_upload_to_a_slow_authority_ends_at_its_deadline(autojump_clock
     assert trio.current_time() - start == pytest.approx(2.0, abs=1e-6)
     assert [o.accepted for o in outcomes] == [True, False, True]
     assert outcomes[1].status is None and "unreachable" in outcomes[1].reason
+
+
+# -- joining: the current consensus, verified and fresh ------------------------------------------
+
+NOW = 1000.0  # epoch 100 under PARAMS
+
+
+def current_routes(docs: dict[str, bytes | Exception | None]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/consensus/current"
+        served = docs[f"http://{request.url.host}"]
+        if isinstance(served, Exception):
+            raise served
+        return httpx.Response(200, content=served) if served else httpx.Response(404)
+
+    return httpx.MockTransport(handle)
+
+
+async def _join(docs: dict[str, bytes | Exception | None]) -> VerifiedConsensus:
+    async with httpx.AsyncClient(transport=current_routes(docs)) as client:
+        return await fetch_network(URLS, AUTHORITIES, now=lambda: NOW, client=client,
+                                   rng=random.Random(1))
+
+
+async def test_join_takes_the_parameters_a_threshold_signed() -> None:
+    other = PARAMS.replace(payload_rate=9.0)
+    verified = await _join({
+        "http://a1": httpx.ConnectError("refused"),
+        "http://a2": document(100, KEYS[:1], other),  # one signature: not enough
+        "http://a3": document(100, KEYS[1:]),
+    })
+    assert verified.document.params == PARAMS and verified.epoch == 100
+
+
+async def test_join_refuses_too_few_signatures_and_stale_documents() -> None:
+    with pytest.raises(ConsensusUnavailable) as caught:
+        await _join({
+            "http://a1": document(100, KEYS[:1]),
+            "http://a2": document(40, KEYS),  # a replayed old document, fully signed
+            "http://a3": None,
+        })
+    reasons = dict(caught.value.reasons)
+    assert "signature" in reasons["http://a1"]
+    assert "epoch 40" in reasons["http://a2"] and "epoch 100" in reasons["http://a2"]
+    assert reasons["http://a3"] == "HTTP 404"
+    assert "current consensus" in str(caught.value)
+    ok = await _join({u: document(101, KEYS) for u in URLS})  # published ahead: fine
+    assert ok.epoch == 101

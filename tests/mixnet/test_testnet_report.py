@@ -1,0 +1,72 @@
+"""What ``mixnet testnet`` says, without running a network: the verdict line in every case, the
+summary when piped (its title on a line of its own, the terms explained, the logs' location,
+the verdict last), and start-up stages as plain lines when stderr is not a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mixnet.testnet import LATENCY_FACTOR, Reporter, _print, verdict
+
+
+def summary(sent: int = 10, delivered: int = 10, failed: int = 0, p50: float | None = 0.8,
+            traffic: bool = True) -> dict[str, Any]:
+    return {
+        "messages": {"sent": sent, "delivered": delivered, "failed": failed,
+                     "lost": sent - delivered - failed, "duplicates": 0, "send_errors": {}},
+        "latency_s": {"p50": p50, "p95": p50, "max": p50, "mean": p50,
+                      "predicted": {"p50": 0.7, "p95": 1.3, "mean": 0.75}, "samples": []},
+        "packets_by_kind": {"real": sent, "drop": 3, "loop": 2, "ack": sent},
+        "drops_by_reason": {}, "epochs_rotated": 1, "nodes": {}, "events": ["  1.0s up"],
+        "parameters": {"traffic": traffic, "duration": 30.0 if traffic else 0.0,
+                       "sphinx_suite": "p256-v1"},
+        "logs": "/tmp/x/*/process.log", "kept": True,
+    }
+
+
+@pytest.mark.parametrize(("kw", "ok", "says"), [
+    ({}, True, "OK: all 10 messages delivered; latency p50 0.80 s is 1.1x"),
+    ({"delivered": 8, "failed": 2}, True, "8 of 10 delivered, 2 failed with a reason, none lost"),
+    ({"delivered": 7}, False, "FAILED: 3 of 10 messages lost"),
+    ({"delivered": 0, "p50": None}, False, "FAILED"),
+    ({"p50": 0.7 * (LATENCY_FACTOR + 1)}, True, "NOT within"),
+    ({"sent": 0, "delivered": 0, "p50": None, "traffic": False}, True, "no traffic"),
+    ({"sent": 0, "delivered": 0, "p50": None}, False, "nothing was sent"),
+])
+def test_verdict(kw: dict[str, Any], ok: bool, says: str) -> None:
+    v = verdict(summary(**kw))
+    assert v["ok"] is ok and says in v["text"] and "\n" not in v["text"]
+
+
+def test_piped_summary_has_its_title_on_its_own_line_and_the_verdict_last(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s = summary()
+    s["verdict"] = verdict(s)
+    _print(s, as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    title = lines.index("mixnet testnet summary")
+    assert lines[title - 1] == "" and lines[title + 1].startswith("┏")  # not glued to a table
+    for term in ("delivered", "failed", "lost"):
+        assert any(line.strip().startswith(term) for line in lines), term
+    assert any(line.startswith("logs") and "/tmp/x/*/process.log" in line for line in lines)
+    assert lines[-1].startswith("verdict: OK: all 10 messages delivered")
+    assert not [line for line in lines if "\x1b" in line or "\r" in line]
+
+
+def test_piped_stages_are_plain_lines_one_per_finished_stage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reporter = Reporter(enabled=True)
+    assert not reporter.tty  # pytest's captured stderr is not a terminal
+    reporter.progress("writing keys and configs", done=False)
+    reporter.progress("keys and configs written", done=True)
+    for ready in range(4):
+        reporter.count("authorities", ready, 3)
+    reporter.line("network up")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("[1/4] keys and configs written (")
+    assert err[1].startswith("[2/4] authorities: 3/3 up (")
+    assert err[2] == "network up" and len(err) == 3
