@@ -21,8 +21,10 @@ class PacketKind(Enum):
     REAL = "real"
     """A fragment of a user's message (first attempt or retransmission)."""
     DROP = "drop"
-    """Drop cover: to the drop mailbox of a random provider (from the drop stream, or the
-    payload stream when nothing is queued)."""
+    """Drop cover of the drop stream: to the drop mailbox of a random provider, no SURB."""
+    DECOY = "decoy"
+    """A payload-stream slot with nothing queued: a fragment-shaped packet with a SURB-ACK to a
+    random provider's drop mailbox (acknowledged like a fragment, then discarded)."""
     LOOP = "loop"
     """Loop cover: a mailbox payload to our own mailbox."""
 

@@ -101,6 +101,8 @@ class MessageState(Enum):
 class UndeliverableReason(Enum):
     RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
     RECIPIENT_PROVIDER_GONE = "recipient_provider_gone"
+    CANCELLED = "cancelled"
+    """The shell withdrew it (its disappearing timer ran out before it was delivered)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -128,6 +130,8 @@ class OutgoingMessage:
     provider: bytes
     mailbox: bytes
     created: float
+    seal_key: bytes
+    """The recipient mailbox's sealing public key (every attempt is sealed to it afresh)."""
     fragments: list[OutgoingFragment] = field(default_factory=list)
     state: MessageState = MessageState.PENDING
 
@@ -162,6 +166,7 @@ def retransmit_timeout(
     return (
         forward.total_delay
         + surb.total_delay
+        + params.mean_hop_delay  # the exit holds each ACK for an exponential delay of this mean
         + params.pull_interval
         + transit_allowance
         + extra

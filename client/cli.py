@@ -162,6 +162,7 @@ def _init(args: argparse.Namespace) -> int:
     # Creating a client needs keys, cards and the store's KDF; other commands do not.
     from client.e2e.cards import ContactCard  # noqa: PLC0415
     from client.e2e.identity import UserIdentity  # noqa: PLC0415
+    from client.mailbox_seal import MailboxKey  # noqa: PLC0415
     from client.storage import Store  # noqa: PLC0415
     from mixcore.keys import LinkKey, save_link_key  # noqa: PLC0415
     from mixcore.routing import mailbox_address  # noqa: PLC0415
@@ -201,7 +202,9 @@ def _init(args: argparse.Namespace) -> int:
         except ValueError:
             provider_id = b""
         if len(provider_id) == 32:
-            card = ContactCard.create(identity, provider_id, mailbox)
+            card = ContactCard.create(
+                identity, provider_id, mailbox, MailboxKey.from_link_key(key).public
+            )
             result["card"] = card.to_text()
             human += f"\nyour contact card:\n{card.qr_text()}\n{card.to_text()}"
         else:
@@ -264,10 +267,11 @@ def _address(args: argparse.Namespace) -> int:
 def _raw_send(args: argparse.Namespace) -> int:
     from client.daemon import parse_address  # noqa: PLC0415
 
-    provider, mailbox = parse_address(args.address)
+    provider, mailbox, mailbox_key = parse_address(args.address)
     directory = data_dir(args)
     data = sys.stdin.buffer.read() if args.text == "-" else args.text.encode()
-    result = _request(directory, "send", provider=provider, mailbox=mailbox, data=data)
+    result = _request(directory, "send", provider=provider, mailbox=mailbox,
+                      mailbox_key=mailbox_key, data=data)
     if args.wait:
         result = _run_trio(_wait, directory, result["message_id"], args.wait)
     _emit(result, args.json, json.dumps(result, default=lambda b: b.hex()))

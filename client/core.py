@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
 import random
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -64,13 +63,15 @@ from client.errors import (
 )
 from client.fragments import (
     MESSAGE_ID_LEN,
-    Fragment,
+    LoopItem,
     chunk_capacity,
+    decode_item,
     max_message_len,
     new_message_id,
     split_message,
 )
-from client.packets import PacketBuilder, drop_packet, mailbox_packet
+from client.mailbox_seal import MAILBOX_KEY_LEN, SEAL_OVERHEAD, MailboxKey, SealError, seal
+from client.packets import PacketBuilder, decoy_packet, drop_packet, mailbox_packet
 from client.paths import PathSelector, Route
 from client.reassembly import Outcome, Reassembler
 from client.streams import PoissonStream, StreamKind, fork_rng
@@ -103,6 +104,10 @@ class DropReason(Enum):
     DUPLICATE_PULL_ITEM = "duplicate_pull_item"
     INCOMPLETE_PULL = "incomplete_pull"
     FORGED_FRAGMENT = "forged_fragment"
+    """An item that did not open under our mailbox key, or opened to no valid fragment."""
+    UNEXPECTED_LOOP = "unexpected_loop"
+    """A loop item we are not waiting for: a duplicate delivery, a late one, or a forgery by
+    someone holding our card. Counted here, never shown as a message."""
     DUPLICATE_FRAGMENT = "duplicate_fragment"
     ALREADY_DELIVERED = "already_delivered"
     INCONSISTENT_FRAGMENT = "inconsistent_fragment"
@@ -139,6 +144,9 @@ class ClientStatistics:
     loops_returned: int
     loops_lost: int
     loop_acks: int
+    decoys_sent: int
+    """Payload-stream slots with nothing queued: a decoy with a SURB-ACK, like a fragment."""
+    decoy_acks: int
     messages_queued: int
     messages_delivered: int
     messages_undeliverable: int
@@ -182,6 +190,7 @@ class ClientCore:
         config: ClientConfig | None = None,
         sphinx: PacketBuilder | None = None,
         codec: MessageCodec | None = None,
+        mailbox_key: MailboxKey | None = None,
     ) -> None:
         if len(provider) != NODE_ID_LEN or len(mailbox) != MAILBOX_LEN:
             raise ClientError(f"provider id is {NODE_ID_LEN} bytes, mailbox {MAILBOX_LEN}")
@@ -194,7 +203,11 @@ class ClientCore:
         if self.sphinx.geometry != self.geometry:
             raise ConsensusMismatch("the packet builder's geometry differs from the consensus")
         self.codec: MessageCodec = codec or PlaintextCodec()
-        self.fragment_len = data_capacity(self.geometry)
+        self.mailbox_key = mailbox_key or MailboxKey.generate()
+        self.item_len = data_capacity(self.geometry)
+        """Bytes of every mailbox item (sealed), real, loop or decoy alike."""
+        self.fragment_len = self.item_len - SEAL_OVERHEAD
+        """Bytes of a fragment or loop item before sealing."""
         # Fork in a fixed order: the streams' timing generators are never shared with content.
         rates = {
             StreamKind.PAYLOAD: self.params.payload_rate,
@@ -231,6 +244,7 @@ class ClientCore:
         self._retired_surbs: OrderedDict[bytes, None] = OrderedDict()
         self._loops: OrderedDict[bytes, float] = OrderedDict()
         self._loop_surbs: OrderedDict[bytes, tuple[SurbKeys, float]] = OrderedDict()
+        self._decoy_surbs: OrderedDict[bytes, tuple[SurbKeys, float]] = OrderedDict()
         # incoming
         c = self.config
         self._reassembler = Reassembler(
@@ -243,6 +257,8 @@ class ClientCore:
         )
         self._pull_seq = 0
         self._batch: _PullBatch | None = None
+        self._pull_ack = PullAck(0, ())
+        """Sent with the next pull request, whatever the batch held (see :meth:`_on_pull`)."""
         # counters
         self._sent: Counter[PacketKind] = Counter()
         self._fired: Counter[StreamKind] = Counter()
@@ -256,6 +272,11 @@ class ClientCore:
         return self._paths.consensus
 
     @property
+    def mailbox_public(self) -> bytes:
+        """Our mailbox's sealing public key (it goes into our contact card)."""
+        return self.mailbox_key.public
+
+    @property
     def max_message_len(self) -> int:
         """Largest encoded message :meth:`send_message` accepts, in bytes."""
         return max_message_len(self.fragment_len, self.config.max_message_fragments)
@@ -267,10 +288,13 @@ class ClientCore:
         data: bytes,
         now: float,
         *,
+        seal_key: bytes,
         message_id: bytes | None = None,
         created: float | None = None,
     ) -> bytes:
-        """Queue ``data`` for ``mailbox`` at ``provider``; returns the message's id.
+        """Queue ``data`` for ``mailbox`` at ``provider``; returns the message's id. Every
+        fragment is sealed to ``seal_key``, the mailbox's public key from the recipient's card,
+        afresh on each attempt.
 
         Raises :class:`UnknownRecipientProvider`, :class:`MessageTooLarge` or
         :class:`QueueFull`; nothing is queued then. The message goes out in payload-stream
@@ -286,6 +310,8 @@ class ClientCore:
         """
         if len(mailbox) != MAILBOX_LEN:
             raise ClientError(f"a mailbox address is {MAILBOX_LEN} bytes")
+        if len(seal_key) != MAILBOX_KEY_LEN:
+            raise ClientError(f"a mailbox key is {MAILBOX_KEY_LEN} bytes")
         if message_id is not None and (
             len(message_id) != MESSAGE_ID_LEN or message_id in self._messages
         ):
@@ -304,7 +330,7 @@ class ClientCore:
             encoded, self.fragment_len, self.config.max_message_fragments, message_id
         )
         message = OutgoingMessage(message_id, provider, mailbox,
-                                  now if created is None else min(created, now))
+                                  now if created is None else min(created, now), seal_key)
         for fragment in fragments:
             out = OutgoingFragment(message, fragment.index, fragment.encode(self.fragment_len))
             message.fragments.append(out)
@@ -313,6 +339,18 @@ class ClientCore:
         self._unfinished += len(fragments)
         self._n["messages_queued"] += 1
         return message_id
+
+    def cancel_message(self, message_id: bytes, now: float) -> list[Action]:
+        """Withdraw a message still in progress: none of its fragments is sent again (a
+        disappearing message whose timer ran out must not leave after it is gone from the
+        store). Returns its :class:`MessageUndeliverable` (reason ``cancelled``), or nothing if
+        it is unknown or already finished."""
+        message = self._messages.get(message_id)
+        actions: list[Action] = []
+        if message is not None:
+            self._fail_message(message, UndeliverableReason.CANCELLED,
+                               "withdrawn before delivery", now, actions)
+        return actions
 
     def message_progress(self, message_id: bytes) -> tuple[int, int, int] | None:
         """``(fragments sent at least once, fragments acknowledged, fragments)`` of a message
@@ -408,10 +446,9 @@ class ClientCore:
             else:
                 self._receive_ack(item.surb_id, item.data, now, actions)
         if len(batch.seen) == self.params.pull_batch:
-            # Acknowledge every real item, including junk, so the provider deletes it; sent
-            # even when all were dummies, so the link pattern does not depend on our mail.
-            ack = PullAck(batch.seq, tuple(batch.item_ids))
-            actions.append(SendControl(ControlKind.PULL_ACK, ack.encode()))
+            # Acknowledge every real item, including junk, so the provider deletes it: with
+            # the next pull request, so its timing says nothing about what the batch held.
+            self._pull_ack = PullAck(batch.seq, tuple(batch.item_ids))
             self._batch = None
         return actions
 
@@ -436,6 +473,8 @@ class ClientCore:
             loops_returned=n["loops_returned"],
             loops_lost=n["loops_lost"],
             loop_acks=n["loop_acks"],
+            decoys_sent=n["decoys_sent"],
+            decoy_acks=n["decoy_acks"],
             messages_queued=n["messages_queued"],
             messages_delivered=n["messages_delivered"],
             messages_undeliverable=n["messages_undeliverable"],
@@ -459,6 +498,7 @@ class ClientCore:
             "retired_surbs": len(self._retired_surbs),
             "loops": len(self._loops),
             "loop_surbs": len(self._loop_surbs),
+            "decoy_surbs": len(self._decoy_surbs),
             "partial_messages": self._reassembler.partial_messages,
             "partial_bytes": self._reassembler.partial_bytes,
             "delivered_ids": self._reassembler.remembered_ids,
@@ -480,10 +520,11 @@ class ClientCore:
                 out.append((when, self._on_timer))
                 break
             heapq.heappop(self._timers)  # stale: acknowledged, abandoned or re-armed
-        if self._loops or self._loop_surbs:
+        if self._loops or self._loop_surbs or self._decoy_surbs:
             oldest = min(
                 next(iter(self._loops.values()), math.inf),
                 next(iter(self._loop_surbs.values()), (None, math.inf))[1],
+                next(iter(self._decoy_surbs.values()), (None, math.inf))[1],
             )
             out.append((oldest + self.config.loop_ttl, self._on_loop_expiry))
         expiry = self._reassembler.next_expiry()
@@ -505,7 +546,7 @@ class ClientCore:
         self._fired[StreamKind.PAYLOAD] += 1
         fragment = self._next_queued() if self._link_up else None
         if fragment is None or not self._send_fragment(fragment, t, actions):
-            self._send_drop(actions, StreamKind.PAYLOAD)
+            self._send_decoy(t, actions)
         stream.advance()
 
     def _on_loop(self, t: float, actions: list[Action]) -> None:
@@ -518,8 +559,7 @@ class ClientCore:
             self._n["no_route"] += 1
             return
         loop_id = new_message_id()
-        chunk = os.urandom(chunk_capacity(self.fragment_len))
-        data = Fragment(loop_id, 0, 1, chunk).encode(self.fragment_len)
+        data = seal(self.mailbox_public, LoopItem(loop_id).encode(self.fragment_len))
         packet, keys = mailbox_packet(
             self.sphinx, forward, back, mailbox=self.mailbox, own_mailbox=self.mailbox, data=data
         )
@@ -541,8 +581,18 @@ class ClientCore:
         self._send_drop(actions, StreamKind.DROP)
 
     def _on_pull(self, t: float, actions: list[Action]) -> None:
-        if self._batch is not None:
+        """Acknowledge the previous batch and ask for the next one, on the pull schedule.
+
+        The acknowledgement leaves here, at the fixed pull time, never when a batch completes:
+        had it left once the batch's mail was decrypted and committed, its delay would tell an
+        observer of the link whether the batch held mail. A batch still incomplete is
+        acknowledged for the items that did arrive (they were handled), and counted."""
+        batch = self._batch
+        if batch is not None:
             self._drops[DropReason.INCOMPLETE_PULL] += 1
+            self._pull_ack = PullAck(batch.seq, tuple(batch.item_ids))
+        actions.append(SendControl(ControlKind.PULL_ACK, self._pull_ack.encode()))
+        self._pull_ack = PullAck(self._pull_seq, ())
         self._pull_seq = (self._pull_seq + 1) % _SEQ_MODULUS
         self._batch = _PullBatch(self._pull_seq)
         self._next_pull = t + self.params.pull_interval
@@ -588,8 +638,9 @@ class ClientCore:
         while self._loops and next(iter(self._loops.values())) + ttl <= t:
             self._loops.popitem(last=False)
             self._n["loops_lost"] += 1
-        while self._loop_surbs and next(iter(self._loop_surbs.values()))[1] + ttl <= t:
-            self._loop_surbs.popitem(last=False)
+        for surbs in (self._loop_surbs, self._decoy_surbs):
+            while surbs and next(iter(surbs.values()))[1] + ttl <= t:
+                surbs.popitem(last=False)
 
     def _on_reassembly_expiry(self, t: float, actions: list[Action]) -> None:
         expired = self._reassembler.expire(t)
@@ -609,6 +660,27 @@ class ClientCore:
                 if fragment.state is FragmentState.QUEUED:
                     return fragment
         return None
+
+    def _send_decoy(self, t: float, actions: list[Action]) -> None:
+        """A payload slot with nothing to send: a packet of the same form as a fragment (random
+        sealed-length data, a SURB-ACK back to us) to a random provider's drop mailbox. Its
+        exit acknowledges it like a stored fragment, so what returns to our mailbox per
+        interval depends on our rates only, not on how much we really send."""
+        try:
+            exit_provider = self._paths.random_provider()
+            forward = self._paths.route(self.provider, exit_provider)
+            back = self._paths.route(exit_provider, self.provider)
+        except NoRouteError:
+            self._n["no_route"] += 1
+            return
+        packet, keys = decoy_packet(self.sphinx, forward, back, own_mailbox=self.mailbox)
+        self._decoy_surbs[keys.surb_id] = (keys, t)
+        while len(self._decoy_surbs) > self.config.max_pending_loops:
+            self._decoy_surbs.popitem(last=False)
+        self._n["decoys_sent"] += 1
+        self._emit(
+            actions, SendPacket(forward.first_hop, packet, PacketKind.DECOY, StreamKind.PAYLOAD)
+        )
 
     def _send_drop(self, actions: list[Action], stream: StreamKind) -> None:
         try:
@@ -643,7 +715,7 @@ class ClientCore:
             back,
             mailbox=message.mailbox,
             own_mailbox=self.mailbox,
-            data=fragment.encoded,
+            data=seal(message.seal_key, fragment.encoded),
         )
         fragment.apply(ArqInput.SEND)
         fragment.attempts += 1
@@ -718,13 +790,17 @@ class ClientCore:
 
     def _receive_fragment(self, data: bytes, now: float, actions: list[Action]) -> None:
         try:
-            fragment = Fragment.decode(data, self.fragment_len)
-        except FragmentError:
+            item = decode_item(self.mailbox_key.open(data), self.fragment_len)
+        except (SealError, FragmentError):
             self._drops[DropReason.FORGED_FRAGMENT] += 1
             return
-        if self._loops.pop(fragment.message_id, None) is not None:
-            self._n["loops_returned"] += 1
+        if isinstance(item, LoopItem):
+            if self._loops.pop(item.loop_id, None) is not None:
+                self._n["loops_returned"] += 1
+            else:
+                self._drops[DropReason.UNEXPECTED_LOOP] += 1
             return
+        fragment = item
         evicted = self._reassembler.evicted
         result = self._reassembler.add(fragment, now)
         if self._reassembler.evicted > evicted:
@@ -746,6 +822,16 @@ class ClientCore:
         entry = self._surbs.get(surb_id)
         loop_entry = self._loop_surbs.get(surb_id) if entry is None else None
         if entry is None and loop_entry is None:
+            decoy = self._decoy_surbs.pop(surb_id, None)
+            if decoy is not None:
+                try:
+                    ok = self.sphinx.decode_reply(decoy[0], body) == ACK_PAYLOAD
+                except SurbError:
+                    ok = False
+                self._n["decoy_acks" if ok else "bad_decoy_acks"] += 1
+                if not ok:
+                    self._drops[DropReason.BAD_ACK] += 1
+                return
             stale = surb_id in self._retired_surbs
             self._drops[DropReason.STALE_ACK if stale else DropReason.UNKNOWN_ACK] += 1
             return

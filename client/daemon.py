@@ -56,6 +56,7 @@ from client.api import FrameReader, decode_body, encode_frame
 from client.core import ClientCore
 from client.daemon_config import DaemonConfig
 from client.errors import ClientError
+from client.mailbox_seal import MailboxKey
 from client.messenger import ops as messenger_ops
 from client.messenger.messenger import Envelope, Messenger
 from client.storage import Store
@@ -82,19 +83,21 @@ WATCH_INTERVAL = 1.0
 WAITING_REPORT_INTERVAL = 30.0
 
 
-def format_address(provider: bytes, mailbox: bytes) -> str:
-    return f"{provider.hex()}:{mailbox.hex()}"
+def format_address(provider: bytes, mailbox: bytes, mailbox_key: bytes) -> str:
+    """A raw transport address: where to deliver, and the key every item is sealed to."""
+    return f"{provider.hex()}:{mailbox.hex()}:{mailbox_key.hex()}"
 
 
-def parse_address(text: str) -> tuple[bytes, bytes]:
-    provider_hex, sep, mailbox_hex = text.strip().partition(":")
+def parse_address(text: str) -> tuple[bytes, bytes, bytes]:
+    parts = text.strip().split(":")
     try:
-        provider, mailbox = bytes.fromhex(provider_hex), bytes.fromhex(mailbox_hex)
+        provider, mailbox, key = (bytes.fromhex(p) for p in parts) if len(parts) == 3 else ()
     except ValueError:
-        provider = mailbox = b""
-    if not sep or len(provider) != 32 or len(mailbox) != 16:
-        raise ClientError("an address is PROVIDER_ID_HEX:MAILBOX_HEX (64 and 32 hex digits)")
-    return provider, mailbox
+        provider = mailbox = key = b""
+    if len(parts) != 3 or (len(provider), len(mailbox), len(key)) != (32, 16, 32):
+        raise ClientError("an address is PROVIDER_HEX:MAILBOX_HEX:MAILBOX_KEY_HEX (64, 32 and 64 "
+                          "hex digits; mixnet client address prints yours)")
+    return provider, mailbox, key
 
 
 class ClientDaemon:
@@ -120,6 +123,7 @@ class ClientDaemon:
         self.rng = rng or random.SystemRandom()
         self.link_key: LinkKey = load_link_key(config.link_key_path)
         self.mailbox = mailbox_address(self.link_key.public)
+        self.mailbox_key = MailboxKey.from_link_key(self.link_key)
         self.db = TransportDB.open(config.data_dir, self.store)  # sealed, in the store
         self.core: ClientCore | None = None
         self.provider_id: bytes | None = None
@@ -160,18 +164,21 @@ class ClientDaemon:
             mailbox=self.mailbox,
             rng=self.rng if isinstance(self.rng, random.Random) else random.Random(),
             now=self.now(),
+            mailbox_key=self.mailbox_key,
         )
         self.core.set_link(False, self.now())  # until run_link connects
         if self.store is not None:
             self.messenger = Messenger(
-                self.store, provider=self.provider_id, mailbox=self.mailbox, clock=self.now,
+                self.store, provider=self.provider_id, mailbox=self.mailbox,
+                mailbox_key=self.mailbox_key.public, clock=self.now,
                 max_message_len=self.core.max_message_len,
             )
         for message in self.db.outgoing(state="pending"):  # queued before a restart
             try:
                 self.core.send_message(
                     message.provider, message.mailbox, message.data, self.now(),
-                    message_id=message.message_id, created=message.created,
+                    seal_key=message.mailbox_key, message_id=message.message_id,
+                    created=message.created,
                 )
                 if self.messenger is not None and self.messenger.tracks(message.message_id):
                     self._tracked[message.message_id] = (-1, -1)
@@ -187,11 +194,14 @@ class ClientDaemon:
         now = self.now()
         for env in envelopes:
             try:
-                message_id = self.core.send_message(env.provider, env.mailbox, env.data, now)
+                message_id = self.core.send_message(
+                    env.provider, env.mailbox, env.data, now, seal_key=env.mailbox_key
+                )
             except MixnetError as exc:
                 self.messenger.mark_failed(env, f"not sent: {exc}")
                 continue
-            self.db.add_outgoing(message_id, env.provider, env.mailbox, env.data, now)
+            self.db.add_outgoing(message_id, env.provider, env.mailbox, env.mailbox_key, env.data,
+                                 now=now)
             self.messenger.bind(env, message_id)
             self._tracked[message_id] = (-1, -1)
         self._wake.set()
@@ -314,6 +324,10 @@ class ClientDaemon:
         while True:
             if self.messenger is not None:
                 self.messenger.upkeep()  # disappearing timers, prekey rotation
+                for transport_id in self.messenger.take_withdrawn():  # gone: never send it
+                    self._tracked.pop(transport_id, None)
+                    if self.core is not None:
+                        await self._execute(self.core.cancel_message(transport_id, self.now()))
             await trio.sleep(EXPIRY_INTERVAL)
 
     async def _execute(self, actions: list[Any]) -> None:
@@ -368,7 +382,8 @@ class ClientDaemon:
                          if self.messenger is not None else ""),
             "provider_name": self.provider_name,
             "connected": self.link is not None,
-            "address": format_address(self.provider_id, self.mailbox) if self.provider_id else "",
+            "address": (format_address(self.provider_id, self.mailbox, self.mailbox_key.public)
+                        if self.provider_id else ""),
             "epoch": core.consensus.epoch if core else None,
             "rates_per_s": {
                 "payload": params.payload_rate,
@@ -409,15 +424,16 @@ class ClientDaemon:
             return {
                 "provider": self.provider_id,
                 "mailbox": self.mailbox,
-                "text": format_address(self.provider_id, self.mailbox),
+                "text": format_address(self.provider_id, self.mailbox, self.mailbox_key.public),
             }
         if op == "send":
             provider = request.get("provider")
             mailbox, data = request.get("mailbox"), request.get("data")
-            if not all(isinstance(v, bytes) for v in (provider, mailbox, data)):
-                raise ClientError("send needs provider, mailbox and data as bytes")
-            message_id = core.send_message(provider, mailbox, data, self.now())
-            self.db.add_outgoing(message_id, provider, mailbox, data, self.now())
+            key = request.get("mailbox_key")
+            if not all(isinstance(v, bytes) for v in (provider, mailbox, key, data)):
+                raise ClientError("send needs provider, mailbox, mailbox_key and data as bytes")
+            message_id = core.send_message(provider, mailbox, data, self.now(), seal_key=key)
+            self.db.add_outgoing(message_id, provider, mailbox, key, data, now=self.now())
             self._wake.set()
             return {"message_id": message_id}
         if op == "message":
@@ -588,7 +604,9 @@ async def serve(
             nursery.start_soon(daemon.run_expiry)
             nursery.start_soon(daemon.run_watch, fetcher)
             assert daemon.provider_id is not None
-            task_status.started(format_address(daemon.provider_id, daemon.mailbox))
+            task_status.started(
+                format_address(daemon.provider_id, daemon.mailbox, daemon.mailbox_key.public)
+            )
     finally:
         daemon.close()
         lock.release()

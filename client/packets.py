@@ -1,4 +1,4 @@
-"""Building the client's three kinds of packets from routes.
+"""Building the client's four kinds of packets from routes (fragment, loop, decoy, drop).
 
 The core depends on a :class:`PacketBuilder` (``mixcore.sphinx.Sphinx`` in production) rather
 than on the Sphinx class itself, so the timing tests can drive 10^4 virtual seconds with a
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from client.paths import Route
-from mixcore.payload import DROP_MAILBOX, MailboxPayload
+from mixcore.payload import DROP_MAILBOX, NO_SURB_MARK, MailboxPayload, data_capacity
 from mixcore.sphinx import PathHop, SphinxGeometry, Surb, SurbKeys
 
 
@@ -48,7 +48,26 @@ def mailbox_packet(
     return packet, keys
 
 
+def decoy_packet(
+    builder: PacketBuilder, forward: Route, surb_route: Route, *, own_mailbox: bytes
+) -> tuple[bytes, SurbKeys]:
+    """A payload-stream decoy: the form of :func:`mailbox_packet` (a SURB-ACK back to
+    ``own_mailbox`` and sealed-length random data) to the drop mailbox of the route's exit,
+    which acknowledges it as it would a stored fragment and then discards it."""
+    return mailbox_packet(
+        builder,
+        forward,
+        surb_route,
+        mailbox=DROP_MAILBOX,
+        own_mailbox=own_mailbox,
+        data=os.urandom(data_capacity(builder.geometry)),
+    )
+
+
 def drop_packet(builder: PacketBuilder, route: Route) -> bytes:
-    """Drop cover: random bytes to the drop mailbox of the route's exit provider."""
-    payload = os.urandom(builder.geometry.payload_capacity)
-    return builder.create_forward(route.hops, route.delays, DROP_MAILBOX, payload)
+    """Drop cover (the drop stream): random bytes to the drop mailbox of the route's exit
+    provider, without a SURB. The first byte is never the mailbox payload's version, so the
+    exit never mistakes it for a decoy and acknowledges garbage."""
+    payload = bytearray(os.urandom(builder.geometry.payload_capacity))
+    payload[0] = NO_SURB_MARK
+    return builder.create_forward(route.hops, route.delays, DROP_MAILBOX, bytes(payload))

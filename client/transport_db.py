@@ -2,12 +2,12 @@
 not yet read, so both survive a restart. Sealed rows of the client's encrypted store
 (:mod:`client.storage`), never plaintext on disk.
 
-* **Outbox** (table ``outbox``, row id = the transport message id): recipient provider and
-  mailbox, the ciphertext, state, reason, times, all inside the sealed value; the row's index is
-  a keyed hash. A row is **deleted** when its message reaches a final state (``delivered`` or
-  ``undeliverable``): the outcome stays in memory only, for ``send --wait`` and the status
-  counters, and is forgotten at a restart. The messenger deletes the rows of a disappearing
-  message when its timer fires (:func:`forget`).
+* **Outbox** (table ``outbox``, row id = the transport message id): recipient provider,
+  mailbox and mailbox sealing key, the ciphertext, state, reason, times, all inside the sealed
+  value; the row's index is a keyed hash. A row is **deleted** when its message reaches a
+  final state (``delivered`` or ``undeliverable``): the outcome stays in memory only, for
+  ``send --wait`` and the status counters, and is forgotten at a restart. The messenger
+  deletes the rows of a disappearing message when its timer fires (:func:`forget`).
 * **Inbox** (table ``inbox``, row id = the transport message id): payloads the messenger could
   not use (raw ``mixnet client send`` traffic), numbered by a sealed counter. Unique by id: a
   message delivered again after a crash is stored once.
@@ -50,6 +50,7 @@ class Outgoing:
     message_id: bytes
     provider: bytes
     mailbox: bytes
+    mailbox_key: bytes
     data: bytes
     state: str
     reason: str
@@ -75,11 +76,12 @@ class Incoming:
 
 def _decode_out(message_id: bytes, value: bytes) -> Outgoing:
     try:
-        provider, mailbox, data, state, reason, created, updated = expect_list(
-            unpack_canonical(value, max_bytes=1 << 24), 7, "outbox row")
+        provider, mailbox, key, data, state, reason, created, updated = expect_list(
+            unpack_canonical(value, max_bytes=1 << 24), 8, "outbox row")
         return Outgoing(
             message_id, expect_bytes(provider, "provider", max_len=64),
-            expect_bytes(mailbox, "mailbox", max_len=64), expect_bytes(data, "data"),
+            expect_bytes(mailbox, "mailbox", max_len=64), expect_bytes(key, "key", max_len=64),
+            expect_bytes(data, "data"),
             str(state), str(reason), float(created), float(updated), len(data),
         )
     except (DecodeError, TypeError, ValueError):
@@ -137,10 +139,17 @@ class TransportDB:
     # -- outbox
 
     def add_outgoing(
-        self, message_id: bytes, provider: bytes, mailbox: bytes, data: bytes, now: float
+        self,
+        message_id: bytes,
+        provider: bytes,
+        mailbox: bytes,
+        mailbox_key: bytes,
+        data: bytes,
+        *,
+        now: float,
     ) -> None:
         self.store.put(OUTBOX, message_id.hex(),
-                       pack([provider, mailbox, data, "pending", "", now, now]))
+                       pack([provider, mailbox, mailbox_key, data, "pending", "", now, now]))
 
     def set_state(self, message_id: bytes, state: str, reason: str, now: float) -> None:
         """A new state; a final one deletes the row (its outcome is kept in memory only)."""
@@ -148,14 +157,15 @@ class TransportDB:
         if state in FINAL_STATES:
             self.store.delete(OUTBOX, message_id.hex())
             self._remember(Outgoing(
-                message_id, b"", b"", b"", state, reason,
+                message_id, b"", b"", b"", b"", state, reason,
                 row.created if row else now, now, row.size if row else 0,
             ))
             return
         if row is None or message_id in self._finished:
             return
         self.store.put(OUTBOX, message_id.hex(), pack(
-            [row.provider, row.mailbox, row.data, state, reason, row.created, now]))
+            [row.provider, row.mailbox, row.mailbox_key, row.data, state, reason, row.created,
+             now]))
 
     def _remember(self, out: Outgoing) -> None:
         if out.message_id not in self._finished:
@@ -239,8 +249,9 @@ class TransportDB:
         with self.store.transaction():
             for message_id, provider, mailbox, data, created in outgoing:
                 if self.store.get(OUTBOX, message_id.hex()) is None:
+                    # no sealing key in the old format: re-queued, it fails with a clear error
                     self.store.put(OUTBOX, message_id.hex(), pack(
-                        [provider, mailbox, data, "pending", "", created, created]))
+                        [provider, mailbox, b"", data, "pending", "", created, created]))
             for message_id, data, received_at in incoming:
                 self.add_incoming(message_id, data, float(received_at))  # type: ignore[arg-type]
 

@@ -2,16 +2,22 @@
 
 Two kinds of forward packets reach an exit provider:
 
-* **drop cover** is addressed to :data:`DROP_MAILBOX` (all zeros): the provider discards it and
-  counts it; its payload is random bytes.
+* **drop cover** of the drop stream is addressed to :data:`DROP_MAILBOX` (all zeros) with a
+  payload of :data:`NO_SURB_MARK` then random bytes: the provider discards it and counts it.
 * **everything for a mailbox** (a message fragment, or a client's loop addressed to its own
   mailbox) has the payload ``0x01 | SURB (surb_len) | data``. The provider stores ``data``
   durably, then sends an acknowledgement through the SURB, so the sender stops retransmitting
-  even while the recipient is offline. ``data`` is end-to-end encrypted by the client, so the
-  provider cannot tell a loop from a real message: both are acknowledged alike.
+  even while the recipient is offline. ``data`` is sealed by the client to the mailbox's key
+  (``client/mailbox_seal.py``), so the provider cannot tell a loop from a real message: both
+  are equal-length random-looking strings, acknowledged alike.
+* **a payload-stream decoy** has that same form but is addressed to :data:`DROP_MAILBOX`: the
+  provider acknowledges it exactly as it would a stored item, then discards it. Every payload
+  slot therefore brings one ACK back to its sender, real or not.
 
-The ACK is a SURB reply whose payload is :data:`ACK_PAYLOAD`; the sender recognises which
-fragment it acknowledges by the SURB id its own provider stores with it.
+The ACK is a SURB reply whose payload is :data:`ACK_PAYLOAD`; it leaves the provider after an
+exponential delay drawn like a hop's (never at once, which would mark the arrivals that were
+mailbox packets). The sender recognises which fragment it acknowledges by the SURB id its own
+provider stores with it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from mixcore.routing import MAILBOX_LEN
 from mixcore.sphinx import SphinxGeometry, Surb
 
 PAYLOAD_VERSION = 1
+NO_SURB_MARK = 0
+"""First byte of a drop-stream cover payload: no SURB follows, nothing to acknowledge."""
 DROP_MAILBOX = bytes(MAILBOX_LEN)
 ACK_PAYLOAD = b"mixnet-ack-v1"
 

@@ -102,7 +102,7 @@ class Run:
     params: NetworkParams
     rng: random.Random
     clients: list[str] = field(default_factory=list)
-    addresses: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    addresses: dict[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     sent: dict[str, Sent] = field(default_factory=dict)
     latencies: dict[str, float] = field(default_factory=dict)
     duplicates: int = 0
@@ -229,11 +229,12 @@ async def _traffic(run: Run, until: float) -> None:
                 return
             recipient = run.rng.choice([c for c in run.clients if c != name])
             token = f"{MESSAGE_TAG}-{run.rng.getrandbits(64):016x}"
-            provider, mailbox = run.addresses[recipient]
+            provider, mailbox, mailbox_key = run.addresses[recipient]
             entry = Sent(token, name, recipient, time.time())
             try:
                 result = await _api(
                     run, name, "send", provider=provider, mailbox=mailbox,
+                    mailbox_key=mailbox_key,
                     data=f"{token} {entry.t_send:.6f} hello from {name}".encode(),
                 )
             except MixnetError as exc:  # the daemon is restarting (chaos) or refused

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mixcore.payload import DROP_MAILBOX
+from mixcore.payload import DROP_MAILBOX, PAYLOAD_VERSION
 from mixcore.sphinx import Deliver, Relay, Sphinx
 from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
@@ -96,6 +96,14 @@ class StoreReply:
 
 
 @dataclass(frozen=True, slots=True)
+class AckDecoy:
+    """Provider: a payload-stream decoy reached its drop mailbox: acknowledge it through the
+    SURB in ``payload`` exactly as a stored item would be, store nothing."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class LoopReturned:
     """One of this node's own loop packets came back."""
 
@@ -107,7 +115,7 @@ class Dropped:
     reason: DropReason
 
 
-Event = Forward | StoreMessage | StoreReply | LoopReturned | Dropped
+Event = Forward | StoreMessage | StoreReply | AckDecoy | LoopReturned | Dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,14 +229,23 @@ class PacketProcessor:
             return Forward(result.next_node, now + result.delay, result.packet)
         if result.mailbox == self.loop_mailbox and isinstance(result, Deliver):
             return LoopReturned(result.payload)
-        if result.mailbox == DROP_MAILBOX and isinstance(result, Deliver):
-            return Dropped(DropReason.COVER)
-        if self.role is not Role.PROVIDER or not self._hosts_mailbox(result.mailbox):
+        decoy = result.mailbox == DROP_MAILBOX
+        if decoy and not (
+            self.role is Role.PROVIDER
+            and isinstance(result, Deliver)
+            and result.payload[:1] == bytes([PAYLOAD_VERSION])
+        ):
+            return Dropped(DropReason.COVER)  # drop-stream cover: nothing to acknowledge
+        hosted = self.role is Role.PROVIDER and self._hosts_mailbox(result.mailbox)
+        if not decoy and not hosted:
             return Dropped(DropReason.UNKNOWN_MAILBOX)
         if arrival is Arrival.NETWORK and previous_node is not None:
             topology = self._topology(epoch)
             if topology is None or topology.layers.get(previous_node) != topology.num_layers:
                 return Dropped(DropReason.NOT_FROM_LAST_LAYER)
+        if decoy:
+            assert isinstance(result, Deliver)
+            return AckDecoy(result.payload)
         if isinstance(result, Deliver):
             return StoreMessage(result.mailbox, result.payload)
         return StoreReply(result.mailbox, result.surb_id, result.body)

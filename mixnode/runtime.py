@@ -32,6 +32,7 @@ from mixnode.loops import LoopSchedule, LoopTracker
 from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
 from mixnode.pool import DelayPool
 from mixnode.processor import (
+    AckDecoy,
     Arrival,
     Dropped,
     DropReason,
@@ -234,6 +235,8 @@ class NodeRuntime:
             self._store_message(event, now)
         elif isinstance(event, StoreReply):
             self._store_reply(event, now)
+        elif isinstance(event, AckDecoy):
+            self._ack_decoy(event, now)
         elif isinstance(event, LoopReturned):
             self.loops.on_return(event.payload)
         else:
@@ -261,13 +264,35 @@ class NodeRuntime:
             return  # no ACK: the sender will retry later
         self.counts["stored_messages"] += 1
         # Durable now: acknowledge through the sender's SURB, so it stops retransmitting.
+        self._acknowledge(payload, now)
+
+    def _ack_decoy(self, event: AckDecoy, now: float) -> None:
+        """A payload-stream decoy: acknowledged exactly like a stored fragment, then gone."""
+        try:
+            payload = MailboxPayload.decode(event.payload, self.sphinx.geometry)
+        except PacketError:
+            self.counts["bad_mailbox_payload"] += 1
+            return
+        self.counts["decoys_acked"] += 1
+        self._acknowledge(payload, now)
+
+    def _acknowledge(self, payload: MailboxPayload, now: float) -> None:
+        """Send the SURB-ACK after an exponential delay drawn like a hop's: leaving at once,
+        it would tell an observer of this provider's links which arrivals were mail."""
         try:
             ack = self.sphinx.package_reply(payload.surb, ACK_PAYLOAD)
         except PacketError:
             self.counts["bad_surb"] += 1
             return
         self.counts["acks_sent"] += 1
-        self._pool_push(payload.surb.first_hop, ack, now)
+        self._pool_push(payload.surb.first_hop, ack, now + self.ack_delay())
+
+    def ack_delay(self) -> float:
+        """One SURB-ACK's hold at this exit: Exp(mean hop delay), capped like a hop's delay."""
+        mean = self.settings.mean_hop_delay
+        if mean <= 0:
+            return 0.0
+        return min(self._rng.expovariate(1.0 / mean), self.settings.max_hop_delay)
 
     def _store_reply(self, event: StoreReply, now: float) -> None:
         assert self.mailbox is not None

@@ -1,16 +1,19 @@
 """Contact cards: everything needed to write to someone, exchanged out of band.
 
 A card holds the Ed25519 identity key, the X25519 identity key, the provider's node id (32
-bytes), the mailbox address (16 bytes) and the current signed prekey with its id; the identity
-key signs all the rest, so neither the prekey nor the delivery address can be swapped.
+bytes), the mailbox address (16 bytes), the mailbox's sealing key (32 bytes, X25519: every item
+stored in the mailbox is sealed to it, ``client/mailbox_seal.py``) and the current signed
+prekey with its id; the identity key signs all the rest, so neither the prekey nor the delivery
+address nor the sealing key can be swapped.
 
 Binary form (canonical msgpack array)::
 
-    [1, identity_key(32), dh_identity_key(32), provider(32), mailbox(16),
+    [2, identity_key(32), dh_identity_key(32), provider(32), mailbox(16), mailbox_key(32),
      prekey_id(u32), prekey(32), signature(64)]
 
-``signature`` is Ed25519 over ``b"mixnet-card-v1" || pack([dh_identity_key, provider, mailbox,
-prekey_id, prekey])``.
+``signature`` is Ed25519 over ``b"mixnet-card-v2" || pack([dh_identity_key, provider, mailbox,
+mailbox_key, prekey_id, prekey])``. Version 1 cards (no sealing key) are refused with a clear
+error: their holder must send a new card.
 
 Text form: ``mixnet1:`` + lowercase unpadded RFC 4648 base32 of ``binary || SHA-256(binary)[:4]``.
 Base32 survives being read aloud or retyped (one case, no look-alike symbols) and the checksum
@@ -33,11 +36,13 @@ from mixcore.errors import DecodeError, SignatureError
 from mixcore.keys import verify_signature
 from mixcore.routing import MAILBOX_LEN, NODE_ID_LEN
 
-CARD_VERSION = 1
+MAILBOX_KEY_LEN = 32
+
+CARD_VERSION = 2
 CARD_PREFIX = "mixnet1:"
 CHECKSUM_LEN = 4
 MAX_CARD_TEXT = 1024
-_SIGN_CONTEXT = b"mixnet-card-v1"
+_SIGN_CONTEXT = b"mixnet-card-v2"
 _B32_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 
 
@@ -47,22 +52,30 @@ class ContactCard:
     dh_identity_key: bytes
     provider: bytes
     mailbox: bytes
+    mailbox_key: bytes
     prekey_id: int
     prekey: bytes
     signature: bytes
 
     @classmethod
-    def create(cls, identity: UserIdentity, provider: bytes, mailbox: bytes) -> ContactCard:
+    def create(
+        cls, identity: UserIdentity, provider: bytes, mailbox: bytes, mailbox_key: bytes
+    ) -> ContactCard:
         """Sign a card for ``identity`` with its current prekey."""
         if len(provider) != NODE_ID_LEN or len(mailbox) != MAILBOX_LEN:
             raise CardError(f"provider is {NODE_ID_LEN} bytes and mailbox {MAILBOX_LEN} bytes")
+        if len(mailbox_key) != MAILBOX_KEY_LEN:
+            raise CardError(f"a mailbox key is {MAILBOX_KEY_LEN} bytes")
         pk = identity.current_prekey
-        body = _signed_body(identity.dh_public, provider, mailbox, pk.prekey_id, pk.public)
+        body = _signed_body(
+            identity.dh_public, provider, mailbox, mailbox_key, pk.prekey_id, pk.public
+        )
         return cls(
             identity.identity_key,
             identity.dh_public,
             provider,
             mailbox,
+            mailbox_key,
             pk.prekey_id,
             pk.public,
             identity.sign(body),
@@ -71,7 +84,8 @@ class ContactCard:
     def verify(self) -> None:
         """Raise :class:`PrekeySignatureError` unless the identity key signed this card."""
         body = _signed_body(
-            self.dh_identity_key, self.provider, self.mailbox, self.prekey_id, self.prekey
+            self.dh_identity_key, self.provider, self.mailbox, self.mailbox_key, self.prekey_id,
+            self.prekey,
         )
         try:
             verify_signature(self.identity_key, self.signature, body)
@@ -88,6 +102,7 @@ class ContactCard:
                 self.dh_identity_key,
                 self.provider,
                 self.mailbox,
+                self.mailbox_key,
                 self.prekey_id,
                 self.prekey,
                 self.signature,
@@ -98,8 +113,14 @@ class ContactCard:
     def from_bytes(cls, data: bytes) -> ContactCard:
         """Parse and verify a binary card (:class:`CardError` on any problem)."""
         try:
-            fields = expect_list(unpack_canonical(data, max_bytes=MAX_CARD_TEXT), 8, "card")
-            version, ik, dhk, provider, mailbox, pid, prekey, sig = fields
+            raw = unpack_canonical(data, max_bytes=MAX_CARD_TEXT)
+            if isinstance(raw, list) and raw[:1] == [1]:
+                raise CardError(
+                    "this contact card is from an older version (no mailbox sealing key): "
+                    "ask its owner for a new card (mixnet contact card)"
+                )
+            fields = expect_list(raw, 9, "card")
+            version, ik, dhk, provider, mailbox, mkey, pid, prekey, sig = fields
             if expect_int(version, "card version", lo=0, hi=255) != CARD_VERSION:
                 raise CardError(f"unsupported card version {version}")
             card = cls(
@@ -107,6 +128,7 @@ class ContactCard:
                 expect_bytes(dhk, "dh identity key", length=32),
                 expect_bytes(provider, "provider", length=NODE_ID_LEN),
                 expect_bytes(mailbox, "mailbox", length=MAILBOX_LEN),
+                expect_bytes(mkey, "mailbox key", length=MAILBOX_KEY_LEN),
                 expect_int(pid, "prekey id", lo=1, hi=MAX_PREKEY_ID),
                 expect_bytes(prekey, "prekey", length=32),
                 expect_bytes(sig, "signature", length=64),
@@ -155,8 +177,10 @@ class ContactCard:
         return render_qr(self.qr())
 
 
-def _signed_body(dhk: bytes, provider: bytes, mailbox: bytes, pid: int, prekey: bytes) -> bytes:
-    return _SIGN_CONTEXT + pack([dhk, provider, mailbox, pid, prekey])
+def _signed_body(*fields: bytes | int) -> bytes:
+    """What the identity key signs: dh identity key, provider, mailbox, mailbox key, prekey id,
+    prekey."""
+    return _SIGN_CONTEXT + pack(list(fields))
 
 
 def render_qr(qr: segno.QRCode, *, border: int = 2) -> str:

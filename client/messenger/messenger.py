@@ -69,6 +69,7 @@ class Envelope:
 
     provider: bytes
     mailbox: bytes
+    mailbox_key: bytes
     data: bytes
     uid: bytes
     cid: str
@@ -96,6 +97,7 @@ class Messenger:
         *,
         provider: bytes,
         mailbox: bytes,
+        mailbox_key: bytes,
         clock: Callable[[], float] = time.time,
         max_message_len: int = DEFAULT_MAX_MESSAGE_LEN,
     ) -> None:
@@ -112,11 +114,12 @@ class Messenger:
         self.identity = identity
         self.clock = clock
         self.max_message_len = max_message_len
-        self._address = (provider, mailbox)
-        self.card = ContactCard.create(identity, provider, mailbox)
+        self._address = (provider, mailbox, mailbox_key)
+        self.card = ContactCard.create(identity, provider, mailbox, mailbox_key)
         self.counts: Counter[str] = Counter()
         self._progress: dict[bytes, tuple[int, int]] = {}
         self._expiry_scan: tuple[int, float] | None = None  # (store revision, next expiry)
+        self._withdrawn: list[bytes] = []
 
     # -- contacts ------------------------------------------------------------------------------
 
@@ -321,7 +324,7 @@ class Messenger:
             raise MessageTooLong(size, self.max_message_len)
         data = session.encrypt(plain, verification=v)
         self.store.save_session(c.cid, session)
-        return Envelope(peer.provider, peer.mailbox, data, message.uid, c.cid)
+        return Envelope(peer.provider, peer.mailbox, peer.mailbox_key, data, message.uid, c.cid)
 
     def _ttl(self, c: ContactRecord) -> int:
         return c.timer
@@ -880,6 +883,7 @@ class Messenger:
                 tid = tids[i : i + 16]
                 self.store.delete("settings", f"transport:{tid.hex()}")
                 forget_outgoing(self.store, tid)
+                self._withdrawn.append(tid)
             self.store.delete("settings", f"tids:{uid}")
         self.counts["expired"] += 1
 
@@ -957,6 +961,12 @@ class Messenger:
         self._expiry_scan = (self.store.revision, due)
         return self.counts["expired"] - before
 
+    def take_withdrawn(self) -> list[bytes]:
+        """Transport ids of expired messages since the last call: the shell must cancel them
+        in the transport, which may still hold them queued in memory."""
+        out, self._withdrawn = self._withdrawn, []
+        return out
+
     def upkeep(self) -> int:
         """The clock-driven chores (the daemon calls this every second): expire disappearing
         messages, rotate the signed prekey when due and erase old prekeys after their grace
@@ -985,6 +995,7 @@ class Messenger:
 
 
 def _address(card: ContactCard) -> tuple[bytes, bytes]:
+    """Where a card says to deliver (the sealing key is not part of "where")."""
     return card.provider, card.mailbox
 
 

@@ -133,18 +133,24 @@ class FakeSphinx:
         self.forward_paths: list[tuple[bytes, ...]] = []
         self.surb_paths: list[tuple[bytes, ...]] = []
         self.delays: list[tuple[float, ...]] = []
+        self.built: list[tuple[bytes, tuple[bytes, ...] | None]] = []
+        """(mailbox, SURB path or None) of every packet, in order."""
+        self._surb: tuple[bytes, ...] | None = None
 
     def create_forward(
         self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes, payload: bytes
     ) -> bytes:
         self.forward_paths.append(tuple(h.node_id for h in path))
         self.delays.append(tuple(delays))
+        self.built.append((mailbox, self._surb))
+        self._surb = None
         return bytes(self.geometry.packet_len)
 
     def create_surb(
         self, path: Sequence[PathHop], delays: Sequence[float], mailbox: bytes
     ) -> tuple[Surb, SurbKeys]:
         self.surb_paths.append(tuple(h.node_id for h in path))
+        self._surb = self.surb_paths[-1]
         g = self.geometry
         surb = Surb(path[0].node_id, bytes(g.header_len), bytes(16))
         return surb, SurbKeys(os.urandom(SURB_ID_LEN), (bytes(16), bytes(16)))
@@ -229,6 +235,9 @@ class Network:
         self.layers = {e.identity_key: e.layer for e in consensus.nodes}
         self.keys = {n.node_id: n.mix_keys[consensus.epoch] for n in nodes}
         self.tags: dict[bytes, set[bytes]] = defaultdict(set)
+        self.ack_times: list[tuple[float, float]] = []
+        self.stored: list[tuple[float, bytes, ItemType, bytes, bytes]] = []
+        """Everything a provider stored: (time, mailbox, type, surb id, data) — its view."""
 
     def add_client(
         self, name: str, provider: bytes, *, config: ClientConfig | None = None, seed: int = 0
@@ -369,6 +378,9 @@ class Network:
         if my_layer != 0 or self.owner.get(result.mailbox) != node_id:
             if isinstance(result, Deliver) and result.mailbox == DROP_MAILBOX and my_layer == 0:
                 self.counts["drop_cover_arrived"] += 1
+                if result.payload[:1] == b"\x01":  # a payload-stream decoy: ACK it, store nothing
+                    self.counts["decoys_acked"] += 1
+                    self.acknowledge(MailboxPayload.decode(result.payload, self.geometry))
             else:
                 self.counts["node_drop_unknown_mailbox"] += 1
             return
@@ -376,15 +388,28 @@ class Network:
             self.mailboxes[result.mailbox].append(
                 (next(self._item_ids), ItemType.REPLY, result.surb_id, result.body)
             )
+            self.stored.append(
+                (self.now, result.mailbox, ItemType.REPLY, result.surb_id, result.body)
+            )
             return
         payload = MailboxPayload.decode(result.payload, self.geometry)
         self.mailboxes[result.mailbox].append(
             (next(self._item_ids), ItemType.MESSAGE, bytes(SURB_ID_LEN), payload.data)
         )
+        self.stored.append(
+            (self.now, result.mailbox, ItemType.MESSAGE, bytes(SURB_ID_LEN), payload.data)
+        )
         self.counts["stored"] += 1
         # stored durably: acknowledge through the SURB (the provider sends it to its first hop)
+        self.acknowledge(payload)
+
+    def acknowledge(self, payload: MailboxPayload) -> None:
+        """The exit's SURB-ACK, after an exponential hold of the mean hop delay (as
+        ``mixnode.runtime``), recorded as (arrival, departure) for the timing tests."""
         reply = self.sphinx.package_reply(payload.surb, ACK_PAYLOAD)
-        self.transmit(payload.surb.first_hop, reply, self.now)
+        leave = self.now + self.rng.expovariate(1.0 / self.params.mean_hop_delay)
+        self.ack_times.append((self.now, leave))
+        self.at(leave, lambda: self.transmit(payload.surb.first_hop, reply, self.now))
 
 
 # -- fixtures handing the helpers to test modules (importlib mode: no imports from conftest) ----

@@ -39,7 +39,9 @@ def test_timeout_formula(kit) -> None:
     selector = PathSelector(kit.consensus, random.Random(1))
     a, b = (d.node_id for d in kit.consensus.providers()[:2])
     forward, back = selector.route(a, b), selector.route(b, a)
-    base = forward.total_delay + back.total_delay + params.pull_interval + 2.0
+    # the exit holds the ACK for an exponential delay: its mean is allowed for
+    base = (forward.total_delay + back.total_delay + params.mean_hop_delay + params.pull_interval
+            + 2.0)
     exact = retransmit_timeout(
         forward, back, params, transit_allowance=2.0, extra_mean=0.0, rng=random.Random(0)
     )

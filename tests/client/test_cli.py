@@ -28,7 +28,7 @@ DIR_ENV = "MIXNET_CLIENT_DIR"
 def client_commands() -> list[list[str]]:
     """Every ``mixnet client`` subcommand that works on an existing client, with the
     positional arguments it needs (and no ``--dir``)."""
-    address = "ab" * 32 + ":" + "cd" * 16
+    address = "ab" * 32 + ":" + "cd" * 16 + ":" + "ef" * 32
     return [
         ["client", "run"],
         ["client", "status"],

@@ -29,6 +29,7 @@ from client.errors import (
     UnknownRecipientProvider,
 )
 from client.fragments import Fragment, chunk_capacity, new_message_id
+from client.mailbox_seal import MailboxKey, seal
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.routing import SURB_ID_LEN
@@ -36,6 +37,8 @@ from mixcore.sphinx import Sphinx
 
 MAILBOX = b"A" * 16
 BOB = b"B" * 16
+BOB_MAILBOX_KEY = MailboxKey.generate()
+BOB_KEY = BOB_MAILBOX_KEY.public
 
 
 def make_core(kit, *, real: bool = False, **config) -> ClientCore:
@@ -56,11 +59,20 @@ def other_provider(kit) -> bytes:
 
 
 def deliver_batch(core: ClientCore, kit, real_items) -> list:
+    """Answer one pull with ``real_items``; the core's actions for them, then those of its next
+    pull up to the PULL_ACK (which leaves with the next request, never with the batch)."""
     seq, t = kit.open_pull(core, kit.start)
     actions = []
     for body in kit.batch_items(seq, kit.consensus.params.pull_batch, real_items):
         actions += core.receive_control(ControlKind.PULL_ITEM, body, t)
-    return actions
+    assert not any(isinstance(a, SendControl) for a in actions)
+    while True:
+        for a in core.poll(core.next_deadline()):
+            if isinstance(a, SendPacket):
+                continue
+            actions.append(a)
+            if isinstance(a, SendControl) and a.kind is ControlKind.PULL_ACK:
+                return actions
 
 
 # -- the user's mistakes ------------------------------------------------------------------------
@@ -70,40 +82,43 @@ def test_oversized_message_is_a_clear_error(kit) -> None:
     core = make_core(kit, max_message_fragments=4)
     limit = core.max_message_len
     assert limit == 4 * chunk_capacity(core.fragment_len)
-    core.send_message(other_provider(kit), BOB, bytes(limit), kit.start)
+    core.send_message(other_provider(kit), BOB, bytes(limit), kit.start, seal_key=BOB_KEY)
     with pytest.raises(MessageTooLarge, match=f"limit is {limit} bytes"):
-        core.send_message(other_provider(kit), BOB, bytes(limit + 1), kit.start)
+        core.send_message(other_provider(kit), BOB, bytes(limit + 1), kit.start, seal_key=BOB_KEY)
     assert core.statistics().fragments_queued == 4
 
 
 def test_queue_full_is_a_clear_error_and_queues_nothing(kit) -> None:
     core = make_core(kit, max_pending_fragments=4, max_message_fragments=4)
     three = bytes(chunk_capacity(core.fragment_len) * 3)
-    core.send_message(other_provider(kit), BOB, three, kit.start)
+    core.send_message(other_provider(kit), BOB, three, kit.start, seal_key=BOB_KEY)
     with pytest.raises(QueueFull, match="3 of 4 are pending") as info:
-        core.send_message(other_provider(kit), BOB, three, kit.start)
+        core.send_message(other_provider(kit), BOB, three, kit.start, seal_key=BOB_KEY)
     assert (info.value.needed, info.value.pending, info.value.limit) == (3, 3, 4)
     assert core.statistics().fragments_queued == 3
-    core.send_message(other_provider(kit), BOB, b"one more fits", kit.start)
+    core.send_message(other_provider(kit), BOB, b"one more fits", kit.start, seal_key=BOB_KEY)
 
 
 def test_unknown_recipient_provider_and_bad_mailbox(kit) -> None:
     core = make_core(kit)
     with pytest.raises(UnknownRecipientProvider):
-        core.send_message(b"\x42" * 32, BOB, b"hi", kit.start)
+        core.send_message(b"\x42" * 32, BOB, b"hi", kit.start, seal_key=BOB_KEY)
     with pytest.raises(ClientError, match="16 bytes"):
-        core.send_message(other_provider(kit), b"short", b"hi", kit.start)
+        core.send_message(other_provider(kit), b"short", b"hi", kit.start, seal_key=BOB_KEY)
 
 
 def test_resumed_message_keeps_its_id(kit) -> None:
     core = make_core(kit)
     mid = b"\x01" * 16
-    assert core.send_message(other_provider(kit), BOB, b"again", kit.start, message_id=mid) == mid
+    assert core.send_message(other_provider(kit), BOB, b"again", kit.start, message_id=mid,
+                             seal_key=BOB_KEY) == mid
     assert core.message_state(mid) is MessageState.PENDING
     with pytest.raises(ClientError, match="resumed message id"):
-        core.send_message(other_provider(kit), BOB, b"twice", kit.start, message_id=mid)
+        core.send_message(other_provider(kit), BOB, b"twice", kit.start, message_id=mid,
+                          seal_key=BOB_KEY)
     with pytest.raises(ClientError, match="resumed message id"):
-        core.send_message(other_provider(kit), BOB, b"short", kit.start, message_id=b"x")
+        core.send_message(other_provider(kit), BOB, b"short", kit.start, message_id=b"x",
+                          seal_key=BOB_KEY)
 
 
 def test_consensus_with_another_geometry_is_refused(kit) -> None:
@@ -123,9 +138,9 @@ def test_forged_duplicate_and_complete_fragments(kit) -> None:
     half = chunk_capacity(size)
     data = bytes(range(256)) * (2 * half // 256 + 1)
     data = data[: half + 10]
-    f0 = Fragment(mid, 0, 2, data[:half]).encode(size)
-    f1 = Fragment(mid, 1, 2, data[half:]).encode(size)
-    forged = bytes([9]) + bytes(size - 1)
+    f0 = seal(core.mailbox_public, Fragment(mid, 0, 2, data[:half]).encode(size))
+    f1 = seal(core.mailbox_public, Fragment(mid, 1, 2, data[half:]).encode(size))
+    forged = seal(core.mailbox_public, bytes([9]) + bytes(size - 1))  # opens, but no fragment
     no_surb = bytes(SURB_ID_LEN)
     actions = deliver_batch(
         core,
@@ -194,7 +209,7 @@ def test_real_ack_then_stale_and_forged_acks(kit) -> None:
     core = make_core(kit, real=True)
     sphinx = core.sphinx
     assert isinstance(sphinx, Sphinx)
-    core.send_message(other_provider(kit), BOB, b"ack me", kit.start)
+    core.send_message(other_provider(kit), BOB, b"ack me", kit.start, seal_key=BOB_KEY)
     packet = None
     while packet is None:
         t = core.next_deadline()
@@ -210,7 +225,7 @@ def test_real_ack_then_stale_and_forged_acks(kit) -> None:
             break
         hop, packet = result.next_node, result.packet
     payload = MailboxPayload.decode(result.payload, sphinx.geometry)
-    assert Fragment.decode(payload.data, core.fragment_len).chunk == b"ack me"
+    assert Fragment.decode(BOB_MAILBOX_KEY.open(payload.data), core.fragment_len).chunk == b"ack me"
     reply = sphinx.package_reply(payload.surb, ACK_PAYLOAD)
     hop = payload.surb.first_hop
     while True:
@@ -257,7 +272,7 @@ def test_no_input_makes_the_core_raise(kit, kind: int, body: bytes, item: bool) 
 def test_unacknowledged_fragment_is_resent_fresh_then_undeliverable(kit) -> None:
     core = make_core(kit, max_attempts=3)
     fake = core.sphinx
-    mid = core.send_message(other_provider(kit), BOB, b"into the void", kit.start)
+    mid = core.send_message(other_provider(kit), BOB, b"into the void", kit.start, seal_key=BOB_KEY)
     assert core.message_state(mid) is MessageState.PENDING
     sends, undeliverable = [], []
     while not undeliverable:
@@ -279,7 +294,7 @@ def test_unacknowledged_fragment_is_resent_fresh_then_undeliverable(kit) -> None
     assert all(g >= params.pull_interval + core.config.transit_allowance for g in gaps)
     # every attempt had its own SURB and its own (freshly drawn) route
     # (loops make SURBs too: theirs start at our own provider)
-    surb_paths = [p for p in fake.surb_paths if p[0] == other_provider(kit)]
+    surb_paths = [p for mailbox, p in fake.built if mailbox == BOB]
     assert len(surb_paths) == 3
     assert all(p[-1] == core.provider for p in surb_paths)
     stats = core.statistics()
@@ -290,7 +305,7 @@ def test_unacknowledged_fragment_is_resent_fresh_then_undeliverable(kit) -> None
 
 def test_retransmissions_are_fresh_packets(kit) -> None:
     core = make_core(kit, real=True, max_attempts=2)
-    core.send_message(other_provider(kit), BOB, b"x", kit.start)
+    core.send_message(other_provider(kit), BOB, b"x", kit.start, seal_key=BOB_KEY)
     packets = []
     while len(packets) < 2:
         t = core.next_deadline()
@@ -307,7 +322,7 @@ def test_retransmissions_are_fresh_packets(kit) -> None:
 def test_recipient_provider_leaving_the_consensus_makes_the_message_undeliverable(kit) -> None:
     core = make_core(kit)
     gone = kit.consensus.providers()[2].node_id
-    mid = core.send_message(gone, BOB, b"hello", kit.start)
+    mid = core.send_message(gone, BOB, b"hello", kit.start, seal_key=BOB_KEY)
     smaller = kit.make_consensus([n for n in kit.nodes if n.node_id != gone])
     core.update_consensus(smaller, kit.start)
     failed = []
@@ -339,3 +354,23 @@ def test_statistics_are_counts_only(kit) -> None:
     for value in stats.values():
         assert isinstance(value, int | dict)
     assert core.provider.hex() not in text and MAILBOX.hex() not in text
+
+
+def test_a_cancelled_message_is_never_sent_again(kit) -> None:
+    """A disappearing message whose timer ran out while queued must not leave afterwards."""
+    core = make_core(kit)
+    mid = core.send_message(other_provider(kit), BOB, bytes(5000), kit.start, seal_key=BOB_KEY)
+    real = 0
+    while real == 0:  # one fragment went out, the rest wait
+        real += sum(1 for a in core.poll(core.next_deadline())
+                    if isinstance(a, SendPacket) and a.kind is PacketKind.REAL)
+    [event] = core.cancel_message(mid, kit.start + 1)
+    assert isinstance(event, MessageUndeliverable)
+    assert event.reason is UndeliverableReason.CANCELLED
+    assert core.cancel_message(mid, kit.start + 2) == []  # once only
+    end = core.next_deadline() + 3600
+    while (t := core.next_deadline()) < end:
+        assert not any(isinstance(a, SendPacket) and a.kind is PacketKind.REAL
+                       for a in core.poll(t))
+    assert core.message_state(mid) is MessageState.UNDELIVERABLE
+    assert core.memory_footprint()["surbs"] == 0 and core.statistics().fragments_queued == 0

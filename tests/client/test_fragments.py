@@ -62,7 +62,8 @@ def test_message_ids_are_random() -> None:
     [
         (lambda b: b[:-1], "fragment is"),
         (lambda b: b + b"\x00", "fragment is"),
-        (lambda b: b"\x02" + b[1:], "version"),
+        (lambda b: b"\x03" + b[1:], "not a fragment"),
+        (lambda b: b"\x02" + b[1:], "not a fragment"),
         (lambda b: b[:17] + b"\x00\x05\x00\x05" + b[21:], "index out of range"),
         (lambda b: b[:17] + b"\x00\x00\x00\x00" + b[21:], "index out of range"),
         (lambda b: b[:21] + b"\xff\xff" + b[23:], "exceeds"),

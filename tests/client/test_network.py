@@ -8,6 +8,7 @@ another; pull answers arrive shuffled within their batch.
 
 from __future__ import annotations
 
+import os
 import random
 
 from client.arq import MessageState, UndeliverableReason
@@ -40,9 +41,13 @@ def test_loss_and_reordering_deliver_every_message_exactly_once(kit) -> None:
     to_bob = {}
     for _ in range(6):
         data = rng.randbytes(rng.choice([10, 1700, 3400, 5000]))
-        to_bob[alice.core.send_message(bob.provider, bob.mailbox, data, net.now)] = data
+        mid = alice.core.send_message(bob.provider, bob.mailbox, data, net.now,
+                                      seal_key=bob.core.mailbox_public)
+        to_bob[mid] = data
     hi = b"hi alice"
-    to_alice = {bob.core.send_message(alice.provider, alice.mailbox, hi, net.now): hi}
+    mid = bob.core.send_message(alice.provider, alice.mailbox, hi, net.now,
+                                seal_key=alice.core.mailbox_public)
+    to_alice = {mid: hi}
 
     def done() -> bool:
         return (
@@ -86,7 +91,8 @@ def test_dead_recipient_provider_ends_undeliverable_without_growing_memory(kit) 
     net.dead.add(p[1])
     sent, footprints = 0, []
     for _ in range(6):  # six rounds of messages, one after the other
-        alice.core.send_message(p[1], bob_mailbox, bytes(3000), net.now)  # 2 fragments
+        alice.core.send_message(p[1], bob_mailbox, bytes(3000), net.now,  # 2 fragments
+                                seal_key=os.urandom(32))
         sent += 1
         net.run_until(net.now + 120.0, stop=lambda n=sent: finished(alice, n))
         footprints.append(alice.core.memory_footprint())
@@ -118,7 +124,9 @@ def test_a_mix_dies_and_the_next_consensus_drops_it(kit) -> None:
     expected = {}
     for i in range(8):
         data = f"message {i}".encode() * 100
-        expected[alice.core.send_message(bob.provider, bob.mailbox, data, net.now)] = data
+        mid = alice.core.send_message(bob.provider, bob.mailbox, data, net.now,
+                                      seal_key=bob.core.mailbox_public)
+        expected[mid] = data
         net.run_until(net.now + 0.7)
         if i == 2:
             net.dead.add(victim)  # packets routed through it are now lost

@@ -21,9 +21,12 @@ from client.arq import (
 )
 from client.config import ClientConfig
 from client.core import ClientCore
+from client.mailbox_seal import MailboxKey
 
 MAILBOX = b"A" * 16
 BOB = b"B" * 16
+BOB_MAILBOX_KEY = MailboxKey.generate()
+BOB_KEY = BOB_MAILBOX_KEY.public
 HOUR = 3600.0
 
 
@@ -56,12 +59,13 @@ def run(core: ClientCore, until: float) -> tuple[list[float], list[object]]:
 def test_a_message_sent_while_the_link_is_down_waits_and_goes_out_when_it_is_back(kit) -> None:
     core = make_core(kit, retry_budget=HOUR)
     core.set_link(False, kit.start)
-    mid = core.send_message(kit.consensus.providers()[1].node_id, BOB, b"later", kit.start)
+    mid = core.send_message(kit.consensus.providers()[1].node_id, BOB, b"later", kit.start,
+                            seal_key=BOB_KEY)
     real, events = run(core, kit.start + 2 * HOUR)  # longer than the whole retry budget
     assert real == [] and events == []
     assert core.message_state(mid) is MessageState.PENDING
     assert core.statistics().fragments_queued == 1
-    assert core.statistics().packets_sent["drop"] > 0  # the slots still fired, as cover
+    assert core.statistics().packets_sent["decoy"] > 0  # the slots still fired, as cover
     core.set_link(True, kit.start + 2 * HOUR)
     real, _ = run(core, kit.start + 2 * HOUR + 10)
     assert len(real) == 1
@@ -71,7 +75,7 @@ def test_retries_back_off_until_a_time_budget_not_an_attempt_count(kit) -> None:
     budget = 2 * HOUR
     core = make_core(kit, retry_budget=budget)
     mid = core.send_message(kit.consensus.providers()[1].node_id, BOB, b"into the void",
-                            kit.start)
+                            kit.start, seal_key=BOB_KEY)
     real, events = run(core, kit.start + budget + 600)
     [failed] = events
     assert isinstance(failed, MessageUndeliverable) and failed.message_id == mid
@@ -91,7 +95,7 @@ def test_a_resumed_message_keeps_the_budget_it_started_with(kit) -> None:
     core = make_core(kit, retry_budget=HOUR)
     t0 = kit.start
     core.send_message(kit.consensus.providers()[1].node_id, BOB, b"old", t0,
-                      created=t0 - HOUR + 120)  # queued by a daemon that then restarted
+                      created=t0 - HOUR + 120, seal_key=BOB_KEY)  # queued before a restart
     _, events = run(core, t0 + 600)
     [failed] = events
     assert isinstance(failed, MessageUndeliverable) and failed.at - t0 < 600
@@ -99,7 +103,7 @@ def test_a_resumed_message_keeps_the_budget_it_started_with(kit) -> None:
 
 def test_surbs_of_a_long_retried_fragment_stay_bounded(kit) -> None:
     core = make_core(kit, retry_budget=10 * HOUR)
-    core.send_message(kit.consensus.providers()[1].node_id, BOB, b"x", kit.start)
+    core.send_message(kit.consensus.providers()[1].node_id, BOB, b"x", kit.start, seal_key=BOB_KEY)
     run(core, kit.start + 2 * HOUR)
     assert core.statistics().retransmissions > core.config.surbs_per_fragment
     assert 0 < core.memory_footprint()["surbs"] <= core.config.surbs_per_fragment

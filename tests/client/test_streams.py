@@ -62,7 +62,8 @@ def drive(kit, *, busy: bool, seed: int = SEED, duration: float = DURATION) -> R
             # a user who keeps typing, about once per pull: 3 fragments a second, more than
             # the payload stream carries, so the queue stays full (QueueFull)
             try:
-                core.send_message(providers[1], b"B" * 16, user.randbytes(3000), t)
+                core.send_message(providers[1], b"B" * 16, user.randbytes(3000), t,
+                                  seal_key=bytes(range(32)))
             except QueueFull:
                 run.queue_full += 1
         for action in core.poll(t):

@@ -41,7 +41,7 @@ def test_nothing_about_a_recipient_is_in_the_clear(store: Store, tmp_path: Path)
     db = TransportDB(store)
     provider, mailbox, mid = os.urandom(32), os.urandom(16), os.urandom(16)
     data = b"CIPHERTEXT-MARKER" + os.urandom(500)
-    db.add_outgoing(mid, provider, mailbox, data, NOW)
+    db.add_outgoing(mid, provider, mailbox, os.urandom(32), data, now=NOW)
     db.set_state(mid, "pending", "", NOW + 3)
     db.add_incoming(os.urandom(16), b"RAW-PAYLOAD-MARKER from the testnet", NOW + 5)
     raw = raw_files(tmp_path / "c")
@@ -54,8 +54,9 @@ def test_nothing_about_a_recipient_is_in_the_clear(store: Store, tmp_path: Path)
 
 def test_sealed_sizes_are_bucketed(store: Store, tmp_path: Path) -> None:
     db = TransportDB(store)
-    for size in (520, 650, 800, 900):  # one power-of-two bucket
-        db.add_outgoing(os.urandom(16), os.urandom(32), os.urandom(16), os.urandom(size), NOW)
+    for size in (520, 650, 760, 860):  # one power-of-two bucket
+        db.add_outgoing(os.urandom(16), os.urandom(32), os.urandom(16), os.urandom(32),
+                        os.urandom(size), now=NOW)
     conn = sqlite3.connect(store.path)
     lengths = {n for (n,) in conn.execute("SELECT length(sealed) FROM outbox")}
     conn.close()
@@ -68,7 +69,7 @@ def test_a_final_state_deletes_the_row_and_wipes_its_bytes(
 ) -> None:
     db = TransportDB(store)
     mid = os.urandom(16)
-    db.add_outgoing(mid, os.urandom(32), os.urandom(16), os.urandom(400), NOW)
+    db.add_outgoing(mid, os.urandom(32), os.urandom(16), os.urandom(32), os.urandom(400), now=NOW)
     conn = sqlite3.connect(store.path)
     [(sealed,)] = conn.execute("SELECT sealed FROM outbox").fetchall()
     conn.close()
@@ -91,7 +92,7 @@ def test_pending_and_unread_survive_a_restart_and_duplicates_are_stored_once(
     store = Store.create(path, "pw", kdf=FAST)
     db = TransportDB(store)
     mid, inc = os.urandom(16), os.urandom(16)
-    db.add_outgoing(mid, b"p" * 32, b"m" * 16, b"queued data", NOW)
+    db.add_outgoing(mid, b"p" * 32, b"m" * 16, b"k" * 32, b"queued data", now=NOW)
     assert db.add_incoming(inc, b"payload one", NOW)
     assert not db.add_incoming(inc, b"payload one", NOW + 1)
     assert db.add_incoming(os.urandom(16), b"payload two", NOW + 2)

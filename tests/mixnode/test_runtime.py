@@ -3,6 +3,7 @@ pull batches, and mix loops that come back unless someone isolates the node."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import trio
 from mixcore.control import ItemType, PullItem
 from mixcore.descriptor import NodeRole
 from mixcore.epochs import EpochClock
-from mixcore.payload import ACK_PAYLOAD, MailboxPayload
+from mixcore.payload import ACK_PAYLOAD, DROP_MAILBOX, MailboxPayload
 from mixcore.routing import mailbox_address
 from mixcore.sphinx import PathHop, Relay, Sphinx
 from mixnode.keyring import KeyRing
@@ -203,3 +204,63 @@ async def test_mix_loops_return_unless_the_node_is_isolated(
         assert stats["loops_lost"] == 0
         assert stats["loops_returned"] + stats["loops_in_flight"] == stats["loops_sent"]
         assert stats["loop_return_share"] == 1.0
+
+
+def ks_exponential(samples: list[float], mean: float) -> float:
+    """Kolmogorov-Smirnov distance between ``samples`` and Exp(``mean``)."""
+    xs = sorted(samples)
+    n = len(xs)
+    return max(
+        max(abs((i + 1) / n - cdf), abs(i / n - cdf))
+        for i, cdf in enumerate(1.0 - math.exp(-x / mean) for x in xs)
+    )
+
+
+async def test_exit_acks_leave_after_an_exponential_delay_for_mail_and_decoys(
+    make_network: Callable[..., Any], tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 13 item 3: an ACK leaving the exit at once marks which arrivals were mailbox
+    packets. Each ACK (of stored mail and of a payload-stream decoy alike) must leave after an
+    Exp(mean hop delay) hold: KS distance below the 0.1% critical value 1.95/sqrt(n)."""
+    net = Net(make_network(mixes=3, providers=2), tmp_path)
+    alice_provider, bob_provider = net.layer(0)
+    mixes = [net.layer(i)[0] for i in (1, 2, 3)]
+    bob_runtime = net.runtimes[bob_provider]
+    assert bob_runtime.mailbox is not None
+    bob = bob_runtime.mailbox.register(b"b" * 32, 0.0)
+    net.cut = set(mixes)  # watch the exit's output only
+    arrivals: dict[bytes, tuple[str, float]] = {}  # SURB id -> (kind, arrival time)
+
+    async def feed() -> None:
+        for i in range(400):
+            await trio.sleep(2.0)  # all within the kit's first epoch
+            kind = "mail" if i % 2 else "decoy"
+            surb, keys = SX.create_surb([net.hop(n) for n in (*mixes, alice_provider)],
+                                        [0.1] * 3, bytes(16))
+            payload = MailboxPayload(surb, bytes(64)).encode(SX.geometry)
+            packet = SX.create_forward([net.hop(bob_provider)], [],
+                                       bob if kind == "mail" else DROP_MAILBOX, payload)
+            arrivals[keys.surb_id] = (kind, trio.current_time())
+            bob_runtime.handle_packet(packet, previous_node=mixes[-1])
+
+    def surb_id_of(ack: bytes) -> bytes:
+        """Peel an ACK along its SURB path to learn which packet it answers."""
+        for node in (*mixes, alice_provider):
+            result = SX.process(net.kit.by_id(node).mix_keys[0], ack)
+            if isinstance(result, Relay):
+                ack = result.packet
+        return result.surb_id  # type: ignore[union-attr]
+
+    await net.run(400 * 2.0 + 120.0, feed)
+    delays: dict[str, list[float]] = {"mail": [], "decoy": []}
+    for t, src, _dst, ack in net.sent:
+        if src == bob_provider:
+            kind, arrived = arrivals.pop(surb_id_of(ack))
+            delays[kind].append(t - arrived)
+    assert not arrivals  # every packet was acknowledged exactly once
+    mean = 0.5  # the Net's mean hop delay
+    for kind, ds in delays.items():
+        assert len(ds) == 200 and min(ds) > 0.0
+        assert ks_exponential(ds, mean) < 1.95 / math.sqrt(len(ds)), kind
+    stats = bob_runtime.statistics()
+    assert stats["decoys_acked"] == 200 and stats["stored_messages"] == 200

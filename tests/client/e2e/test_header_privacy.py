@@ -36,8 +36,8 @@ def test_the_check_finds_a_shared_field() -> None:
 def test_conversation_ciphertexts_share_nothing() -> None:
     rng = random.Random(3)
     alice, bob = UserIdentity.generate(), UserIdentity.generate()
-    alice_card = ContactCard.create(alice, os.urandom(32), os.urandom(16))
-    bob_card = ContactCard.create(bob, os.urandom(32), os.urandom(16))
+    alice_card = ContactCard.create(alice, os.urandom(32), os.urandom(16), os.urandom(32))
+    bob_card = ContactCard.create(bob, os.urandom(32), os.urandom(16), os.urandom(32))
     sa = Session.initiate(alice, alice_card, bob_card)
     sessions: dict[str, Session] = {}
     ciphertexts: list[bytes] = []

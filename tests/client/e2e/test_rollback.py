@@ -22,8 +22,8 @@ from client.e2e.session import PAD_BUCKET, Session, open_message
 def confirmed_pair() -> tuple[Session, Session]:
     """Alice and Bob with a session both ways (Alice's sending chain is a ratchet chain)."""
     alice, bob = UserIdentity.generate(), UserIdentity.generate()
-    a_card = ContactCard.create(alice, os.urandom(32), os.urandom(16))
-    b_card = ContactCard.create(bob, os.urandom(32), os.urandom(16))
+    a_card = ContactCard.create(alice, os.urandom(32), os.urandom(16), os.urandom(32))
+    b_card = ContactCard.create(bob, os.urandom(32), os.urandom(16), os.urandom(32))
     a = Session.initiate(alice, a_card, b_card)
     got = open_message(bob, {}, a.encrypt(b"hello"))
     b = got.session

@@ -19,7 +19,7 @@ from mixcore.errors import MixnetError
 
 
 def card(me: UserIdentity) -> ContactCard:
-    return ContactCard.create(me, os.urandom(32), os.urandom(16))
+    return ContactCard.create(me, os.urandom(32), os.urandom(16), os.urandom(32))
 
 
 ALICE, BOB = UserIdentity.generate(), UserIdentity.generate()

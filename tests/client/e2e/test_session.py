@@ -23,7 +23,7 @@ from mixcore.errors import MixnetError
 class Party:
     def __init__(self) -> None:
         self.me = UserIdentity.generate()
-        self.card = ContactCard.create(self.me, os.urandom(32), os.urandom(16))
+        self.card = ContactCard.create(self.me, os.urandom(32), os.urandom(16), os.urandom(32))
         self.sessions: dict[str, Session] = {}
 
     def receive(self, data: bytes, name: str) -> bytes:

@@ -13,7 +13,7 @@ from client.e2e.identity import UserIdentity
 
 def _party() -> tuple[UserIdentity, ContactCard]:
     me = UserIdentity.generate()
-    return me, ContactCard.create(me, os.urandom(32), os.urandom(16))
+    return me, ContactCard.create(me, os.urandom(32), os.urandom(16), os.urandom(32))
 
 
 def test_both_sides_derive_the_same_keys() -> None:

@@ -44,7 +44,8 @@ class Net:
         store.save_identity(UserIdentity.generate())
         provider = like.card.provider if like else os.urandom(32)
         mailbox = like.card.mailbox if like else os.urandom(16)
-        m = Messenger(store, provider=provider, mailbox=mailbox, clock=self.clock)
+        m = Messenger(store, provider=provider, mailbox=mailbox,
+                      mailbox_key=os.urandom(32), clock=self.clock)
         self.users[name] = m
         self.owner.setdefault(mailbox, m)
         return m

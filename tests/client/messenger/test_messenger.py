@@ -38,7 +38,8 @@ class World:
     def add(self, name: str) -> Messenger:
         store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
         store.save_identity(UserIdentity.generate())  # what `mixnet client init` does
-        m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16), clock=self.clock)
+        m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
+                      mailbox_key=os.urandom(32), clock=self.clock)
         self.users[name] = m
         self.by_mailbox[m.card.mailbox] = m
         return m
@@ -136,6 +137,7 @@ def test_verify_and_key_change_blocks_sending(world: World, tmp_path: Path) -> N
     store = Store.create(tmp_path / "bob2.db", "pw", kdf=KdfParams.fast_for_tests())
     store.save_identity(UserIdentity.generate())
     bob2 = Messenger(store, provider=bob.card.provider, mailbox=bob.card.mailbox,
+                     mailbox_key=bob.card.mailbox_key,
                      clock=world.clock)
     world.by_mailbox[bob.card.mailbox] = bob2
     bob2.add_contact(alice.card.to_text(), "alice")
@@ -275,6 +277,7 @@ def test_a_stranger_claiming_an_address_does_not_replace_the_session(
     store = Store.create(tmp_path / "mallory.db", "pw", kdf=KdfParams.fast_for_tests())
     store.save_identity(UserIdentity.generate())
     mallory = Messenger(store, provider=bob.card.provider, mailbox=bob.card.mailbox,
+                        mailbox_key=bob.card.mailbox_key,
                         clock=world.clock)
     mallory.add_contact(alice.card.to_text(), "alice")
     for env in mallory.send_text("alice", "I am bob now"):

@@ -29,13 +29,15 @@ def user(path: Path, clock: Clock, *, like: Messenger | None = None) -> Messenge
     store.save_identity(UserIdentity.generate())
     provider = like.card.provider if like else os.urandom(32)
     mailbox = like.card.mailbox if like else os.urandom(16)
-    return Messenger(store, provider=provider, mailbox=mailbox, clock=clock)
+    return Messenger(store, provider=provider, mailbox=mailbox,
+                     mailbox_key=os.urandom(32), clock=clock)
 
 
 def reopen(m: Messenger, clock: Clock) -> Messenger:
     path = m.store.path
     m.store.close()
     return Messenger(Store.open(path, "pw"), provider=m.card.provider, mailbox=m.card.mailbox,
+                     mailbox_key=m.card.mailbox_key,
                      clock=clock)
 
 
@@ -108,8 +110,8 @@ def test_first_message_replay_guard_in_the_session_layer() -> None:
     from client.e2e.session import Session, open_message
 
     alice, bob = UserIdentity.generate(), UserIdentity.generate()
-    a_card = ContactCard.create(alice, os.urandom(32), os.urandom(16))
-    b_card = ContactCard.create(bob, os.urandom(32), os.urandom(16))
+    a_card = ContactCard.create(alice, os.urandom(32), os.urandom(16), os.urandom(32))
+    b_card = ContactCard.create(bob, os.urandom(32), os.urandom(16), os.urandom(32))
     first = Session.initiate(alice, a_card, b_card).encrypt(b"hi")
     seen: set[bytes] = set()
     got = open_message(bob, {}, first, seen=seen.__contains__)

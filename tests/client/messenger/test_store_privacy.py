@@ -35,7 +35,8 @@ class Client:
         self.folder = folder
         store = Store.create(folder / "messenger.db", "pw", kdf=FAST)
         store.save_identity(UserIdentity.generate())
-        self.m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16), clock=clock)
+        self.m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
+                           mailbox_key=os.urandom(32), clock=clock)
         self.db = TransportDB(store)
         self.clock = clock
 
@@ -43,7 +44,8 @@ class Client:
         tids = []
         for env in envelopes:
             tid = os.urandom(16)
-            self.db.add_outgoing(tid, env.provider, env.mailbox, env.data, self.clock())
+            self.db.add_outgoing(tid, env.provider, env.mailbox, env.mailbox_key, env.data,
+                                 now=self.clock())
             self.m.bind(env, tid)
             tids.append(tid)
         return tids
@@ -109,8 +111,10 @@ def test_no_address_card_name_text_or_time_in_the_files_also_after_expiry(
     bob.m.upkeep()
     assert TEXT.decode() not in str(bob.m.conversation("alice-the-contact")["messages"])
     assert TEXT.decode() not in str(alice.m.conversation("bob-the-contact")["messages"])
-    # the disappearing message's envelope left the outbox with it
+    # the disappearing message's envelope left the outbox with it, and the daemon is told to
+    # withdraw it from the transport's queue too
     assert alice.db.get_outgoing(tid) is None
+    assert tid in alice.m.take_withdrawn() and alice.m.take_withdrawn() == []
     assert found() == []
     raw = alice.raw() + bob.raw()
     gone = {k: v for k, v in old.items()

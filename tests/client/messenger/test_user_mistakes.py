@@ -33,7 +33,8 @@ class Users:
     def add(self, name: str) -> Messenger:
         store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
         store.save_identity(UserIdentity.generate())  # what `mixnet client init` does
-        m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16))
+        m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
+                      mailbox_key=os.urandom(32))
         self.by_name[name] = m
         self.by_mailbox[m.card.mailbox] = m
         return m

@@ -30,8 +30,8 @@ TABLES_WITH_ROWS = ("identity", "contacts", "sessions", "verification", "setting
 
 def populate(path: Path) -> None:
     me, bob = UserIdentity.generate(), UserIdentity.generate()
-    my_card = ContactCard.create(me, os.urandom(32), os.urandom(16))
-    bob_card = ContactCard.create(bob, os.urandom(32), os.urandom(16))
+    my_card = ContactCard.create(me, os.urandom(32), os.urandom(16), os.urandom(32))
+    bob_card = ContactCard.create(bob, os.urandom(32), os.urandom(16), os.urandom(32))
     session = Session.initiate(me, my_card, bob_card)
     with Store.create(path, PASS, kdf=FAST) as store:
         store.save_identity(me)
@@ -220,5 +220,6 @@ def test_no_new_identity_over_a_store_without_one(tmp_path: Path) -> None:
     with Store.create(tmp_path / "s.db", PASS, kdf=FAST) as store:
         store.put("contacts", "c1", b"someone")
         with pytest.raises(MessengerError, match=r"no identity.*mixnet client init"):
-            Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16))
+            Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
+                      mailbox_key=os.urandom(32))
         assert store.load_identity() is None  # nothing was created

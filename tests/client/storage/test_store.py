@@ -43,8 +43,8 @@ def path(tmp_path: Path) -> Path:
 
 def _populated(path: Path) -> dict[str, object]:
     me, bob = UserIdentity.generate(), UserIdentity.generate()
-    my_card = ContactCard.create(me, os.urandom(32), os.urandom(16))
-    bob_card = ContactCard.create(bob, os.urandom(32), os.urandom(16))
+    my_card = ContactCard.create(me, os.urandom(32), os.urandom(16), os.urandom(32))
+    bob_card = ContactCard.create(bob, os.urandom(32), os.urandom(16), os.urandom(32))
     session = Session.initiate(me, my_card, bob_card)
     session.encrypt(b"first")
     with Store.create(path, PASS, kdf=FAST) as store:
