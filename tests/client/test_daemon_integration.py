@@ -64,10 +64,16 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
 
 
 def send(net: LocalNetwork, sender: str, recipient: str, text: str) -> str:
-    result = mixnet(
-        "client", "raw-send", "--dir", str(net.processes[sender].data_dir), net.address(recipient),
-        text, "--json",
-    )
+    """Send once the sender's consensus lists the recipient's provider: on a busy machine a
+    node can miss the first epoch's consensus, and the next one (an epoch later) has it."""
+    for _ in range(int(4 * PARAMS.epoch_length / 0.5)):
+        result = mixnet(
+            "client", "raw-send", "--dir", str(net.processes[sender].data_dir),
+            net.address(recipient), text, "--json",
+        )
+        if "provider is not in the consensus" not in result.stderr:
+            break
+        time.sleep(0.5)
     assert result.returncode == 0, result.stderr
     return str(json.loads(result.stdout)["message_id"])
 
