@@ -36,6 +36,7 @@ by node), so chaining the per-node kernels gives the exact network posterior.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -448,14 +449,26 @@ def _block(tids: IntArray, rows: IntArray, cum: FloatArray, pick: IntArray,
 
 
 def _node_time_order(node: IntArray, time: FloatArray, dep: BoolArray) -> IntArray:
-    """Events node-major, then by time, arrivals before departures at equal times (zero delay).
+    """Events node-major, then by time, arrivals before departures at equal times (zero delay),
+    ties beyond that in input order: ``lexsort((dep, time, node))``.
 
-    Without ties in time (any positive delay), a quicksort on time then a stable counting sort
-    on the node gives that order at a third of ``lexsort``'s cost."""
-    by_time = np.argsort(time)
-    st = time[by_time]
-    if st.size > 1 and not bool((st[1:] > st[:-1]).all()):
-        return np.lexsort((dep, time, node))
-    key = node[by_time]
-    small = key.astype(np.int16) if node.size and int(node.max()) < 2**15 else key
-    return by_time[np.argsort(small, kind="stable")]
+    A stable counting sort on the node, then one quicksort on time per node (a few dozen pools,
+    each a cache-sized part): a fraction of ``lexsort``'s cost. A node with two events at the
+    same time falls back to the lexsort of its own part, which gives the same order."""
+    if node.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    small = node.astype(np.int16) if int(node.min()) >= 0 and int(node.max()) < 2**15 else node
+    by_node = np.argsort(small, kind="stable")
+    sorted_node = node[by_node]
+    cuts = np.flatnonzero(sorted_node[1:] != sorted_node[:-1]) + 1
+    edges = [0, *cuts.tolist(), node.size]
+    out = np.empty(node.size, dtype=np.int64)
+    for a, b in itertools.pairwise(edges):
+        part = by_node[a:b]
+        t = time[part]
+        o = np.argsort(t)
+        st = t[o]
+        if st.size > 1 and not bool((st[1:] > st[:-1]).all()):
+            o = np.lexsort((dep[part], t))
+        out[a:b] = part[o]
+    return out
