@@ -14,22 +14,16 @@ logs; the trio server does the I/O and the delay pool does the waiting.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from mixcore.payload import DROP_MAILBOX, PAYLOAD_VERSION
 from mixcore.sphinx import Deliver, Relay, Sphinx
+from mixcore.topology import NodeRole, Topology
 from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
 from mixnode.unwrap import Unwrapped, unwrap
-
-PROVIDER_LAYER = 0
-
-
-class Role(StrEnum):
-    MIX = "mix"
-    PROVIDER = "provider"
 
 
 class DropReason(StrEnum):
@@ -118,24 +112,6 @@ class Dropped:
 Event = Forward | StoreMessage | StoreReply | AckDecoy | LoopReturned | Dropped
 
 
-@dataclass(frozen=True, slots=True)
-class Topology:
-    """Who is where in one epoch, from its consensus: node id -> layer (0 for providers).
-
-    Layers are reassigned every epoch, so a packet is checked against the topology of the epoch
-    whose key opened it, not today's: packets in flight across a boundary stay valid.
-    """
-
-    layers: Mapping[bytes, int]
-    num_layers: int
-
-    def expected_next_layer(self, my_layer: int) -> int:
-        """Stratified order: provider -> 1 -> 2 -> ... -> L -> provider."""
-        if my_layer == PROVIDER_LAYER:
-            return 1
-        return my_layer + 1 if my_layer < self.num_layers else PROVIDER_LAYER
-
-
 class PacketProcessor:
     def __init__(
         self,
@@ -143,7 +119,7 @@ class PacketProcessor:
         sphinx: Sphinx,
         keyring: KeyRing,
         replay_filter: Callable[[int], ReplayFilter],
-        role: Role,
+        role: NodeRole,
         node_id: bytes,
         topology: Callable[[int], Topology | None],
         max_hop_delay: float,
@@ -231,12 +207,12 @@ class PacketProcessor:
             return LoopReturned(result.payload)
         decoy = result.mailbox == DROP_MAILBOX
         if decoy and not (
-            self.role is Role.PROVIDER
+            self.role is NodeRole.PROVIDER
             and isinstance(result, Deliver)
             and result.payload[:1] == bytes([PAYLOAD_VERSION])
         ):
             return Dropped(DropReason.COVER)  # drop-stream cover: nothing to acknowledge
-        hosted = self.role is Role.PROVIDER and self._hosts_mailbox(result.mailbox)
+        hosted = self.role is NodeRole.PROVIDER and self._hosts_mailbox(result.mailbox)
         if not decoy and not hosted:
             return Dropped(DropReason.UNKNOWN_MAILBOX)
         if arrival is Arrival.NETWORK and previous_node is not None:

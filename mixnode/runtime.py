@@ -26,6 +26,7 @@ from mixcore.control import ItemType, PullItem
 from mixcore.errors import PacketError
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.sphinx import Sphinx
+from mixcore.topology import NodeRole, Topology
 from mixnode.keyring import KeyRing
 from mixnode.limits import BucketTable
 from mixnode.loops import LoopSchedule, LoopTracker
@@ -40,10 +41,8 @@ from mixnode.processor import (
     Forward,
     LoopReturned,
     PacketProcessor,
-    Role,
     StoreMessage,
     StoreReply,
-    Topology,
 )
 from mixnode.replay import ReplayFilter
 from mixnode.unwrap import Unwrapped
@@ -58,7 +57,7 @@ SendFn = Callable[[bytes, bytes], bool]
 
 @dataclass(frozen=True, slots=True)
 class RuntimeSettings:
-    role: Role
+    role: NodeRole
     node_id: bytes
     max_hop_delay: float
     pool_capacity: int

@@ -32,7 +32,7 @@ from client.config import ClientConfig
 from client.core import ClientCore
 from mixcore.consensus import ConsensusDocument, build_consensus
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
-from mixcore.descriptor import NodeDescriptor, NodeRole, make_signed_descriptor
+from mixcore.descriptor import NodeDescriptor, make_signed_descriptor
 from mixcore.errors import PacketError
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
@@ -49,6 +49,7 @@ from mixcore.sphinx import (
     SurbKeys,
     SurbReply,
 )
+from mixcore.topology import NodeRole
 
 EPOCH = 0
 START = 1000.0

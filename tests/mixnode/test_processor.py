@@ -9,6 +9,7 @@ import pytest
 from mixcore.epochs import EpochClock
 from mixcore.params import SPHINX_SUITE_V1
 from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry
+from mixcore.topology import NodeRole, Topology
 from mixnode.keyring import KeyRing
 from mixnode.processor import (
     Arrival,
@@ -17,10 +18,8 @@ from mixnode.processor import (
     Forward,
     LoopReturned,
     PacketProcessor,
-    Role,
     StoreMessage,
     StoreReply,
-    Topology,
 )
 from mixnode.replay import ReplayFilter
 
@@ -47,7 +46,7 @@ class Node:
             sphinx=SX,
             keyring=ring,
             replay_filter=lambda e: self.filters.setdefault(e, ReplayFilter(10_000)),
-            role=Role.PROVIDER if LAYERS[name] == 0 else Role.MIX,
+            role=NodeRole.PROVIDER if LAYERS[name] == 0 else NodeRole.MIX,
             node_id=IDS[name],
             topology=lambda _epoch: TOPOLOGY,
             max_hop_delay=60.0,
