@@ -24,15 +24,7 @@ import trio
 
 from mixcore.control import ItemType, PullItem
 from mixcore.errors import PacketError
-from mixcore.payload import ACK_PAYLOAD, MailboxPayload
-from mixcore.sphinx import Sphinx
-from mixcore.topology import NodeRole, Topology
-from mixnode.keyring import KeyRing
-from mixnode.limits import BucketTable
-from mixnode.loops import LoopSchedule, LoopTracker
-from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
-from mixnode.pool import DelayPool
-from mixnode.processor import (
+from mixcore.hop import (
     AckDecoy,
     Arrival,
     Dropped,
@@ -43,9 +35,18 @@ from mixnode.processor import (
     PacketProcessor,
     StoreMessage,
     StoreReply,
+    Unwrapped,
+    surb_ack,
 )
+from mixcore.payload import MailboxPayload
+from mixcore.sphinx import Sphinx
+from mixcore.topology import NodeRole, Topology
+from mixnode.keyring import KeyRing
+from mixnode.limits import BucketTable
+from mixnode.loops import LoopSchedule, LoopTracker
+from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
+from mixnode.pool import DelayPool
 from mixnode.replay import ReplayFilter
-from mixnode.unwrap import Unwrapped
 from mixnode.view import EpochView
 
 if TYPE_CHECKING:
@@ -279,12 +280,12 @@ class NodeRuntime:
         """Send the SURB-ACK after an exponential delay drawn like a hop's: leaving at once,
         it would tell an observer of this provider's links which arrivals were mail."""
         try:
-            ack = self.sphinx.package_reply(payload.surb, ACK_PAYLOAD)
+            ack = surb_ack(self.sphinx, payload.surb, now, self.ack_delay)
         except PacketError:
             self.counts["bad_surb"] += 1
             return
         self.counts["acks_sent"] += 1
-        self._pool_push(payload.surb.first_hop, ack, now + self.ack_delay())
+        self._pool_push(ack.next_node, ack.packet, ack.due)
 
     def ack_delay(self) -> float:
         """One SURB-ACK's hold at this exit: Exp(mean hop delay), capped like a hop's delay."""

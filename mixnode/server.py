@@ -47,6 +47,7 @@ from mixcore.descriptor import NodeDescriptor, make_signed_descriptor
 from mixcore.epochs import EpochClock
 from mixcore.errors import DecodeError, LinkError, MixnetError
 from mixcore.files import write_atomic
+from mixcore.hop import Arrival
 from mixcore.keys import IdentityKey, LinkKey, load_identity_key, load_link_key
 from mixcore.link import CellKind, cell_size
 from mixcore.net.directory_client import ConsensusFetcher, upload_descriptor
@@ -62,7 +63,6 @@ from mixnode.limits import ConnectionLimiter, Slot, TokenBucket, WindowCounter
 from mixnode.links import OutboundLinks
 from mixnode.mailbox import MailboxFull, MailboxStore
 from mixnode.metrics import start_metrics_server
-from mixnode.processor import Arrival
 from mixnode.runtime import NodeRuntime, RuntimeSettings
 from mixnode.view import EpochView, Peer
 from mixnode.workers import HopWorkers

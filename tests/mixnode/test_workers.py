@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixcore.epochs import EpochClock
+from mixcore.hop import HOP_REASONS, unwrap
 from mixcore.params import SPHINX_SUITE_V1
 from mixcore.sphinx import Deliver, MixPrivateKey, PathHop, Relay, Sphinx, SphinxGeometry, SurbReply
 from mixcore.topology import NodeRole
@@ -29,7 +30,6 @@ from mixnode.keyring import KeyRing
 from mixnode.runtime import NodeRuntime, RuntimeSettings
 from mixnode.unwrap import (
     BATCH,
-    HOP_REASONS,
     KEYS,
     RESULTS,
     FrameError,
@@ -41,7 +41,6 @@ from mixnode.unwrap import (
     encode_results,
     frame,
     split_frames,
-    unwrap,
 )
 from mixnode.view import EpochView
 from mixnode.workers import HopWorkers

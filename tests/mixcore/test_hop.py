@@ -1,4 +1,5 @@
-"""The sans-IO processor along a real stratified path, and every drop reason it counts."""
+"""The sans-IO packet processor (mixcore/hop.py) along a real stratified path, with a node's
+real key ring and replay filter, and every drop reason it counts."""
 
 from __future__ import annotations
 
@@ -7,11 +8,7 @@ import os
 import pytest
 
 from mixcore.epochs import EpochClock
-from mixcore.params import SPHINX_SUITE_V1
-from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry
-from mixcore.topology import NodeRole, Topology
-from mixnode.keyring import KeyRing
-from mixnode.processor import (
+from mixcore.hop import (
     Arrival,
     Dropped,
     DropReason,
@@ -21,6 +18,10 @@ from mixnode.processor import (
     StoreMessage,
     StoreReply,
 )
+from mixcore.params import SPHINX_SUITE_V1
+from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry
+from mixcore.topology import NodeRole, Topology
+from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
 
 CLOCK = EpochClock(genesis_time=0.0, epoch_length=1000.0)
