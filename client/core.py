@@ -74,11 +74,12 @@ from client.mailbox_seal import MAILBOX_KEY_LEN, SEAL_OVERHEAD, MailboxKey, Seal
 from client.packets import PacketBuilder, decoy_packet, drop_packet, mailbox_packet
 from client.paths import PathSelector, Route
 from client.reassembly import Outcome, Reassembler
-from client.streams import PoissonStream, StreamKind, fork_rng
+from client.streams import StreamKind
 from mixcore.consensus import ConsensusDocument
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
 from mixcore.errors import DecodeError, SurbError
 from mixcore.payload import ACK_PAYLOAD, data_capacity
+from mixcore.poisson import PoissonStream, fork_rng
 from mixcore.routing import MAILBOX_LEN, NODE_ID_LEN
 from mixcore.sphinx import Sphinx, SphinxGeometry, SurbKeys
 
@@ -215,7 +216,7 @@ class ClientCore:
             StreamKind.DROP: self.params.drop_rate,
         }
         self._streams = {
-            kind: PoissonStream(kind, rate, fork_rng(rng), now) for kind, rate in rates.items()
+            kind: PoissonStream(rate, fork_rng(rng), now) for kind, rate in rates.items()
         }
         self._stream_order = (
             self._streams[StreamKind.PAYLOAD],

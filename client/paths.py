@@ -5,8 +5,8 @@ Every route is ``entry provider -> one mix per layer -> exit provider`` (the lay
 packet (real, drop, loop, SURB-ACK) has the same shape. Delays (Loopix): a mix holds a packet
 for Exp(mean ``mean_hop_delay``) seconds, chosen here by the sender and written into the routing
 command; providers hold for 0. A draw above ``max_hop_delay`` (what nodes refuse) is redrawn,
-i.e. the delay is Exp truncated there, which at the default 60 s and mean 0.2 s changes nothing
-measurable.
+i.e. the delay is Exp truncated there (``mixcore.poisson.truncated_exponential``, as nodes draw
+theirs), which at the default 60 s and mean 0.2 s changes nothing measurable.
 
 Only nodes of the current document are used. :meth:`PathSelector.mark_failed` takes a node out
 of the choice until the next consensus (a link that would not open, say); if every mix of a layer
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from client.errors import NoRouteError
 from mixcore.consensus import ConsensusDocument
 from mixcore.descriptor import NodeDescriptor
+from mixcore.poisson import truncated_exponential
 from mixcore.sphinx import PathHop
 from mixcore.topology import mix_layers
 
@@ -126,14 +127,6 @@ class PathSelector:
             raise NoRouteError("a node in the consensus has no key for its epoch")
         return PathHop(desc.node_id, key)
 
-    def _delay(self, mean: float) -> float:
-        if mean <= 0:
-            return 0.0
-        while True:
-            delay = self.rng.expovariate(1.0 / mean)
-            if delay <= self.max_hop_delay:
-                return delay
-
     def route(self, entry: bytes, exit_: bytes) -> Route:
         """A fresh route from provider ``entry`` to provider ``exit_``."""
         try:
@@ -154,6 +147,6 @@ class PathSelector:
                 choices = mixes
             choices = self._least_suspect(choices)
             hops.append(choices[self.rng.randrange(len(choices))])
-            delays.append(self._delay(mean))
+            delays.append(truncated_exponential(self.rng, mean, self.max_hop_delay))
         hops.append(last)
         return Route(tuple(hops), tuple(delays))

@@ -5,37 +5,17 @@ delaying or dropping the node's input to isolate one target packet (an (n-1) att
 own loops stop coming back, so the share of loops returned is the alarm. Loops are
 indistinguishable from other packets to every node they cross.
 
-Sans-IO: :class:`LoopSchedule` says when to send; :class:`LoopTracker` remembers the loops in
-flight (bounded) and counts returns and losses.
+Sans-IO: ``mixcore.poisson.PoissonStream`` says when to send (the same schedule as a client's
+streams); :class:`LoopTracker` remembers the loops in flight (bounded) and counts returns and
+losses.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from collections import OrderedDict
 
 LOOP_ID_LEN = 16
-
-
-class LoopSchedule:
-    """Poisson departures at ``rate`` per second; ``rate`` 0 never fires."""
-
-    def __init__(self, rate: float, rng: random.Random, now: float) -> None:
-        self.rate = rate
-        self._rng = rng
-        self.next_time = self._draw(now)
-
-    def _draw(self, now: float) -> float:
-        return now + self._rng.expovariate(self.rate) if self.rate > 0 else float("inf")
-
-    def due(self, now: float) -> int:
-        """How many loops are due by ``now`` (advancing the schedule past them)."""
-        n = 0
-        while self.next_time <= now:
-            n += 1
-            self.next_time = self._draw(self.next_time)
-        return n
 
 
 class LoopTracker:

@@ -39,11 +39,12 @@ from mixcore.hop import (
     surb_ack,
 )
 from mixcore.payload import MailboxPayload
+from mixcore.poisson import PoissonStream, truncated_exponential
 from mixcore.sphinx import Sphinx
-from mixcore.topology import NodeRole, Topology
+from mixcore.topology import PROVIDER_LAYER, NodeRole, Topology
 from mixnode.keyring import KeyRing
 from mixnode.limits import BucketTable
-from mixnode.loops import LoopSchedule, LoopTracker
+from mixnode.loops import LoopTracker
 from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
 from mixnode.pool import DelayPool
 from mixnode.replay import ReplayFilter
@@ -288,11 +289,8 @@ class NodeRuntime:
         self._pool_push(ack.next_node, ack.packet, ack.due)
 
     def ack_delay(self) -> float:
-        """One SURB-ACK's hold at this exit: Exp(mean hop delay), capped like a hop's delay."""
-        mean = self.settings.mean_hop_delay
-        if mean <= 0:
-            return 0.0
-        return min(self._rng.expovariate(1.0 / mean), self.settings.max_hop_delay)
+        """One SURB-ACK's hold at this exit: Exp(mean hop delay), truncated like a hop's."""
+        return self._hop_delay()
 
     def _store_reply(self, event: StoreReply, now: float) -> None:
         assert self.mailbox is not None
@@ -351,7 +349,7 @@ class NodeRuntime:
 
     async def run_loops(self) -> None:
         """Send this node's loops at ``mix_loop_rate`` and expire the ones that never return."""
-        schedule = LoopSchedule(self.settings.mix_loop_rate, self._rng, self.now())
+        schedule = PoissonStream(self.settings.mix_loop_rate, self._rng, self.now())
         while True:
             await trio.sleep_until(self._to_trio(min(schedule.next_time, self.now() + 1.0)))
             now = self.now()
@@ -373,7 +371,8 @@ class NodeRuntime:
             return False
         hops = [view.hops[i] for i in ids]
         delays = [
-            self._hop_delay() if view.topology.layers[i] != 0 else 0.0 for i in ids[:-1]
+            self._hop_delay() if view.topology.layers[i] != PROVIDER_LAYER else 0.0
+            for i in ids[:-1]
         ]
         loop_id = self.loops.new(now + sum(delays) + self.settings.loop_slack)
         packet = self.sphinx.create_forward(hops, delays, self.loop_mailbox, loop_id)
@@ -382,13 +381,9 @@ class NodeRuntime:
 
     def _hop_delay(self) -> float:
         """Exp(mean_hop_delay) redrawn above the bound, exactly as clients draw theirs."""
-        mean = self.settings.mean_hop_delay
-        if mean <= 0:
-            return 0.0
-        while True:
-            delay = self._rng.expovariate(1 / mean)
-            if delay <= self.settings.max_hop_delay:
-                return delay
+        return truncated_exponential(
+            self._rng, self.settings.mean_hop_delay, self.settings.max_hop_delay
+        )
 
     # -- statistics ------------------------------------------------------------------------------
 
