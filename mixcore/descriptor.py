@@ -306,7 +306,7 @@ class NodeDescriptor:
             host=host,
             port=port,
             epoch=epoch,
-            mix_keys=mix_keys,  # type: ignore[arg-type]  # checked in __post_init__
+            mix_keys=mix_keys,  # checked in __post_init__
             name=name,
             version=version,
             traffic=traffic,

@@ -12,14 +12,18 @@ losses.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
+from collections.abc import Callable
+from secrets import token_bytes
 
 LOOP_ID_LEN = 16
 
 
 class LoopTracker:
-    def __init__(self, max_in_flight: int = 10_000) -> None:
+    def __init__(
+        self, max_in_flight: int = 10_000, *, randbytes: Callable[[int], bytes] = token_bytes
+    ) -> None:
+        self._randbytes = randbytes
         self._in_flight: OrderedDict[bytes, float] = OrderedDict()
         self.max_in_flight = max_in_flight
         self.sent = 0
@@ -29,7 +33,7 @@ class LoopTracker:
 
     def new(self, deadline: float) -> bytes:
         """A fresh loop id, expected back by ``deadline``."""
-        loop_id = os.urandom(LOOP_ID_LEN)
+        loop_id = self._randbytes(LOOP_ID_LEN)
         if len(self._in_flight) >= self.max_in_flight:
             self._in_flight.popitem(last=False)
             self.lost += 1
