@@ -138,9 +138,6 @@ class NodeRuntime:
         for epoch in [e for e in self.views if e < view.epoch - 2]:
             del self.views[epoch]
 
-    def latest_view(self) -> EpochView | None:
-        return self.views[max(self.views)] if self.views else None
-
     def replay_filter(self, epoch: int) -> ReplayFilter:
         existing = self.filters.get(epoch)
         if existing is not None:

@@ -23,7 +23,7 @@ from client.messenger.errors import MessengerError
 from client.messenger.messenger import Messenger
 from client.storage import KdfParams, Store, StoreCorrupted, StoreRolledBack
 
-FAST = KdfParams.fast_for_tests()
+FAST = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
 PASS = "integrity passphrase"
 TABLES_WITH_ROWS = ("identity", "contacts", "sessions", "verification", "settings", "messages")
 
