@@ -119,7 +119,6 @@ class ClientDaemon:
                 )
             self.store = Store.open(store_path, passphrase)
         self.messenger: Messenger | None = None
-        self._tracked: dict[bytes, tuple[int, int]] = {}
         self.rng = rng or random.SystemRandom()
         self.link_key: LinkKey = load_link_key(config.link_key_path)
         self.mailbox = mailbox_address(self.link_key.public)
@@ -180,8 +179,6 @@ class ClientDaemon:
                     seal_key=message.mailbox_key, message_id=message.message_id,
                     created=message.created,
                 )
-                if self.messenger is not None and self.messenger.tracks(message.message_id):
-                    self._tracked[message.message_id] = (-1, -1)
             except MixnetError as exc:
                 self.db.set_state(message.message_id, "undeliverable", str(exc), self.now())
                 if self.messenger is not None:
@@ -203,22 +200,13 @@ class ClientDaemon:
             self.db.add_outgoing(message_id, env.provider, env.mailbox, env.mailbox_key, env.data,
                                  now=now)
             self.messenger.bind(env, message_id)
-            self._tracked[message_id] = (-1, -1)
         self._wake.set()
 
     def _update_progress(self) -> None:
-        """Fragments sent and acknowledged per tracked message, so front ends show progress."""
-        if self.core is None or self.messenger is None or not self._tracked:
-            return
-        for message_id, last in list(self._tracked.items()):
-            progress = self.core.message_progress(message_id)
-            if progress is None:
-                del self._tracked[message_id]
-                continue
-            sent, acked, total = progress
-            if (sent, acked) != last:
-                self._tracked[message_id] = (sent, acked)
-                self.messenger.on_transport_progress(message_id, sent, acked, total)
+        """Fragments sent and acknowledged of the messages the delivery ledger has in flight,
+        so front ends show progress (the ledger keeps what it was told last)."""
+        if self.core is not None and self.messenger is not None:
+            self.messenger.ledger.poll(self.core.message_progress)
 
     # -- the link to our provider ----------------------------------------------------------------
 
@@ -325,7 +313,6 @@ class ClientDaemon:
             if self.messenger is not None:
                 self.messenger.upkeep()  # disappearing timers, prekey rotation
                 for transport_id in self.messenger.take_withdrawn():  # gone: never send it
-                    self._tracked.pop(transport_id, None)
                     if self.core is not None:
                         await self._execute(self.core.cancel_message(transport_id, self.now()))
             await trio.sleep(EXPIRY_INTERVAL)

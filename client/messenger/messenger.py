@@ -35,18 +35,17 @@ from client.messenger.errors import (
     UnknownContact,
     UnknownGroup,
 )
+from client.messenger.ledger import DeliveryLedger
+from client.messenger.legacy import move_settings_rows
 from client.messenger.records import (
+    GROUPS,
+    READ_MARKS,
+    UNCONFIRMED_CARDS,
     ContactRecord,
-    Delivery,
     GroupRecord,
     MessageRecord,
-    advance,
-    decode_delivery,
-    encode_delivery,
-    summarize,
 )
 from client.storage import Store
-from client.transport_db import forget as forget_outgoing
 from mixcore.encoding import pack, unpack_canonical
 from mixcore.errors import DecodeError, MixnetError
 from mixcore.payload import data_capacity
@@ -58,9 +57,6 @@ DEFAULT_MAX_MESSAGE_LEN = max_message_len(
     data_capacity(SphinxGeometry()), ClientConfig().max_message_fragments
 )
 MAX_NAME_LEN = 64
-PENDING_CARD = "pending_card:"
-"""``settings`` row: the card with other keys the user added under a contact's name, waiting
-until its safety number is verified (or, for an unverified contact, acknowledged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +106,16 @@ class Messenger:
             )
         if identity.stamp_unknown_times(clock()):
             store.save_identity(identity)
+        move_settings_rows(store)  # a store of an earlier version
         self.store = store
+        self.ledger = DeliveryLedger(store)
         self.identity = identity
         self.clock = clock
         self.max_message_len = max_message_len
         self._address = (provider, mailbox, mailbox_key)
         self.card = ContactCard.create(identity, provider, mailbox, mailbox_key)
         self.counts: Counter[str] = Counter()
-        self._progress: dict[bytes, tuple[int, int]] = {}
         self._expiry_scan: tuple[int, float] | None = None  # (store revision, next expiry)
-        self._withdrawn: list[bytes] = []
 
     # -- contacts ------------------------------------------------------------------------------
 
@@ -189,7 +185,7 @@ class Messenger:
                 if v.observe(card):
                     self._event(f"c:{target.cid}", _key_change_text(target.name, v))
                 self.store.save_verification(target.cid, v)
-                self.store.put("settings", PENDING_CARD + target.cid, card.to_bytes())
+                self.store.put(UNCONFIRMED_CARDS, target.cid, card.to_bytes())
             return self.contact_info(target)
         name = name or f"contact-{card.identity_key[:4].hex()}"
         c = ContactRecord(os.urandom(8).hex(), name, card.to_bytes(), self.clock())
@@ -214,8 +210,8 @@ class Messenger:
         in_group = any(c.cid in g.members or c.cid == g.admin for g in self._groups())
         with self.store.transaction():
             self.store.delete_conversation(f"c:{c.cid}")
-            self.store.delete("settings", PENDING_CARD + c.cid)
-            self.store.delete("settings", f"read:c:{c.cid}")
+            self.store.delete(UNCONFIRMED_CARDS, c.cid)
+            self.store.delete(READ_MARKS, f"c:{c.cid}")
             if in_group:
                 c.hidden, c.request, c.timer = True, False, 0
                 key = ContactCard.from_bytes(c.card).identity_key
@@ -339,10 +335,7 @@ class Messenger:
             now + message.ttl if message.ttl else 0.0,
             *(file or ("", b"", b"")),
         )
-        rows = {cid: (Delivery.QUEUED, "") for cid in recipients}
-        for cid, reason in (failed or {}).items():
-            rows[cid] = (Delivery.FAILED, reason)
-        self.store.put("settings", f"delivery:{message.uid.hex()}", encode_delivery(rows))
+        self.ledger.open(message.uid, recipients, failed)
         return self.store.add_message(conv, record.encode())
 
     def send_text(self, name: str, body: str) -> list[Envelope]:
@@ -375,10 +368,7 @@ class Messenger:
         envelopes: list[Envelope] = []
         with self.store.transaction():
             for _, r in self._live(conv):
-                key = f"delivery:{r.uid.hex()}"
-                data = self.store.get("settings", key) if r.direction == "out" else None
-                rows = decode_delivery(data) if data else {}
-                failed = [cid for cid, (state, _) in rows.items() if state is Delivery.FAILED]
+                failed = self.ledger.failed_recipients(r.uid) if r.direction == "out" else []
                 if not failed:
                     continue
                 message = self._rebuilt(r, conv)
@@ -386,13 +376,11 @@ class Messenger:
                     c = self._by_cid(cid)
                     if c is None:
                         continue
+                    self.ledger.requeue(r.uid, cid)
                     try:
                         envelopes.append(self._encrypt(c, message))
                     except MessengerError as exc:
-                        rows[cid] = (Delivery.FAILED, f"not sent again: {exc}")
-                        continue
-                    rows[cid] = (Delivery.QUEUED, "")
-                self.store.put("settings", key, encode_delivery(rows))
+                        self.ledger.refused(r.uid, cid, f"not sent again: {exc}")
         return envelopes
 
     def _rebuilt(self, r: MessageRecord, conv: str) -> inner.Inner:
@@ -437,14 +425,10 @@ class Messenger:
     # -- groups --------------------------------------------------------------------------------
 
     def _groups(self) -> list[GroupRecord]:
-        return [
-            GroupRecord.decode(v)
-            for k, v in self.store.items("settings")
-            if k.startswith("group:")
-        ]
+        return [GroupRecord.decode(v) for _, v in self.store.items(GROUPS)]
 
     def _save_group(self, g: GroupRecord) -> None:
-        self.store.put("settings", f"group:{g.gid.hex()}", g.encode())
+        self.store.put(GROUPS, g.gid.hex(), g.encode())
 
     def group(self, name: str) -> GroupRecord:
         for g in self._groups():
@@ -456,7 +440,7 @@ class Messenger:
         raise UnknownGroup(name)
 
     def _group_by_id(self, gid: bytes) -> GroupRecord | None:
-        data = self.store.get("settings", f"group:{gid.hex()}")
+        data = self.store.get(GROUPS, gid.hex())
         return None if data is None else GroupRecord.decode(data)
 
     def _member_list(self, g: GroupRecord) -> list[list[Any]]:
@@ -565,68 +549,24 @@ class Messenger:
     # -- transport events ----------------------------------------------------------------------
 
     def bind(self, envelope: Envelope, transport_id: bytes) -> None:
-        """Remember which message and recipient a transport message carries (and, for a
-        stored message, its transport ids: a disappearing timer deletes them with it)."""
-        with self.store.transaction():
-            self.store.put(
-                "settings", f"transport:{transport_id.hex()}",
-                envelope.uid + envelope.cid.encode(),
-            )
-            if self.store.get("settings", f"delivery:{envelope.uid.hex()}") is not None:
-                key = f"tids:{envelope.uid.hex()}"
-                tids = self.store.get("settings", key) or b""
-                self.store.put("settings", key, tids + transport_id)
-
-    def _transport(self, transport_id: bytes) -> tuple[bytes, str] | None:
-        data = self.store.get("settings", f"transport:{transport_id.hex()}")
-        if data is None:
-            return None
-        return data[: inner.UID_LEN], data[inner.UID_LEN :].decode()
-
-    def _set_state(self, uid: bytes, cid: str, state: Delivery, reason: str = "") -> None:
-        key = f"delivery:{uid.hex()}"
-        data = self.store.get("settings", key)
-        if data is None:
-            return  # expired and deleted, or not a message we track (a control message)
-        rows = decode_delivery(data)
-        if cid not in rows:
-            return
-        old_state, _ = rows[cid]
-        new = advance(old_state, state)
-        if new is not old_state:
-            rows[cid] = (new, reason if new is Delivery.FAILED else "")
-            self.store.put("settings", key, encode_delivery(rows))
+        """The transport carries ``envelope`` as ``transport_id`` (the ledger's to know)."""
+        self.ledger.bind(envelope.uid, envelope.cid, transport_id)
 
     def tracks(self, transport_id: bytes) -> bool:
-        return self._transport(transport_id) is not None
+        return self.ledger.tracks(transport_id)
 
     def on_transport_progress(self, transport_id: bytes, sent: int, acked: int, total: int) -> None:
-        """Fragments that have left (``sent``) and been acknowledged, of ``total``."""
-        found = self._transport(transport_id)
-        if found is None:
-            return
-        uid, cid = found
-        self._progress[uid + cid.encode()] = (acked, total)
-        if sent:
-            self._set_state(uid, cid, Delivery.SENT)
+        self.ledger.on_progress(transport_id, sent, acked, total)
 
     def on_transport_delivered(self, transport_id: bytes) -> None:
-        found = self._transport(transport_id)
-        if found is not None:
-            self._set_state(*found, Delivery.AT_PROVIDER)
-            self._progress.pop(found[0] + found[1].encode(), None)
-            self.store.delete("settings", f"transport:{transport_id.hex()}")
+        self.ledger.on_at_provider(transport_id)
 
     def mark_failed(self, envelope: Envelope, reason: str) -> None:
         """The transport refused the envelope outright (no route, queue full)."""
-        self._set_state(envelope.uid, envelope.cid, Delivery.FAILED, reason)
+        self.ledger.refused(envelope.uid, envelope.cid, reason)
 
     def on_transport_failed(self, transport_id: bytes, reason: str) -> None:
-        found = self._transport(transport_id)
-        if found is not None:
-            self._set_state(*found, Delivery.FAILED, reason)
-            self._progress.pop(found[0] + found[1].encode(), None)
-            self.store.delete("settings", f"transport:{transport_id.hex()}")
+        self.ledger.on_failed(transport_id, reason)
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -700,14 +640,14 @@ class Messenger:
         never verified): the new card replaces the old, the old keys' session is dropped, and
         a contact that already holds the new identity (a message request, a group member) is
         merged into this one."""
-        data = self.store.get("settings", PENDING_CARD + c.cid)
+        data = self.store.get(UNCONFIRMED_CARDS, c.cid)
         if data is None:
             return
         card = ContactCard.from_bytes(data)
         c.card, c.request, c.hidden = card.to_bytes(), False, False
         self._save_contact(c)
         self.store.delete("sessions", c.cid)
-        self.store.delete("settings", PENDING_CARD + c.cid)
+        self.store.delete(UNCONFIRMED_CARDS, c.cid)
         dup = next((d for d in self._contacts() if d.cid != c.cid
                     and ContactCard.from_bytes(d.card).identity_key == card.identity_key), None)
         if dup is not None:
@@ -732,8 +672,8 @@ class Messenger:
                 self._save_group(g)
         for table in ("contacts", "sessions", "verification"):
             self.store.delete(table, dup.cid)
-        self.store.delete("settings", f"read:c:{dup.cid}")
-        self.store.delete("settings", PENDING_CARD + dup.cid)
+        self.store.delete(READ_MARKS, f"c:{dup.cid}")
+        self.store.delete(UNCONFIRMED_CARDS, dup.cid)
         self._event(f"c:{into.cid}", f"the conversation with {dup.name} (the same keys) "
                     "is now part of this one")
 
@@ -744,7 +684,7 @@ class Messenger:
         now = self.clock()
         if m.kind == "receipt":
             for uid in m.body[0]:
-                self._set_state(uid, c.cid, Delivery.DELIVERED)
+                self.ledger.receipt(uid, c.cid)
             return []
         if m.kind == "timer":
             seconds, accept = m.body
@@ -874,21 +814,13 @@ class Messenger:
     def _delete(self, seq: int, record: MessageRecord) -> None:
         """An expired message goes, and with it every trace the store holds: its delivery
         states and the transport's envelopes that still carry it."""
-        uid = record.uid.hex()
         with self.store.transaction():
             self.store.delete_message(seq)
-            self.store.delete("settings", f"delivery:{uid}")
-            tids = self.store.get("settings", f"tids:{uid}") or b""
-            for i in range(0, len(tids), 16):
-                tid = tids[i : i + 16]
-                self.store.delete("settings", f"transport:{tid.hex()}")
-                forget_outgoing(self.store, tid)
-                self._withdrawn.append(tid)
-            self.store.delete("settings", f"tids:{uid}")
+            self.ledger.withdraw(record.uid)
         self.counts["expired"] += 1
 
     def _unread(self, conv: str) -> int:
-        mark = self.store.get("settings", f"read:{conv}")
+        mark = self.store.get(READ_MARKS, conv)
         after = int(mark.decode()) if mark else 0
         return sum(
             1 for seq, r in self._live(conv) if seq > after and r.direction == "in"
@@ -912,17 +844,10 @@ class Messenger:
                 if with_data:
                     item["file"]["data"] = r.file_data
             if r.direction == "out":
-                data = self.store.get("settings", f"delivery:{r.uid.hex()}")
-                rows_ = decode_delivery(data) if data else {}
-                item.update(summarize(rows_))
-                progress = [self._progress.get(r.uid + cid.encode()) for cid in rows_]
-                known = [p for p in progress if p]
-                if known:
-                    item["fragments_acked"] = sum(a for a, _ in known)
-                    item["fragments_total"] = sum(t for _, t in known)
+                item.update(self.ledger.summary(r.uid))
             out.append(item)
         if mark_read and rows:
-            self.store.put("settings", f"read:{conv}", str(rows[-1][0]).encode())
+            self.store.put(READ_MARKS, conv, str(rows[-1][0]).encode())
         info: dict[str, Any] = {"conversation": name, "type": kind, "messages": out}
         if kind == "contact":
             info["contact"] = self.contact_info(self.contact(name))
@@ -964,8 +889,7 @@ class Messenger:
     def take_withdrawn(self) -> list[bytes]:
         """Transport ids of expired messages since the last call: the shell must cancel them
         in the transport, which may still hold them queued in memory."""
-        out, self._withdrawn = self._withdrawn, []
-        return out
+        return self.ledger.take_withdrawn()
 
     def upkeep(self) -> int:
         """The clock-driven chores (the daemon calls this every second): expire disappearing

@@ -109,7 +109,7 @@ SALT_LEN = 16
 KV_TABLES = (
     "identity", "contacts", "sessions", "verification", "settings", "outbox", "inbox", "replay",
     # the messenger's own rooms (client/messenger/records.py says what each holds)
-    "groups", "pending_cards", "read_marks", "delivery", "delivery_transport",
+    "groups", "unconfirmed_cards", "read_marks", "delivery", "delivery_transport",
 )
 MESSAGES = "messages"
 TABLES = (*KV_TABLES, MESSAGES)

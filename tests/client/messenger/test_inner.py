@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from client.messenger import inner
 from client.messenger.errors import InnerFormatError
-from client.messenger.records import Delivery, advance, summarize
+from client.messenger.ledger import Delivery, advance, summarize
 from mixcore.encoding import pack
 
 
