@@ -229,7 +229,7 @@ def _not_on_curve() -> bytes:
         _not_on_curve(),
         b"\x04" + bytes(32),
         b"\x02" + b"\xff" * 32,  # x >= p
-        MIX_KEYS[0][1][:-1],
+        MIX_KEYS[0][1][:-2],  # 31 bytes: neither a P-256 (33) nor an X25519 (32) key
         MIX_KEYS[0][1] + b"\x00" * 2,
         bytes(33),
         bytes(32),  # X25519 u = 0: small order
