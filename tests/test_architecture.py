@@ -40,9 +40,13 @@ MIXCORE_SHELLS = {
 #: Every role's sans-IO cores, by path. A role's trio shell drives them.
 ROLE_CORES = {
     "client": [
-        "client/actions.py", "client/arq.py", "client/codec.py", "client/config.py",
-        "client/core.py", "client/errors.py", "client/fragments.py", "client/mailbox_seal.py",
-        "client/packets.py", "client/paths.py", "client/reassembly.py", "client/streams.py",
+        "client/actions.py", "client/codec.py", "client/config.py", "client/core.py",
+        "client/errors.py", "client/fragments.py", "client/mailbox_seal.py", "client/packets.py",
+        "client/paths.py",
+        *(f"client/transport/{name}.py" for name in (
+            "__init__", "acks", "arq", "drops", "loops", "outbox", "pulls", "reassembly",
+            "streams",
+        )),
     ],
     "mixnode": [
         "mixnode/keyring.py", "mixnode/limits.py", "mixnode/loops.py", "mixnode/pool.py",
