@@ -22,13 +22,15 @@ from client.messenger.ledger import (
 from client.storage import KdfParams, Store
 from client.transport_db import TransportDB
 
+FAST_KDF = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
+
 UID, OTHER = b"u" * 16, b"v" * 16
 T1, T2, T3 = b"1" * 16, b"2" * 16, b"3" * 16
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.create(tmp_path / "s.db", "pw", kdf=KdfParams.fast_for_tests()) as s:
+    with Store.create(tmp_path / "s.db", "pw", kdf=FAST_KDF) as s:
         yield s
 
 

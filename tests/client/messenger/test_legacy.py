@@ -14,11 +14,13 @@ from client.messenger.messenger import Messenger
 from client.storage import KdfParams, Store
 from mixcore.encoding import pack
 
+FAST_KDF = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
+
 T1 = b"t" * 16
 
 
 def user(path: Path) -> Messenger:
-    store = Store.create(path, "pw", kdf=KdfParams.fast_for_tests())
+    store = Store.create(path, "pw", kdf=FAST_KDF)
     store.save_identity(UserIdentity.generate())
     return Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
                      mailbox_key=os.urandom(32))
