@@ -258,7 +258,7 @@ def test_the_scan_sees_imports_and_open(tmp_path: Path) -> None:
     assert "sphinxmix" in scan(ROOT / "mixcore" / "sphinx.py").roots
     assert "msgpack" in scan(ROOT / "mixcore" / "encoding.py").roots
     assert "noise" in scan(ROOT / "mixcore" / "link.py").roots
-    assert {"mixcore", "heapq"} <= scan(ROOT / "client" / "core.py").roots
+    assert {"mixcore", "heapq"} <= scan(ROOT / "client" / "transport" / "acks.py").roots
     probe = tmp_path / "probe.py"
     probe.write_text("import os.path\nfrom time import monotonic\nwith open('x') as f:\n    pass\n")
     uses = scan(probe)
