@@ -25,6 +25,7 @@ was too short to tell. Noise averages out in the fit; a flat noisy series has a 
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from collections.abc import Iterable, Mapping
@@ -121,7 +122,7 @@ def slope_error(points: list[tuple[float, float]], fitted: float) -> float:
     if n < 3 or var == 0:
         return 0.0
     residuals = sum((v - mean_v - fitted * (t - mean_t)) ** 2 for t, v in points)
-    return (residuals / (n - 2) / var) ** 0.5
+    return float(math.sqrt(residuals / (n - 2) / var))
 
 
 def judge(process: str, resource: str, points: list[tuple[float, float]],
