@@ -83,6 +83,8 @@ def _testnet_command(args: argparse.Namespace) -> int:
         resume=args.resume is not None,
         trace=args.trace,
         json=args.json,
+        soak=args.soak,
+        soak_interval=args.soak_interval,
     )
     summary = run_testnet(options)
     return 0 if verdict_ok(summary) else 1
@@ -123,6 +125,11 @@ def _register_testnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--trace", type=Path, default=None, metavar="FILE",
                    help="record every link event (time, from, to, size) for mixnet simulate trace")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--soak", action="store_true",
+                   help="sample every process's RSS, descriptors and database sizes while the "
+                        "traffic runs; fail if one grows without bound (docs/testnet.md)")
+    p.add_argument("--soak-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between two soak samples (default 60)")
     p.set_defaults(func=_testnet_command)
 
 

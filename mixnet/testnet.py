@@ -41,6 +41,7 @@ from mixcore.lockfile import FileLock, LockHeld
 from mixcore.net.directory_client import ConsensusUnavailable, fetch_network
 from mixcore.params import NetworkParams
 from mixnet.network import BOOTSTRAP_NAME, MANIFEST_NAME, LocalNetwork, NetworkError
+from mixnet.soak import Rule, Soak, brief, sample_network
 
 MESSAGE_TAG = "tn"
 #: The verdict calls latency fine while the measured median is within this factor of the
@@ -84,6 +85,9 @@ class Options:
     """Print stages, progress and the summary (off for library callers like benchmarks)."""
     passphrase: str = "testnet"  # noqa: S105  # demo clients on a throwaway local network
     """The clients' message-store passphrase (they are demo clients)."""
+    soak: bool = False
+    """Sample every process's RSS, descriptors and databases; fail if one grows (soak.py)."""
+    soak_interval: float = 60.0
 
 
 @dataclass
@@ -290,6 +294,20 @@ async def _chaos(run: Run, duration: float) -> None:
     authority = net.of_kind("authority")[-1].name
     net.stop(authority)
     run.log(f"chaos: stopped {authority} (for the rest of the run)")
+
+
+async def _soak(run: Run, soak: Soak, until: float) -> None:
+    """Every ``soak_interval`` while the traffic runs: one sample of every process (soak.py)."""
+    t0 = time.time()
+    while time.time() < until:
+        procs = [(p.name, p.pid, p.data_dir) for p in run.net.processes.values()
+                 if p.running() and p.pid is not None]
+        usage = await trio.to_thread.run_sync(sample_network, procs)
+        for name, values in usage.items():
+            soak.add(time.time() - t0, name, values)
+        print(f"soak {(time.time() - t0) / 60:5.1f} min: {brief(usage)}", file=sys.stderr,
+              flush=True)
+        await trio.sleep(run.options.soak_interval)
 
 
 async def _states(run: Run) -> dict[bytes, str]:
@@ -571,9 +589,12 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
         reporter.line(f"join it:   mixnet client init --dir DIR --join {net.root / BOOTSTRAP_NAME}"
                       "  (docs/quickstart.md)")
     until = time.time() + options.duration
+    soak = Soak(Rule(warmup_s=0.2 * options.duration)) if options.soak else None
     async with trio.open_nursery() as nursery:
         if run.traffic:
             nursery.start_soon(_collect, run)
+            if soak is not None:
+                nursery.start_soon(_soak, run, soak, until)
             if options.report and not options.json:
                 nursery.start_soon(_progress, run)
             if options.chaos:
@@ -587,6 +608,13 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
         nursery.cancel_scope.cancel()
     summary = summarize(run)
     summary["verdict"] = verdict(summary)
+    if soak is not None:
+        judged = soak.verdict()
+        summary["soak"] = {"ok": judged.ok, "text": judged.text(), "rule": str(soak.rule),
+                           "series": [v.to_dict() for v in judged.series],
+                           "samples": {f"{p} {r}": pts for (p, r), pts in soak.series.items()}}
+        summary["verdict"]["ok"] = summary["verdict"]["ok"] and judged.ok
+        summary["verdict"]["text"] += f"; {judged.text()}"
     return summary
 
 
