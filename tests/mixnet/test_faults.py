@@ -4,6 +4,7 @@ when each segment and set-up may arrive, partitions on a schedule, and the count
 from __future__ import annotations
 
 import ast
+import itertools
 import random
 import statistics
 from pathlib import Path
@@ -49,7 +50,9 @@ def test_the_spec_of_the_issue_parses() -> None:
 
 
 def test_units_partitions_with_a_start_and_spaces_around_items() -> None:
-    spec = parse_faults(" latency=1.5s , jitter=250us,partition=auth1:2m@10s,partition=client2:500ms")
+    spec = parse_faults(
+        " latency=1.5s , jitter=250us,partition=auth1:2m@10s,partition=client2:500ms"
+    )
     assert spec.latency == 1.5 and spec.jitter == pytest.approx(250e-6)
     assert spec.partitions == (Partition("auth1", 120.0, 10.0), Partition("client2", 0.5, None))
     assert parse_faults(spec.text()) == spec
@@ -157,7 +160,7 @@ def test_a_late_segment_holds_back_the_ones_behind_it() -> None:
     releases = [link.segment(i * 0.001, MSS).release_at for i in range(200)]
     assert releases == sorted(releases)
     # Some segment waited only for the one before it (head-of-line blocking).
-    assert any(b == a for a, b in zip(releases, releases[1:], strict=False))
+    assert any(b == a for a, b in itertools.pairwise(releases))
 
 
 def test_a_partition_cuts_every_link_of_its_host_for_its_window() -> None:

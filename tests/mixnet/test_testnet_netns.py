@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mixnet.faults import parse_faults
 from mixnet.netns import STATE_DIR, NetnsError, ip, probe
 from mixnet.network import pid_alive
 
@@ -110,7 +111,9 @@ def test_a_faulty_netns_testnet_delivers_each_message_once_and_leaves_nothing(
             for name, v in links.items():
                 if v["segments"] and "-" not in name.split(">"):
                     assert v["delay_max"] >= 0.015, name  # latency - jitter at the least
-            assert summary["latency_s"]["predicted"]["link_delay"] > 0.1  # 4 legs of ~20 ms+
+            # One layer: sender > provider > mix > provider > recipient, 4 legs of ~20 ms each.
+            assert summary["latency_s"]["predicted"]["link_delay"] == pytest.approx(
+                4 * parse_faults(FAULTS).expected_delay())
             assert any("mix1 cut off" in e for e in summary["events"])
             assert names_with(prefix)  # up while it runs
 
