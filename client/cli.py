@@ -32,6 +32,7 @@ import trio
 
 from client import store_commands
 from client.daemon_config import ClientConfigError, DaemonConfig
+from client.messenger import command_line as messenger_command_line
 from client.messenger import commands as messenger_commands
 from client.messenger.commands import DIR_ENV, data_dir
 from mixcore.errors import MixnetError
@@ -389,4 +390,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inbox.set_defaults(func=_raw_inbox)
 
     store_commands.register(cmds)  # passphrase, accept-restore
-    messenger_commands.register(sub)
+    messenger_command_line.register(sub)

@@ -28,6 +28,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from secrets import token_bytes
 from typing import Any
 
 from client.actions import (
@@ -74,11 +75,12 @@ from client.mailbox_seal import MAILBOX_KEY_LEN, SEAL_OVERHEAD, MailboxKey, Seal
 from client.packets import PacketBuilder, decoy_packet, drop_packet, mailbox_packet
 from client.paths import PathSelector, Route
 from client.reassembly import Outcome, Reassembler
-from client.streams import PoissonStream, StreamKind, fork_rng
+from client.streams import StreamKind
 from mixcore.consensus import ConsensusDocument
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
 from mixcore.errors import DecodeError, SurbError
 from mixcore.payload import ACK_PAYLOAD, data_capacity
+from mixcore.poisson import PoissonStream, fork_rng
 from mixcore.routing import MAILBOX_LEN, NODE_ID_LEN
 from mixcore.sphinx import Sphinx, SphinxGeometry, SurbKeys
 
@@ -191,11 +193,15 @@ class ClientCore:
         sphinx: PacketBuilder | None = None,
         codec: MessageCodec | None = None,
         mailbox_key: MailboxKey | None = None,
+        randbytes: Callable[[int], bytes] = token_bytes,
     ) -> None:
         if len(provider) != NODE_ID_LEN or len(mailbox) != MAILBOX_LEN:
             raise ClientError(f"provider id is {NODE_ID_LEN} bytes, mailbox {MAILBOX_LEN}")
         self.provider = provider
         self.mailbox = mailbox
+        self._randbytes = randbytes
+        """Where message ids, loop ids, seals and cover bytes get their randomness: what a
+        provider sees, so the OS generator (``secrets``) unless a test injects its own."""
         self.config = config or ClientConfig()
         self.params = consensus.params
         self.geometry = SphinxGeometry.from_params(self.params)
@@ -215,7 +221,7 @@ class ClientCore:
             StreamKind.DROP: self.params.drop_rate,
         }
         self._streams = {
-            kind: PoissonStream(kind, rate, fork_rng(rng), now) for kind, rate in rates.items()
+            kind: PoissonStream(rate, fork_rng(rng), now) for kind, rate in rates.items()
         }
         self._stream_order = (
             self._streams[StreamKind.PAYLOAD],
@@ -325,7 +331,7 @@ class ClientCore:
         limit = self.config.max_pending_fragments
         if self._unfinished + needed > limit:
             raise QueueFull(needed, self._unfinished, limit)
-        message_id = message_id if message_id is not None else new_message_id()
+        message_id = message_id if message_id is not None else new_message_id(self._randbytes)
         fragments = split_message(
             encoded, self.fragment_len, self.config.max_message_fragments, message_id
         )
@@ -558,8 +564,12 @@ class ClientCore:
         except NoRouteError:
             self._n["no_route"] += 1
             return
-        loop_id = new_message_id()
-        data = seal(self.mailbox_public, LoopItem(loop_id).encode(self.fragment_len))
+        loop_id = new_message_id(self._randbytes)
+        data = seal(
+            self.mailbox_public,
+            LoopItem(loop_id).encode(self.fragment_len),
+            randbytes=self._randbytes,
+        )
         packet, keys = mailbox_packet(
             self.sphinx, forward, back, mailbox=self.mailbox, own_mailbox=self.mailbox, data=data
         )
@@ -673,7 +683,9 @@ class ClientCore:
         except NoRouteError:
             self._n["no_route"] += 1
             return
-        packet, keys = decoy_packet(self.sphinx, forward, back, own_mailbox=self.mailbox)
+        packet, keys = decoy_packet(
+            self.sphinx, forward, back, own_mailbox=self.mailbox, randbytes=self._randbytes
+        )
         self._decoy_surbs[keys.surb_id] = (keys, t)
         while len(self._decoy_surbs) > self.config.max_pending_loops:
             self._decoy_surbs.popitem(last=False)
@@ -688,7 +700,7 @@ class ClientCore:
         except NoRouteError:
             self._n["no_route"] += 1
             return
-        packet = drop_packet(self.sphinx, route)
+        packet = drop_packet(self.sphinx, route, randbytes=self._randbytes)
         self._emit(actions, SendPacket(route.first_hop, packet, PacketKind.DROP, stream))
 
     def _send_fragment(self, fragment: OutgoingFragment, t: float, actions: list[Action]) -> bool:
@@ -715,7 +727,7 @@ class ClientCore:
             back,
             mailbox=message.mailbox,
             own_mailbox=self.mailbox,
-            data=seal(message.seal_key, fragment.encoded),
+            data=seal(message.seal_key, fragment.encoded, randbytes=self._randbytes),
         )
         fragment.apply(ArqInput.SEND)
         fragment.attempts += 1

@@ -17,7 +17,6 @@ from mixcore.anonymity import LayerFigures, estimate, gamma_entropy_bits, meter_
 from mixcore.consensus import build_consensus
 from mixcore.descriptor import (
     NodeDescriptor,
-    NodeRole,
     TrafficFigures,
     make_signed_descriptor,
     parse_signed_descriptor,
@@ -27,6 +26,7 @@ from mixcore.errors import DescriptorError, SignatureError
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
+from mixcore.topology import NodeRole
 from mixnode.figures import EpochFigures
 from simulations.config import SimConfig
 from simulations.network import simulate_network

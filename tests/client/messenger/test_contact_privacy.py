@@ -12,9 +12,12 @@ from client.messenger.messenger import Envelope, Messenger
 from client.storage import KdfParams, Store
 from client.storage.store import KV_TABLES
 
+#: Argon2id far below the floor the store enforces; only tests may ask for it.
+FAST_KDF = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
+
 
 def _user(root: Path, name: str) -> Messenger:
-    store = Store.create(root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
+    store = Store.create(root / f"{name}.db", "pw", kdf=FAST_KDF)
     store.save_identity(UserIdentity.generate())
     return Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
                      mailbox_key=os.urandom(32), clock=lambda: 1000.0)
