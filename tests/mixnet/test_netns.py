@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -63,6 +64,21 @@ def test_the_testnet_says_what_is_missing_in_one_line_without_a_traceback() -> N
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mixnet: error: --hosts netns needs"), lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to drop to an unprivileged user")
+def test_an_unprivileged_user_is_told_it_needs_root_in_one_line() -> None:
+    """As a real non-root user (nobody), not by pretending the euid."""
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+         "mixnet.cli", "testnet", "--hosts", "netns", "--duration", "0"],
+        capture_output=True, text=True, timeout=60, check=False, cwd="/",
+        env={**os.environ, "HOME": "/nonexistent"},
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("mixnet: error: --hosts netns needs root"), lines
 
 
 def names_with(prefix: str) -> list[str]:
