@@ -34,10 +34,15 @@ from mixnet.faults import (
 )
 
 CONNECT_TIMEOUT = 10.0
-#: Segments one direction may hold (what a stalled link buffers before the relay stops reading
-#: and TCP's own flow control pushes back on the sender): ~0.7 MB.
-QUEUE_SEGMENTS = 512
+#: Writes one direction may hold (what a stalled link buffers before the relay stops reading
+#: and TCP's own flow control pushes back on the sender); each is at most one read.
+QUEUE_WRITES = 256
 MAX_READ = 65536
+#: Consecutive segments whose release times lie within this many seconds of the first one's go
+#: out in one write at the last one's time: the decisions stay per segment, but a run of them
+#: costs one sleep and one write, not one each (the relay is Python in the launcher's process,
+#: and on a loaded machine a write per 1448 bytes is what made it lag).
+COALESCE = 0.001
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -53,10 +58,20 @@ async def _read(
     sent before ``not_before``, when the connection's far side is set up."""
     async with channel:
         while data := await src.receive_some(MAX_READ):
+            now = max(trio.current_time(), not_before)
+            group: list[bytes] = []
+            first = release = -math.inf
             for piece in segments(data):
-                now = max(trio.current_time(), not_before)
                 decision = shaper.segment(now, len(piece))
-                await channel.send((decision.release_at, piece))
+                if group and decision.release_at - first > COALESCE:
+                    await channel.send((release, b"".join(group)))
+                    group = []
+                    now = max(trio.current_time(), not_before)
+                if not group:
+                    first = decision.release_at
+                group.append(piece)
+                release = decision.release_at  # never earlier than the one before: in order
+            await channel.send((release, b"".join(group)))
     eof.set()
 
 
@@ -95,7 +110,7 @@ async def relay_connection(
     try:
         async with trio.open_nursery() as nursery:
             setup = forward.connect(trio.current_time())
-            fwd_send, fwd_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_SEGMENTS)
+            fwd_send, fwd_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_WRITES)
             inbound_eof = trio.Event()
             nursery.start_soon(_read, inbound, forward, fwd_send, inbound_eof, setup.release_at)
             if setup.cut:
@@ -115,7 +130,7 @@ async def relay_connection(
                 forward.counters.note(f"connect: {_reason(exc)}")
                 nursery.cancel_scope.cancel()
                 return
-            back_send, back_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_SEGMENTS)
+            back_send, back_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_WRITES)
             nursery.start_soon(_write, fwd_recv, outbound)
             nursery.start_soon(_read, outbound, backward, back_send, trio.Event())
             nursery.start_soon(_write, back_recv, inbound)

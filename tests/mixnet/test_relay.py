@@ -13,8 +13,16 @@ import pytest
 import trio
 import trio.testing
 
-from mixnet.faults import FaultSchedule, FaultSpec, LinkShaper, parse_faults
-from mixnet.relay import HostAddress, Relay, RelayThread, relay_connection
+from mixnet.faults import FaultSchedule, FaultSpec, LinkShaper, parse_faults, segments
+from mixnet.relay import (
+    COALESCE,
+    QUEUE_WRITES,
+    HostAddress,
+    Relay,
+    RelayThread,
+    _read,
+    relay_connection,
+)
 
 
 def pair(text: str, schedule: FaultSchedule | None = None) -> tuple[LinkShaper, LinkShaper]:
@@ -226,3 +234,32 @@ def test_the_relay_thread_runs_its_own_loop_and_stops() -> None:
     thread.stop()
     thread.stop()  # idempotent
     assert not thread._thread.is_alive()
+
+
+@pytest.mark.parametrize(("text", "one_write"), [("", True), ("latency=40ms", True),
+                                                  ("latency=40ms,jitter=10ms", False)])
+async def test_a_run_of_segments_due_together_goes_out_in_one_write_never_early(
+    autojump_clock: trio.testing.MockClock, text: str, one_write: bool,
+) -> None:
+    """A read of many segments costs one write when they are due within COALESCE of each
+    other; jittered ones are grouped only that closely, and no byte leaves before its own
+    decided time."""
+    forward, _ = pair(text)
+    twin, _ = pair(text)  # same seed: the decisions _read will make, one by one
+    src, feed = trio.testing.memory_stream_pair()
+    send, recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_WRITES)
+    data = bytes(range(256)) * 200  # 51,200 bytes: 36 segments
+    await feed.send_all(data)
+    await feed.send_eof()
+    await _read(src, forward, send, trio.Event())
+    writes = [item async for item in recv]
+    assert b"".join(piece for _, piece in writes) == data
+    assert (len(writes) == 1) is one_write
+    due = [twin.segment(0.0, len(p)).release_at for p in segments(data)]
+    offset = 0
+    for release, piece in writes:
+        n = len(segments(piece))
+        group = due[offset : offset + n]
+        assert release >= max(group) and release - min(group) <= COALESCE
+        offset += n
+    assert forward.counters.segments == len(due)
