@@ -12,10 +12,11 @@ import random
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from mixnet.faults import parse_faults
+from mixnet.faults import FaultSpecError, parse_faults
 from mixnet.netns import (
     ROOT_PREFIX,
     STATE_DIR,
@@ -28,6 +29,8 @@ from mixnet.netns import (
     probe,
     survey,
 )
+from mixnet.network import NetworkError
+from mixnet.testnet import Options, host_names, run_testnet
 
 
 def _unavailable() -> str | None:
@@ -187,3 +190,26 @@ def test_a_dead_launchers_leftovers_are_removed_and_a_live_ones_kept() -> None:
             subprocess.run(["ip", "link", "delete", link], check=False, capture_output=True)
         (STATE_DIR / f"{alive}.json").unlink(missing_ok=True)
     assert names_with(alive) == []
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"faults": parse_faults("latency=10ms")}, "--faults needs --hosts netns"),
+    ({"hosts": "netns", "resume": True}, "--resume restarts --hosts local networks only"),
+    ({"hosts": "cloud"}, "--hosts must be local or netns"),
+])
+def test_options_that_cannot_work_fail_before_anything_is_made(
+    tmp_path: Path, options: dict[str, object], says: str,
+) -> None:
+    root = tmp_path / "net"
+    with pytest.raises(NetworkError) as err:
+        run_testnet(Options(directory=root, report=False, **options))  # type: ignore[arg-type]
+    assert says in str(err.value) and "\n" not in str(err.value)
+    assert not root.exists()
+
+
+def test_host_names_are_the_networks_and_partitions_must_name_one() -> None:
+    options = Options(authorities=1, layers=1, mixes_per_layer=2, providers=1, clients=2)
+    assert host_names(options) == ["auth1", "mix1", "mix2", "provider1", "client1", "client2"]
+    parse_faults("partition=mix2:1s").check_hosts(host_names(options))
+    with pytest.raises(FaultSpecError, match="'mix3', which this testnet does not have"):
+        parse_faults("partition=mix3:1s").check_hosts(host_names(options))
