@@ -40,9 +40,13 @@ MIXCORE_SHELLS = {
 #: Every role's sans-IO cores, by path. A role's trio shell drives them.
 ROLE_CORES = {
     "client": [
-        "client/actions.py", "client/arq.py", "client/codec.py", "client/config.py",
-        "client/core.py", "client/errors.py", "client/fragments.py", "client/mailbox_seal.py",
-        "client/packets.py", "client/paths.py", "client/reassembly.py", "client/streams.py",
+        "client/actions.py", "client/codec.py", "client/config.py", "client/core.py",
+        "client/errors.py", "client/fragments.py", "client/mailbox_seal.py", "client/packets.py",
+        "client/paths.py",
+        *(f"client/transport/{name}.py" for name in (
+            "__init__", "acks", "arq", "drops", "loops", "outbox", "pulls", "reassembly",
+            "streams",
+        )),
     ],
     "mixnode": [
         "mixnode/keyring.py", "mixnode/limits.py", "mixnode/loops.py", "mixnode/pool.py",
@@ -254,7 +258,7 @@ def test_the_scan_sees_imports_and_open(tmp_path: Path) -> None:
     assert "sphinxmix" in scan(ROOT / "mixcore" / "sphinx.py").roots
     assert "msgpack" in scan(ROOT / "mixcore" / "encoding.py").roots
     assert "noise" in scan(ROOT / "mixcore" / "link.py").roots
-    assert {"mixcore", "heapq"} <= scan(ROOT / "client" / "core.py").roots
+    assert {"mixcore", "heapq"} <= scan(ROOT / "client" / "transport" / "acks.py").roots
     probe = tmp_path / "probe.py"
     probe.write_text("import os.path\nfrom time import monotonic\nwith open('x') as f:\n    pass\n")
     uses = scan(probe)

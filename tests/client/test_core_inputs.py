@@ -18,7 +18,6 @@ from client.actions import (
     SendControl,
     SendPacket,
 )
-from client.arq import MessageState, UndeliverableReason
 from client.config import ClientConfig
 from client.core import ClientCore
 from client.errors import (
@@ -30,6 +29,7 @@ from client.errors import (
 )
 from client.fragments import Fragment, chunk_capacity, new_message_id
 from client.mailbox_seal import MailboxKey, seal
+from client.transport.arq import MessageState, UndeliverableReason
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.routing import SURB_ID_LEN

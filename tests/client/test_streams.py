@@ -26,7 +26,7 @@ from client.actions import PacketKind, SendControl, SendPacket
 from client.config import ClientConfig
 from client.core import ClientCore
 from client.errors import QueueFull
-from client.streams import StreamKind
+from client.transport.streams import StreamKind
 from mixcore.control import ControlKind
 from mixcore.poisson import PoissonStream
 
