@@ -41,7 +41,7 @@ MAX_READ = 65536
 #: Consecutive segments whose release times lie within this many seconds of the first one's go
 #: out in one write at the last one's time: the decisions stay per segment, but a run of them
 #: costs one sleep and one write, not one each (the relay is Python in the launcher's process,
-#: and on a loaded machine a write per 1448 bytes is what made it lag).
+#: sharing a loaded machine's CPU with every node it carries).
 COALESCE = 0.001
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
