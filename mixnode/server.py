@@ -424,8 +424,16 @@ class MixNode:
                 cells = await self._receive(link)
                 if cells is None:
                     return
+                # A node whose link came up before this node installed the consensus listing
+                # it was taken for a client; once it is listed, its packets are a node's
+                # (else its deliveries would be refused as client_delivery for the link's life).
+                as_node = self.node_of_link_key(link.remote_static)
                 for kind, body in cells:
-                    if kind == CellKind.PACKET:
+                    if kind == CellKind.PACKET and as_node is not None:
+                        self.runtime.handle_packet(
+                            body, arrival=Arrival.NETWORK, previous_node=as_node
+                        )
+                    elif kind == CellKind.PACKET:
                         if not rate.take(self.runtime.now()):
                             self._count("client_rate_limited")
                             continue
