@@ -21,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from simulations.entropy import epsilon_from, shannon_bits
-from simulations.observations import Observations
+from simulations.observations import Observations, Role
+from simulations.origins import OriginSweep
 from simulations.pools import FLOOR, Block, PoolTables
 
 FloatArray = npt.NDArray[np.float64]
@@ -40,6 +41,14 @@ BATCH = 128
 #: What the numpy calls for one pool and hop cost, in cells of a dense block (measured on the
 #: benchmark's busy network and on the tests' small one; see ``Adversary._batches``).
 OVERHEAD_CELLS = 12_500
+#: A cell of the origin sweep costs about this share of a cell of the backward walk (measured on
+#: the benchmark's 3 x 10 network: 13 ns and 19 ns); it picks the cheaper of the two.
+SWEEP_CELL_COST = 0.7
+#: Where the sweep keeps what the walk prunes (below FLOOR), the two can disagree on whether a
+#: sender has any mass at all, or on a near tie: such targets are walked (see ``origins.py``).
+AMBIGUOUS_MASS = 1e-9
+AMBIGUOUS_TOTAL = 1e-3
+AMBIGUOUS_TIE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,20 @@ class Adversary:
         # In a layered model every path from an injection to a delivery has the same length, so
         # no target reaches a row twice; a trace is not assumed to be layered.
         self._one_path_length = obs.node_layer is not None
+        self._origins: OriginSweep | None = None
+        clients = np.flatnonzero(obs.node_role == Role.CLIENT)
+        self._clients = clients
+        self._client_label = np.full(obs.n_nodes, -1, dtype=np.int64)
+        self._client_label[clients] = np.arange(clients.size)
+
+    @property
+    def origins(self) -> OriginSweep:
+        """The sweep of every sender's injections (built on first use: only backward figures
+        need it)."""
+        if self._origins is None:
+            self._origins = OriginSweep(self.obs, self.tables, valid=self._valid,
+                                        injected=self._ends_bwd, known=self._known_bwd)
+        return self._origins
 
     # -- one target ----------------------------------------------------------------------------
 
@@ -168,7 +191,8 @@ class Adversary:
 
     def backward_matrix(self, rows: IntArray) -> FloatArray:
         """For each delivered row, the (unnormalized) probability of every node as its sender:
-        a dense (rows x nodes) matrix, non-zero only for clients."""
+        a dense (rows x nodes) matrix, non-zero only for clients. This walks the targets back
+        through the pools; ``sender_matrix`` gives the same, choosing the cheaper way."""
         rows = np.asarray(rows, dtype=np.int64)
         n_nodes = self.obs.n_nodes
         out = np.zeros((rows.size, n_nodes))
@@ -180,6 +204,53 @@ class Adversary:
                 part += np.bincount(idx.ravel(), weights=vals.ravel(), minlength=part.size)
             out[batch] = part.reshape(batch.size, n_nodes)
         return out
+
+    def sender_matrix(self, rows: IntArray) -> FloatArray:
+        """``backward_matrix``'s figures, from the origin sweep when it is cheaper (many
+        targets, few senders); targets where the two could differ are walked."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self._sweep_pays(rows, self._clients.size):
+            return self.backward_matrix(rows)
+        part = self.origins.masses(rows, self._client_label, self._clients.size)
+        z = part.sum(axis=1)
+        odd = (z > 0) & (z < AMBIGUOUS_TOTAL)
+        if part.shape[1] >= 2:
+            top2 = np.partition(part, part.shape[1] - 2, axis=1)[:, -2:]
+            odd |= (top2[:, 1] > 0) & (top2[:, 1] - top2[:, 0] <= AMBIGUOUS_TIE * top2[:, 1])
+        out = np.zeros((rows.size, self.obs.n_nodes))
+        out[:, self._clients] = part
+        redo = np.flatnonzero(odd)
+        if redo.size:
+            out[redo] = self.backward_matrix(rows[redo])
+        return out
+
+    def challenge_masses(self, rows: IntArray, challenge: tuple[int, int]) -> FloatArray:
+        """(rows x 2): the unnormalized posterior of the two challenge senders (clients) for
+        each delivered row, by the origin sweep with two labels (targets where a sender's mass
+        is near zero, which the walk may prune to exactly zero, are walked)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pair = np.array(challenge, dtype=np.int64)
+        if not self._sweep_pays(rows, 2):
+            return self.backward_matrix(rows)[:, pair]
+        label = np.full(self.obs.n_nodes, -1, dtype=np.int64)
+        label[pair[1]] = 1
+        label[pair[0]] = 0
+        out = self.origins.masses(rows, label, 2)
+        odd = ((out > 0) & (out < AMBIGUOUS_MASS)).any(axis=1)
+        redo = np.flatnonzero(odd)
+        if redo.size:
+            out[redo] = self.backward_matrix(rows[redo])[:, pair]
+        return out
+
+    def _sweep_pays(self, rows: IntArray, n_labels: int) -> bool:
+        """Whether the origin sweep is usable here and cheaper than walking ``rows`` back."""
+        if rows.size == 0 or n_labels == 0 or self.obs.node_layer is None:
+            return False
+        sweep = self.origins
+        if not sweep.usable:
+            return False
+        walk = rows.size * sweep.walk_cells_per_target()
+        return SWEEP_CELL_COST * sweep.cells(n_labels, float(self.obs.t_dep[rows].max())) < walk
 
     def _batches(self, rows: IntArray) -> list[IntArray]:
         """Indices of ``rows`` in time order, cut into batches walked together.
@@ -296,7 +367,7 @@ def evaluate_targets(adv: Adversary, inject_rows: IntArray, deliver_rows: IntArr
                      senders: IntArray) -> TargetResult:
     """Message entropy from each injection, sender entropy back from each matching delivery."""
     fwd = adv.forward_summary(np.asarray(inject_rows, dtype=np.int64))
-    back = adv.backward_matrix(np.asarray(deliver_rows, dtype=np.int64))
+    back = adv.sender_matrix(np.asarray(deliver_rows, dtype=np.int64))
     has = back.any(axis=1)
     return TargetResult(
         message_entropy_bits=fwd.entropy_bits,
@@ -320,15 +391,10 @@ def rows_entropy_bits(matrix: FloatArray) -> FloatArray:
 
 
 def epsilons(adv: Adversary, deliver_rows: IntArray, challenge: tuple[int, int]) -> FloatArray:
-    """Loopix epsilon ``|ln(p0/p1)|`` for each delivered packet sent by a challenge sender."""
-    back = adv.backward_matrix(np.asarray(deliver_rows, dtype=np.int64))
-    z = back.sum(axis=1)
-    out = np.zeros(back.shape[0])
-    for i in range(back.shape[0]):
-        p0 = back[i, challenge[0]] / z[i] if z[i] > 0 else 0.0
-        p1 = back[i, challenge[1]] / z[i] if z[i] > 0 else 0.0
-        out[i] = epsilon_from(float(p0), float(p1))
-    return out
+    """Loopix epsilon ``|ln(p0/p1)|`` for each delivered packet sent by a challenge sender (the
+    posterior's normalization cancels in the ratio)."""
+    pair = adv.challenge_masses(np.asarray(deliver_rows, dtype=np.int64), challenge)
+    return np.array([epsilon_from(float(p0), float(p1)) for p0, p1 in pair])
 
 
 def _entries(ends: list[EndBlock]) -> tuple[IntArray, IntArray, FloatArray]:
