@@ -14,9 +14,10 @@ simulating anything:
   by that density (Danezis 2004; one mix gives ``log2(e lambda d)``), over the exit layer's
   whole output (``Lambda = Lambda_L``) once a path branches, over one mix's for a single layer;
 * **sender entropy**: the same count backwards gives ``M = 2^(log2(Lambda_1) + h / ln 2)``
-  equally likely injections, spread over ``N`` clients (estimated as ``Lambda_1`` over the
-  per-client rate the consensus fixes): ``log2 N - log2(1 + N / M)``, which is ``log2 N`` when
-  every client is likely and ``log2 M`` when few packets are.
+  equally likely injections, spread over ``N`` clients: ``log2 N - log2(1 + N / M)``, which is
+  ``log2 N`` when every client is likely and ``log2 M`` when few packets are. ``N`` is
+  ``Lambda_1`` less the nodes' own loops, over what one client puts through a layer: its three
+  streams and a SURB-ACK per payload slot and per loop (fixed by the consensus' parameters).
 
 Assumptions (docs/simulations.md, "The anonymity meter"): Poisson traffic in steady state over
 the epoch, every packet a mix receives is indistinguishable cover (mix loops included), no
@@ -110,8 +111,12 @@ def _digamma(x: float) -> float:
 
 
 def estimate(layers: Sequence[LayerFigures], per_client_rate: float, *,
-             complete: bool = True) -> Meter | None:
-    """The meter for a network of ``layers`` (in path order); None without usable figures."""
+             node_loop_rate: float = 0.0, complete: bool = True) -> Meter | None:
+    """The meter for a network of ``layers`` (in path order); None without usable figures.
+
+    ``per_client_rate`` is what one client puts through the first layer per second and
+    ``node_loop_rate`` what the nodes' own loops add to it: the clients are counted from the
+    first layer's input less the nodes' loops."""
     if not layers or any(lay.rate <= 0 or lay.holding is None for lay in layers):
         return None
     holdings = [lay.holding for lay in layers]
@@ -125,7 +130,8 @@ def estimate(layers: Sequence[LayerFigures], per_client_rate: float, *,
     h_msg = max(math.log2(exit_rate) + h_time, 0.0)
     entry_rate = first.rate if len(layers) > 1 else first.rate / max(len(first.rates), 1)
     m_eff = 2.0 ** (math.log2(entry_rate) + h_time)
-    clients = max(first.rate / per_client_rate, 1.0) if per_client_rate > 0 else 1.0
+    from_clients = max(first.rate - node_loop_rate, 0.0)
+    clients = max(from_clients / per_client_rate, 1.0) if per_client_rate > 0 else 1.0
     h_snd = max(math.log2(clients) - math.log2(1.0 + clients / m_eff), 0.0)
     warnings: list[str] = []
     suspects: list[int] = []
@@ -177,5 +183,22 @@ def meter_for(document: Any) -> Meter | None:
     layers, complete = layers_from(pairs)
     if len(layers) != params.layers:
         return None
-    per_client = params.payload_rate + params.loop_rate + params.drop_rate
-    return estimate(layers, per_client, complete=complete)
+    return estimate(layers, client_rate_through_a_layer(params),
+                    node_loop_rate=node_loops_through_a_layer(document), complete=complete)
+
+
+def client_rate_through_a_layer(params: Any) -> float:
+    """Packets per second one client puts through each layer: its payload, loop and drop
+    streams, and the SURB-ACK its exit provider sends back through the layers for every payload
+    slot (real fragment or decoy alike) and every loop, which it stores and acknowledges like
+    mail (docs/protocol.md, section 6)."""
+    return 2.0 * (params.payload_rate + params.loop_rate) + params.drop_rate
+
+
+def node_loops_through_a_layer(document: Any) -> float:
+    """Packets per second the nodes' own loops put through each layer: every mix and provider
+    sends ``mix_loop_rate`` loops, and each loop crosses every layer once (a mix's comes back
+    through its own, ``mixnode/view.py``'s ``loop_path``)."""
+    params = document.params
+    nodes = sum(len(document.mixes_in_layer(layer)) for layer in range(1, params.layers + 1))
+    return params.mix_loop_rate * (nodes + len(document.providers()))
