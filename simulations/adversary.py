@@ -247,10 +247,10 @@ class Adversary:
         if rows.size == 0 or n_labels == 0 or self.obs.node_layer is None:
             return False
         sweep = self.origins
-        if not sweep.usable:
-            return False
         walk = rows.size * sweep.walk_cells_per_target()
-        return SWEEP_CELL_COST * sweep.cells(n_labels, float(self.obs.t_dep[rows].max())) < walk
+        cheaper = SWEEP_CELL_COST * sweep.cells(n_labels, float(self.obs.t_dep[rows].max())) \
+            < walk
+        return cheaper and sweep.usable
 
     def _batches(self, rows: IntArray) -> list[IntArray]:
         """Indices of ``rows`` in time order, cut into batches walked together.

@@ -56,9 +56,10 @@ class OriginSweep:
         self.valid = valid
         self.injected = injected
         self.known = known
-        self.usable = False
+        self._usable: bool | None = None
         self.reason = "no layers"
         self._cached: _Plan | None = None
+        self.node_stage: IntArray | None = None
         if obs.node_layer is None or obs.n_rows == 0:
             return
         node_stage = np.where(obs.node_role == Role.CLIENT, 0, obs.node_layer + 1)
@@ -66,6 +67,19 @@ class OriginSweep:
             self.reason = "a relay node below layer 0"
             return
         self.node_stage = node_stage.astype(np.int64)
+        self.reason = ""
+
+    @property
+    def usable(self) -> bool:
+        """Whether the sweep can answer for this run (its row tables are built on first use:
+        the cost estimates do not need them)."""
+        if self._usable is None:
+            self._usable = self.node_stage is not None and self._prepare()
+        return self._usable
+
+    def _prepare(self) -> bool:
+        obs, tables, valid, known = self.obs, self.tables, self.valid, self.known
+        assert self.node_stage is not None
         self.row_stage = self.node_stage[obs.src]
         prev = obs.prev_row
         self.linked = known & (prev >= 0)
@@ -81,12 +95,10 @@ class OriginSweep:
         lx = np.flatnonzero(link_ok)
         if bool(late.any()) or bool((self.row_stage[prev[lx]] >= self.row_stage[lx]).any()):
             self.reason = "a real-shaped row feeds a stage that is not later"
-            return
+            return False
         if not self._horizon_excludes_nothing():
             self.reason = "the horizon excludes arrivals above the floor"
-            return
-        self.usable = True
-        self.reason = ""
+            return False
         # The last stage that reads each stage's masses (through a pool or a known link).
         readers = [(self.row_stage[arr[feeds]], self.node_stage[arr_node[feeds]]),
                    (self.row_stage[prev[lx]], self.row_stage[lx])]
@@ -106,6 +118,7 @@ class OriginSweep:
             rows = tables.dep_row[dep_stage == s] if s > 0 else np.zeros(0, dtype=np.int64)
             self.pos[rows] = np.arange(rows.size)
             self.stage_rows.append(rows)
+        return True
 
     def _horizon_excludes_nothing(self) -> bool:
         """Whether every arrival the walk's horizon leaves out of a departure's window would
@@ -147,14 +160,14 @@ class OriginSweep:
         mass has decayed below FLOOR, ``-LOG_FLOOR`` nats of the survival sum), times the
         rows per second the stage carries. Only to choose between the two; not a result."""
         t = self.tables
-        dep_node = self.obs.src[t.dep_row]
+        stage = self.node_stage
         span = float(t.dep_time.max() - t.dep_time.min()) if t.dep_time.size else 0.0
-        if span <= 0:
+        if stage is None or span <= 0:
             return 0.0
         total = 0.0
         window = 0.0
-        for s in range(1, self.n_stages):
-            nodes = np.flatnonzero((self.node_stage == s) & (t.dep_end > t.dep_start))
+        for s in range(1, int(stage.max()) + 1):
+            nodes = np.flatnonzero((stage == s) & (t.dep_end > t.dep_start))
             if nodes.size == 0:
                 continue
             first = t.dep_start[nodes]
@@ -163,7 +176,7 @@ class OriginSweep:
             took = t.dep_time[last] - t.dep_time[first]
             decay = np.where(drop > 0, -LOG_FLOOR * took / np.maximum(drop, 1e-300), took)
             window += float(np.mean(decay))
-            rate = np.count_nonzero(self.node_stage[dep_node] == s) / span
+            rate = float((t.dep_end[nodes] - first).sum()) / span
             total += rate * window
         return total
 
