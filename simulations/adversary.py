@@ -5,7 +5,9 @@ through each pool (``PoolTables.forward``) until it reaches delivery rows: the d
 delivered packets gives the **message entropy**. For a target delivered packet it propagates
 backward to the injection rows: the distribution over clients gives the **sender entropy**, and
 for two challenge senders, Loopix's **epsilon**. All targets of a run are walked together in
-batches (one dense block per pool and hop), not one walk each.
+batches (one dense block per pool and hop), not one walk each. The backward figures can also
+come from one forward sweep of every sender's injections (``simulations/origins.py``); the
+adversary takes whichever is cheaper, and both give the same posteriors.
 
 Mass that reaches a row no real packet could be on (a node's returning loop, a relay, cover a
 corrupt provider recognized, a path that skips or repeats a layer) is dropped: the posterior is
