@@ -111,12 +111,12 @@ def _digamma(x: float) -> float:
 
 
 def estimate(layers: Sequence[LayerFigures], per_client_rate: float, *,
-             node_loop_rate: float = 0.0, complete: bool = True) -> Meter | None:
+             complete: bool = True, background_rate: float = 0.0) -> Meter | None:
     """The meter for a network of ``layers`` (in path order); None without usable figures.
 
-    ``per_client_rate`` is what one client puts through the first layer per second and
-    ``node_loop_rate`` what the nodes' own loops add to it: the clients are counted from the
-    first layer's input less the nodes' loops."""
+    ``per_client_rate`` is what one client puts into the first layer per second and
+    ``background_rate`` what enters it from elsewhere (nodes' own loops): the clients are
+    estimated from the first layer's input less the background."""
     if not layers or any(lay.rate <= 0 or lay.holding is None for lay in layers):
         return None
     holdings = [lay.holding for lay in layers]
@@ -130,7 +130,7 @@ def estimate(layers: Sequence[LayerFigures], per_client_rate: float, *,
     h_msg = max(math.log2(exit_rate) + h_time, 0.0)
     entry_rate = first.rate if len(layers) > 1 else first.rate / max(len(first.rates), 1)
     m_eff = 2.0 ** (math.log2(entry_rate) + h_time)
-    from_clients = max(first.rate - node_loop_rate, 0.0)
+    from_clients = max(first.rate - background_rate, 0.0)
     clients = max(from_clients / per_client_rate, 1.0) if per_client_rate > 0 else 1.0
     h_snd = max(math.log2(clients) - math.log2(1.0 + clients / m_eff), 0.0)
     warnings: list[str] = []
@@ -183,22 +183,21 @@ def meter_for(document: Any) -> Meter | None:
     layers, complete = layers_from(pairs)
     if len(layers) != params.layers:
         return None
-    return estimate(layers, client_rate_through_a_layer(params),
-                    node_loop_rate=node_loops_through_a_layer(document), complete=complete)
+    return estimate(layers, client_input_rate(params), complete=complete,
+                    background_rate=node_loop_input_rate(document))
 
 
-def client_rate_through_a_layer(params: Any) -> float:
-    """Packets per second one client puts through each layer: its payload, loop and drop
-    streams, and the SURB-ACK its exit provider sends back through the layers for every payload
-    slot (real fragment or decoy alike) and every loop, which it stores and acknowledges like
-    mail (docs/protocol.md, section 6)."""
-    return 2.0 * (params.payload_rate + params.loop_rate) + params.drop_rate
+def client_input_rate(params: Any) -> float:
+    """Packets per second one client puts into the first mix layer: its three streams, and the
+    SURB-ACK its exit provider sends back through the layers for every payload slot (real
+    fragment or decoy alike) and every loop, which it stores and acknowledges like mail
+    (docs/protocol.md, section 6)."""
+    return float(2 * (params.payload_rate + params.loop_rate) + params.drop_rate)
 
 
-def node_loops_through_a_layer(document: Any) -> float:
-    """Packets per second the nodes' own loops put through each layer: every mix and provider
-    sends ``mix_loop_rate`` loops, and each loop crosses every layer once (a mix's comes back
-    through its own, ``mixnode/view.py``'s ``loop_path``)."""
-    params = document.params
-    nodes = sum(len(document.mixes_in_layer(layer)) for layer in range(1, params.layers + 1))
-    return params.mix_loop_rate * (nodes + len(document.providers()))
+def node_loop_input_rate(document: Any) -> float:
+    """The nodes' own loops counted in the first layer's input: every node's, at
+    ``mix_loop_rate`` each. A loop crosses every layer once (``mixnode/view.py``'s
+    ``loop_path``), and a first-layer mix's own loop counts in its input when it comes back:
+    a node counts every packet it receives, its returning loops too (``mixcore/hop.py``)."""
+    return float(document.params.mix_loop_rate) * len(document.nodes)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from simulations.entropy import epsilon_from, shannon_bits
+from simulations.entropy import shannon_bits
 from simulations.observations import Observations, Role
 from simulations.origins import OriginSweep
 from simulations.pools import FLOOR, Block, PoolTables
@@ -41,8 +41,9 @@ EndBlock = tuple[IntArray, IntArray, FloatArray]
 #: Targets walked together at most.
 BATCH = 128
 #: What the numpy calls for one pool and hop cost, in cells of a dense block (measured on the
-#: benchmark's busy network and on the tests' small one; see ``Adversary._batches``).
-OVERHEAD_CELLS = 12_500
+#: benchmark's 3 x 10 stratified case: 25,000 walked it ~15% faster than 12,500; see
+#: ``Adversary._batches``).
+OVERHEAD_CELLS = 25_000
 #: A cell of the origin sweep costs about this share of a cell of the backward walk (measured on
 #: the benchmark's 3 x 10 network: 13 ns and 19 ns); it picks the cheaper of the two.
 SWEEP_CELL_COST = 0.7
@@ -244,6 +245,17 @@ class Adversary:
             out[redo] = self.backward_matrix(rows[redo])[:, pair]
         return out
 
+    def backward_figures(self, rows: IntArray, challenge_rows: IntArray,
+                         challenge: tuple[int, int]) -> tuple[FloatArray, FloatArray]:
+        """``sender_matrix(rows)`` and ``challenge_masses(challenge_rows, challenge)``; where
+        both would walk, the two sets of deliveries are walked together (denser batches)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        challenge_rows = np.asarray(challenge_rows, dtype=np.int64)
+        if self._sweep_pays(rows, self._clients.size) or self._sweep_pays(challenge_rows, 2):
+            return self.sender_matrix(rows), self.challenge_masses(challenge_rows, challenge)
+        both = self.backward_matrix(np.concatenate([rows, challenge_rows]))
+        return both[: rows.size], both[rows.size:][:, list(challenge)]
+
     def _sweep_pays(self, rows: IntArray, n_labels: int) -> bool:
         """Whether the origin sweep is usable here and cheaper than walking ``rows`` back."""
         if rows.size == 0 or n_labels == 0 or self.obs.node_layer is None:
@@ -366,10 +378,12 @@ class TargetResult:
 
 
 def evaluate_targets(adv: Adversary, inject_rows: IntArray, deliver_rows: IntArray,
-                     senders: IntArray) -> TargetResult:
-    """Message entropy from each injection, sender entropy back from each matching delivery."""
+                     senders: IntArray, back: FloatArray | None = None) -> TargetResult:
+    """Message entropy from each injection, sender entropy back from each matching delivery
+    (``back``: the deliveries' ``sender_matrix`` when the caller already has it)."""
     fwd = adv.forward_summary(np.asarray(inject_rows, dtype=np.int64))
-    back = adv.sender_matrix(np.asarray(deliver_rows, dtype=np.int64))
+    if back is None:
+        back = adv.sender_matrix(np.asarray(deliver_rows, dtype=np.int64))
     has = back.any(axis=1)
     return TargetResult(
         message_entropy_bits=fwd.entropy_bits,
@@ -393,10 +407,21 @@ def rows_entropy_bits(matrix: FloatArray) -> FloatArray:
 
 
 def epsilons(adv: Adversary, deliver_rows: IntArray, challenge: tuple[int, int]) -> FloatArray:
-    """Loopix epsilon ``|ln(p0/p1)|`` for each delivered packet sent by a challenge sender (the
-    posterior's normalization cancels in the ratio)."""
-    pair = adv.challenge_masses(np.asarray(deliver_rows, dtype=np.int64), challenge)
-    return np.array([epsilon_from(float(p0), float(p1)) for p0, p1 in pair])
+    """Loopix epsilon ``|ln(p0/p1)|`` for each delivered packet sent by a challenge sender."""
+    return epsilons_of(adv.challenge_masses(np.asarray(deliver_rows, dtype=np.int64), challenge))
+
+
+def epsilons_of(pair: FloatArray) -> FloatArray:
+    """``epsilon_from`` on every row of the two challenge senders' (unnormalized) masses at
+    once, the normalization cancelling in the ratio: 0 when neither has mass, infinite when one
+    of them has none."""
+    p0, p1 = pair[:, 0], pair[:, 1]
+    out = np.zeros(pair.shape[0])
+    one = (p0 > 0) != (p1 > 0)
+    out[one] = math.inf
+    both = (p0 > 0) & (p1 > 0)
+    out[both] = np.abs(np.log(p0[both] / p1[both]))
+    return out
 
 
 def _entries(ends: list[EndBlock]) -> tuple[IntArray, IntArray, FloatArray]:

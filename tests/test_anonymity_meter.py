@@ -15,7 +15,7 @@ import pytest
 from client.messenger.commands import _anonymity_line
 from mixcore.anonymity import (
     LayerFigures,
-    client_rate_through_a_layer,
+    client_input_rate,
     estimate,
     gamma_entropy_bits,
     meter_for,
@@ -23,7 +23,6 @@ from mixcore.anonymity import (
 from mixcore.consensus import build_consensus
 from mixcore.descriptor import (
     NodeDescriptor,
-    NodeRole,
     TrafficFigures,
     make_signed_descriptor,
     parse_signed_descriptor,
@@ -33,6 +32,7 @@ from mixcore.errors import DescriptorError, SignatureError
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
+from mixcore.topology import NodeRole
 from mixnode.figures import EpochFigures
 from simulations.config import SimConfig
 from simulations.network import simulate_network
@@ -146,6 +146,24 @@ def test_consensus_carries_the_figures_deterministically() -> None:
     assert "bits sender" in _anonymity_line(meter.to_dict())
 
 
+def test_the_clients_estimate_counts_clients_not_acks_or_node_loops() -> None:
+    """A real testnet of 4 clients showed ~7-9: the first layer's input counted whole. Four
+    clients' streams and SURB-ACKs plus the nodes' loops, split over layer 1's two mixes, must
+    read as four clients."""
+    params = PARAMS.replace(mix_loop_rate=1.0)
+    per_client = 2 * (params.payload_rate + params.loop_rate) + params.drop_rate
+    # Every node's loops: layer 2's two mixes and the two providers, and layer 1's two mixes,
+    # whose loops come back through their own layer.
+    loops = params.mix_loop_rate * (2 + 2 + 2)
+    into_layer_1 = (4 * per_client + loops) / 2
+    figs = [TrafficFigures.of(EPOCH - 1, into_layer_1, 8.0, 1.0) for _ in range(4)]
+    doc = build_consensus(EPOCH, params, consensus_with(figs))
+    meter = meter_for(doc)
+    assert meter is not None
+    assert meter.clients_estimate == pytest.approx(4.0, rel=0.05)
+    assert meter.sender_entropy_bits <= 2.0 + 1e-9  # four clients hide a sender in at most 2 bits
+
+
 def test_meter_waits_for_figures_and_flags_missing_loops() -> None:
     assert meter_for(build_consensus(EPOCH, PARAMS, consensus_with([None] * 4))) is None
     # One mix of layer 2 got back a fifth of its loops (an (n-1) attack blocks them).
@@ -253,7 +271,7 @@ def test_clients_are_counted_from_what_they_put_through_a_layer(clients: int) ->
     params = TESTNET
     # Three streams, and one SURB-ACK per payload slot and per loop.
     per_client = 2 * (params.payload_rate + params.loop_rate) + params.drop_rate
-    assert client_rate_through_a_layer(params) == per_client
+    assert client_input_rate(params) == per_client
     mixes, providers = 6, 2
     layer_rate = clients * per_client + params.mix_loop_rate * (mixes + providers)
     per_mix = layer_rate / (mixes // params.layers)

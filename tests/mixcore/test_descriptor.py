@@ -19,7 +19,6 @@ from mixcore.descriptor import (
     MAX_NAME_LEN,
     MAX_SIGNED_DESCRIPTOR_BYTES,
     NodeDescriptor,
-    NodeRole,
     SignedDescriptor,
     check_descriptor_epoch,
     make_signed_descriptor,
@@ -29,6 +28,7 @@ from mixcore.descriptor import (
 from mixcore.encoding import pack
 from mixcore.errors import DescriptorError, MixnetError, SignatureError
 from mixcore.keys import IdentityKey, LinkKey
+from mixcore.topology import NodeRole
 
 EPOCH = 1000
 
