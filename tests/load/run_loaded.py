@@ -42,26 +42,31 @@ def without_install(command: str) -> str:
     return " && ".join(kept)
 
 
-def run_once(command: str, burners: int) -> dict[str, object]:
+def run_once(command: str, burners: int, log: Path | None = None) -> dict[str, object]:
+    """One run; with ``log`` its output goes there as it is written (a slow run can be
+    watched with ``tail -f``)."""
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(burners)]
     began = time.monotonic()
     try:
-        done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        with open(log or os.devnull, "w") as sink:
+            done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, text=True,
+                                  stdout=sink if log else subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, check=False)
+        output = log.read_text() if log else done.stdout
     finally:
         for proc in spinning:
             proc.kill()
             proc.wait()
     seconds = time.monotonic() - began
-    lines = done.stdout.strip().splitlines()
+    lines = output.strip().splitlines()
     tail = next((line for line in reversed(lines) if " in " in line and "=" in line),
                 lines[-1] if lines else "")
     failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     return {"ok": done.returncode == 0, "returncode": done.returncode,
             "seconds": round(seconds, 1), "summary": tail.strip("= "), "failures": failures,
-            "output": done.stdout}
+            "output": output}
 
 
 def main() -> int:
@@ -80,10 +85,9 @@ def main() -> int:
     print(f"command: {command}  (beside {args.burners} burners)", file=sys.stderr, flush=True)
     ok = True
     for n in range(1, args.runs + 1):
-        result = run_once(command, args.burners)
+        log = None if args.log is None else args.log.with_name(f"{args.log.name}.{n}")
+        result = run_once(command, args.burners, log)
         ok = ok and bool(result["ok"])
-        if args.log is not None:
-            args.log.with_name(f"{args.log.name}.{n}").write_text(str(result["output"]))
         result.pop("output")
         result.update(run=n, command=command, burners=args.burners)
         if args.json:
