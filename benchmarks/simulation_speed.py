@@ -4,11 +4,14 @@ Three figures, each printed with what it is compared against:
 
 * ``stratified_3x10``: issue 18's case, the whole ``network`` scenario (message and sender
   entropy, epsilon, timing attack, latency) on 50 clients x 100 real messages/s, 3 layers x 10
-  mixes, no providers, 200 targets; run with the adversary vectorized across targets and then
-  with the previous whole pipeline (``tests/simulations/reference_pipeline.py``: the per-target
-  adversary of ``reference_adversary.py``, its own walk for the challenge deliveries, the old
-  timing attacker), same seed, each after a small warm-up run. Bound: the new run at least 4x
-  faster in CPU seconds; the summaries of both agree (``max_summary_gap``).
+  mixes, no providers, 200 targets; run as it is now (forward walk across targets, sender
+  posteriors and epsilon by the origin sweep) and then as it was before issue 18, same seed:
+  the whole previous pipeline (``tests/simulations/reference_pipeline.py``: the per-target
+  adversary of ``reference_adversary.py`` with its own pool tables, its own walk for the
+  challenge deliveries, the timing attacker's old look-back; the simulator, target choice and
+  latency figures are the same code on both sides), each after a small warm-up run so that
+  neither pays for first imports. Bound: the new run at least 4x faster in CPU seconds; the
+  summaries of both agree (``max_summary_gap``).
 * ``busy_network``: issue 9's workload (50 clients x 100/s, 3 x 10 mixes, 2 providers, 60 s),
   the adversary's cost per tracked target (forward and backward) for both implementations, and
   the run's total against issue 9's goal of well under a minute.

@@ -14,9 +14,10 @@ simulating anything:
   by that density (Danezis 2004; one mix gives ``log2(e lambda d)``), over the exit layer's
   whole output (``Lambda = Lambda_L``) once a path branches, over one mix's for a single layer;
 * **sender entropy**: the same count backwards gives ``M = 2^(log2(Lambda_1) + h / ln 2)``
-  equally likely injections, spread over ``N`` clients (estimated as ``Lambda_1`` over the
-  per-client rate the consensus fixes): ``log2 N - log2(1 + N / M)``, which is ``log2 N`` when
-  every client is likely and ``log2 M`` when few packets are.
+  equally likely injections, spread over ``N`` clients: ``log2 N - log2(1 + N / M)``, which is
+  ``log2 N`` when every client is likely and ``log2 M`` when few packets are. ``N`` is
+  ``Lambda_1`` less the nodes' own loops, over what one client puts through a layer: its three
+  streams and a SURB-ACK per payload slot and per loop (fixed by the consensus' parameters).
 
 Assumptions (docs/simulations.md, "The anonymity meter"): Poisson traffic in steady state over
 the epoch, every packet a mix receives is indistinguishable cover (mix loops included), no
@@ -188,13 +189,15 @@ def meter_for(document: Any) -> Meter | None:
 
 def client_input_rate(params: Any) -> float:
     """Packets per second one client puts into the first mix layer: its three streams, and the
-    SURB-ACK that every payload slot and every loop brings back through the layers (the exit's
-    ACK enters layer 1 too)."""
+    SURB-ACK its exit provider sends back through the layers for every payload slot (real
+    fragment or decoy alike) and every loop, which it stores and acknowledges like mail
+    (docs/protocol.md, section 6)."""
     return float(2 * (params.payload_rate + params.loop_rate) + params.drop_rate)
 
 
 def node_loop_input_rate(document: Any) -> float:
-    """The nodes' own loops entering the first layer: every node's but the first layer's
-    mixes' (their loops go through every *other* layer), at ``mix_loop_rate`` each."""
-    outside = len(document.nodes) - len(document.mixes_in_layer(1))
-    return float(document.params.mix_loop_rate) * outside
+    """The nodes' own loops counted in the first layer's input: every node's, at
+    ``mix_loop_rate`` each. A loop crosses every layer once (``mixnode/view.py``'s
+    ``loop_path``), and a first-layer mix's own loop counts in its input when it comes back:
+    a node counts every packet it receives, its returning loops too (``mixcore/hop.py``)."""
+    return float(document.params.mix_loop_rate) * len(document.nodes)

@@ -5,7 +5,9 @@ through each pool (``PoolTables.forward``) until it reaches delivery rows: the d
 delivered packets gives the **message entropy**. For a target delivered packet it propagates
 backward to the injection rows: the distribution over clients gives the **sender entropy**, and
 for two challenge senders, Loopix's **epsilon**. All targets of a run are walked together in
-batches (one dense block per pool and hop), not one walk each.
+batches (one dense block per pool and hop), not one walk each. The backward figures can also
+come from one forward sweep of every sender's injections (``simulations/origins.py``); the
+adversary takes whichever is cheaper, and both give the same posteriors.
 
 Mass that reaches a row no real packet could be on (a node's returning loop, a relay, cover a
 corrupt provider recognized, a path that skips or repeats a layer) is dropped: the posterior is
@@ -21,7 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from simulations.entropy import shannon_bits
-from simulations.observations import Observations
+from simulations.observations import Observations, Role
+from simulations.origins import OriginSweep
 from simulations.pools import FLOOR, Block, PoolTables
 
 FloatArray = npt.NDArray[np.float64]
@@ -41,6 +44,14 @@ BATCH = 128
 #: benchmark's 3 x 10 stratified case: 25,000 walked it ~15% faster than 12,500; see
 #: ``Adversary._batches``).
 OVERHEAD_CELLS = 25_000
+#: A cell of the origin sweep costs about this share of a cell of the backward walk (measured on
+#: the benchmark's 3 x 10 network: 13 ns and 19 ns); it picks the cheaper of the two.
+SWEEP_CELL_COST = 0.7
+#: Where the sweep keeps what the walk prunes (below FLOOR), the two can disagree on whether a
+#: sender has any mass at all, or on a near tie: such targets are walked (see ``origins.py``).
+AMBIGUOUS_MASS = 1e-9
+AMBIGUOUS_TOTAL = 1e-3
+AMBIGUOUS_TIE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,20 @@ class Adversary:
         # In a layered model every path from an injection to a delivery has the same length, so
         # no target reaches a row twice; a trace is not assumed to be layered.
         self._one_path_length = obs.node_layer is not None
+        self._origins: OriginSweep | None = None
+        clients = np.flatnonzero(obs.node_role == Role.CLIENT)
+        self._clients = clients
+        self._client_label = np.full(obs.n_nodes, -1, dtype=np.int64)
+        self._client_label[clients] = np.arange(clients.size)
+
+    @property
+    def origins(self) -> OriginSweep:
+        """The sweep of every sender's injections (built on first use: only backward figures
+        need it)."""
+        if self._origins is None:
+            self._origins = OriginSweep(self.obs, self.tables, valid=self._valid,
+                                        injected=self._ends_bwd, known=self._known_bwd)
+        return self._origins
 
     # -- one target ----------------------------------------------------------------------------
 
@@ -169,7 +194,8 @@ class Adversary:
 
     def backward_matrix(self, rows: IntArray) -> FloatArray:
         """For each delivered row, the (unnormalized) probability of every node as its sender:
-        a dense (rows x nodes) matrix, non-zero only for clients."""
+        a dense (rows x nodes) matrix, non-zero only for clients. This walks the targets back
+        through the pools; ``sender_matrix`` gives the same, choosing the cheaper way."""
         rows = np.asarray(rows, dtype=np.int64)
         n_nodes = self.obs.n_nodes
         out = np.zeros((rows.size, n_nodes))
@@ -181,6 +207,64 @@ class Adversary:
                 part += np.bincount(idx.ravel(), weights=vals.ravel(), minlength=part.size)
             out[batch] = part.reshape(batch.size, n_nodes)
         return out
+
+    def sender_matrix(self, rows: IntArray) -> FloatArray:
+        """``backward_matrix``'s figures, from the origin sweep when it is cheaper (many
+        targets, few senders); targets where the two could differ are walked."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self._sweep_pays(rows, self._clients.size):
+            return self.backward_matrix(rows)
+        part = self.origins.masses(rows, self._client_label, self._clients.size)
+        z = part.sum(axis=1)
+        odd = (z > 0) & (z < AMBIGUOUS_TOTAL)
+        if part.shape[1] >= 2:
+            top2 = np.partition(part, part.shape[1] - 2, axis=1)[:, -2:]
+            odd |= (top2[:, 1] > 0) & (top2[:, 1] - top2[:, 0] <= AMBIGUOUS_TIE * top2[:, 1])
+        out = np.zeros((rows.size, self.obs.n_nodes))
+        out[:, self._clients] = part
+        redo = np.flatnonzero(odd)
+        if redo.size:
+            out[redo] = self.backward_matrix(rows[redo])
+        return out
+
+    def challenge_masses(self, rows: IntArray, challenge: tuple[int, int]) -> FloatArray:
+        """(rows x 2): the unnormalized posterior of the two challenge senders (clients) for
+        each delivered row, by the origin sweep with two labels (targets where a sender's mass
+        is near zero, which the walk may prune to exactly zero, are walked)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pair = np.array(challenge, dtype=np.int64)
+        if not self._sweep_pays(rows, 2):
+            return self.backward_matrix(rows)[:, pair]
+        label = np.full(self.obs.n_nodes, -1, dtype=np.int64)
+        label[pair[1]] = 1
+        label[pair[0]] = 0
+        out = self.origins.masses(rows, label, 2)
+        odd = ((out > 0) & (out < AMBIGUOUS_MASS)).any(axis=1)
+        redo = np.flatnonzero(odd)
+        if redo.size:
+            out[redo] = self.backward_matrix(rows[redo])[:, pair]
+        return out
+
+    def backward_figures(self, rows: IntArray, challenge_rows: IntArray,
+                         challenge: tuple[int, int]) -> tuple[FloatArray, FloatArray]:
+        """``sender_matrix(rows)`` and ``challenge_masses(challenge_rows, challenge)``; where
+        both would walk, the two sets of deliveries are walked together (denser batches)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        challenge_rows = np.asarray(challenge_rows, dtype=np.int64)
+        if self._sweep_pays(rows, self._clients.size) or self._sweep_pays(challenge_rows, 2):
+            return self.sender_matrix(rows), self.challenge_masses(challenge_rows, challenge)
+        both = self.backward_matrix(np.concatenate([rows, challenge_rows]))
+        return both[: rows.size], both[rows.size:][:, list(challenge)]
+
+    def _sweep_pays(self, rows: IntArray, n_labels: int) -> bool:
+        """Whether the origin sweep is usable here and cheaper than walking ``rows`` back."""
+        if rows.size == 0 or n_labels == 0 or self.obs.node_layer is None:
+            return False
+        sweep = self.origins
+        walk = rows.size * sweep.walk_cells_per_target()
+        cheaper = SWEEP_CELL_COST * sweep.cells(n_labels, float(self.obs.t_dep[rows].max())) \
+            < walk
+        return cheaper and sweep.usable
 
     def _batches(self, rows: IntArray) -> list[IntArray]:
         """Indices of ``rows`` in time order, cut into batches walked together.
@@ -296,10 +380,10 @@ class TargetResult:
 def evaluate_targets(adv: Adversary, inject_rows: IntArray, deliver_rows: IntArray,
                      senders: IntArray, back: FloatArray | None = None) -> TargetResult:
     """Message entropy from each injection, sender entropy back from each matching delivery
-    (``back``: the deliveries' ``backward_matrix`` when the caller already walked them)."""
+    (``back``: the deliveries' ``sender_matrix`` when the caller already has it)."""
     fwd = adv.forward_summary(np.asarray(inject_rows, dtype=np.int64))
     if back is None:
-        back = adv.backward_matrix(np.asarray(deliver_rows, dtype=np.int64))
+        back = adv.sender_matrix(np.asarray(deliver_rows, dtype=np.int64))
     has = back.any(axis=1)
     return TargetResult(
         message_entropy_bits=fwd.entropy_bits,
@@ -324,17 +408,15 @@ def rows_entropy_bits(matrix: FloatArray) -> FloatArray:
 
 def epsilons(adv: Adversary, deliver_rows: IntArray, challenge: tuple[int, int]) -> FloatArray:
     """Loopix epsilon ``|ln(p0/p1)|`` for each delivered packet sent by a challenge sender."""
-    return epsilons_of(adv.backward_matrix(np.asarray(deliver_rows, dtype=np.int64)), challenge)
+    return epsilons_of(adv.challenge_masses(np.asarray(deliver_rows, dtype=np.int64), challenge))
 
 
-def epsilons_of(back: FloatArray, challenge: tuple[int, int]) -> FloatArray:
-    """``epsilon_from`` on every row of a ``backward_matrix`` at once: 0 when neither challenge
-    sender has mass, infinite when one of them has none."""
-    z = back.sum(axis=1)
-    safe = np.where(z > 0, z, 1.0)
-    p0 = np.where(z > 0, back[:, challenge[0]] / safe, 0.0)
-    p1 = np.where(z > 0, back[:, challenge[1]] / safe, 0.0)
-    out = np.zeros(back.shape[0])
+def epsilons_of(pair: FloatArray) -> FloatArray:
+    """``epsilon_from`` on every row of the two challenge senders' (unnormalized) masses at
+    once, the normalization cancelling in the ratio: 0 when neither has mass, infinite when one
+    of them has none."""
+    p0, p1 = pair[:, 0], pair[:, 1]
+    out = np.zeros(pair.shape[0])
     one = (p0 > 0) != (p1 > 0)
     out[one] = math.inf
     both = (p0 > 0) & (p1 > 0)

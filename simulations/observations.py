@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +61,25 @@ class Observations:
     revealed_recipient: IntArray | None = None
     home_provider: IntArray | None = None
     """Per node: the provider a client pulls from (-1 for other nodes, or without providers)."""
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Per-row roles and layers of each row's two nodes, computed once (the adversary asks for
+    them many times; fresh pages cost more than the lookups)."""
+
+    def roles(self) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]:
+        """(role of each row's source, role of its destination), as small integers."""
+        if "roles" not in self._cache:
+            role = self.node_role.astype(np.int8)
+            self._cache["roles"] = (role[self.src], role[self.dst])
+        return self._cache["roles"]  # type: ignore[no-any-return]
+
+    def layers(self) -> tuple[IntArray, IntArray]:
+        """(layer of each row's source, layer of its destination); needs ``node_layer``."""
+        assert self.node_layer is not None
+        if "layers" not in self._cache:
+            layer = self.node_layer.astype(np.int16) if self.node_layer.size and \
+                int(np.abs(self.node_layer).max()) < 2**15 else self.node_layer
+            self._cache["layers"] = (layer[self.src], layer[self.dst])
+        return self._cache["layers"]  # type: ignore[no-any-return]
 
     @property
     def n_rows(self) -> int:
@@ -71,14 +91,12 @@ class Observations:
 
     def mixing_in(self) -> BoolArray:
         """Rows that enter a pool: into a mix, or from a client into its (entry) provider."""
-        src_role = self.node_role[self.src]
-        dst_role = self.node_role[self.dst]
+        src_role, dst_role = self.roles()
         return (dst_role == Role.MIX) | ((dst_role == Role.PROVIDER) & (src_role == Role.CLIENT))
 
     def mixing_out(self) -> BoolArray:
         """Rows that leave a pool: out of a mix, or from a provider into the first mix layer."""
-        src_role = self.node_role[self.src]
-        dst_role = self.node_role[self.dst]
+        src_role, dst_role = self.roles()
         return (src_role == Role.MIX) | ((src_role == Role.PROVIDER) & (dst_role == Role.MIX))
 
     def delivered(self) -> BoolArray:
@@ -86,8 +104,7 @@ class Observations:
         without providers, to the recipient). Mailbox pulls after that are padded, fixed-size
         batches at fixed times, so they carry no per-packet signal and end the adversary's view.
         """
-        src_role = self.node_role[self.src]
-        dst_role = self.node_role[self.dst]
+        src_role, dst_role = self.roles()
         return (src_role == Role.MIX) & (dst_role != Role.MIX)
 
     def flag(self, name: str) -> BoolArray:
@@ -126,11 +143,9 @@ class Observations:
         ok = ~self.flag("relay") & ~self.flag("absorbed") & ~self.flag("known_cover")
         if self.node_layer is None:
             return ok
-        src_l = self.node_layer[self.src]
-        dst_l = self.node_layer[self.dst]
+        src_l, dst_l = self.layers()
         last = int(self.node_layer.max())
-        src_role = self.node_role[self.src]
-        dst_role = self.node_role[self.dst]
+        src_role, dst_role = self.roles()
         step = (dst_l == src_l + 1) & (dst_role != Role.CLIENT)
         from_client = src_role == Role.CLIENT
         exits = (src_role == Role.MIX) & (src_l == last) & (dst_role != Role.MIX)
@@ -138,6 +153,5 @@ class Observations:
 
     def injected(self) -> BoolArray:
         """Rows that start a packet: a client sending into the network."""
-        src_role = self.node_role[self.src]
-        dst_role = self.node_role[self.dst]
+        src_role, dst_role = self.roles()
         return (src_role == Role.CLIENT) & (dst_role != Role.CLIENT)

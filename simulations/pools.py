@@ -67,74 +67,65 @@ class PoolTables:
         self.horizon = float(horizon)
         in_rows = np.flatnonzero(obs.pool_arrivals())
         out_rows = np.flatnonzero(obs.pool_departures())
-        ev_row = np.concatenate([in_rows, out_rows])
-        ev_node = np.concatenate([obs.dst[in_rows], obs.src[out_rows]])
-        ev_time = np.concatenate([obs.t_arr[in_rows], obs.t_dep[out_rows]])
-        ev_dep = np.concatenate(
-            [np.zeros(in_rows.size, dtype=bool), np.ones(out_rows.size, dtype=bool)]
-        )
-        order = _node_time_order(ev_node, ev_time, ev_dep)
-        ev_row, ev_node, ev_time, ev_dep = ev_row[order], ev_node[order], ev_time[order], \
-            ev_dep[order]
         n_nodes = obs.n_nodes
-        counts = np.bincount(ev_node, minlength=n_nodes)
-        seg_end = np.cumsum(counts)
-        seg_start = seg_end - counts
-        cum = np.cumsum(np.where(ev_dep, -1, 1))
-        seg_base = np.concatenate([[0], cum])[seg_start[ev_node]] if ev_row.size else cum
-        # Pool size just before a departure = size just after it + 1.
-        n_before = np.maximum(cum - seg_base + 1, 1).astype(np.float64)
-        empty = ev_dep & (n_before <= 1)
-        with np.errstate(divide="ignore"):
-            term = np.where(ev_dep & ~empty, np.log1p(-1.0 / n_before), 0.0)
-        # Exclusive cumulative sums over the whole run: F is non-increasing, the epoch count E
-        # non-decreasing, so both can be searched with searchsorted.
-        f = np.concatenate([[0.0], np.cumsum(term)[:-1]]) if ev_row.size else np.zeros(0)
-        e = np.concatenate([[0], np.cumsum(empty)[:-1]]) if ev_row.size else np.zeros(0, np.int64)
-
-        dep = np.flatnonzero(ev_dep)
-        arr = np.flatnonzero(~ev_dep)
-        self.dep_row = ev_row[dep]
-        self.dep_time = ev_time[dep]
-        self.dep_f = f[dep]
-        self.dep_negf = -self.dep_f
-        self.dep_e = e[dep]
-        self.dep_inv_n = 1.0 / n_before[dep]
-        self.arr_row = ev_row[arr]
-        self.arr_time = ev_time[arr]
-        self.arr_f = f[arr]
-        self.arr_negf = -self.arr_f
-        self.arr_e = e[arr]
-        dep_counts = np.bincount(ev_node[dep], minlength=n_nodes)
-        arr_counts = np.bincount(ev_node[arr], minlength=n_nodes)
-        self.dep_end = np.cumsum(dep_counts)
-        self.dep_start = self.dep_end - dep_counts
+        # Arrivals and departures are sorted apart (node-major, then time) and merged per node
+        # by binary search: at equal times an arrival comes first (zero delay).
+        arr_node, self.arr_time, self.arr_row = _by_node_and_time(obs.dst, obs.t_arr, in_rows)
+        dep_node, self.dep_time, self.dep_row = _by_node_and_time(obs.src, obs.t_dep, out_rows)
+        arr_counts = np.bincount(arr_node, minlength=n_nodes)
+        dep_counts = np.bincount(dep_node, minlength=n_nodes)
         self.arr_end = np.cumsum(arr_counts)
         self.arr_start = self.arr_end - arr_counts
-        deps_before = np.cumsum(ev_dep) - ev_dep
-        arrs_before = np.cumsum(~ev_dep) - ~ev_dep
+        self.dep_end = np.cumsum(dep_counts)
+        self.dep_start = self.dep_end - dep_counts
+        # Per departure: arrivals of its node up to it; per arrival: departures of its node
+        # before it (both counted within the node).
+        arrs_upto = np.zeros(self.dep_row.size, dtype=np.int64)
+        deps_before = np.zeros(self.arr_row.size, dtype=np.int64)
+        for node in np.flatnonzero((dep_counts > 0) | (arr_counts > 0)).tolist():
+            a0, a1 = int(self.arr_start[node]), int(self.arr_end[node])
+            d0, d1 = int(self.dep_start[node]), int(self.dep_end[node])
+            arrs_upto[d0:d1] = np.searchsorted(self.arr_time[a0:a1], self.dep_time[d0:d1],
+                                               side="right")
+            deps_before[a0:a1] = np.searchsorted(self.dep_time[d0:d1], self.arr_time[a0:a1],
+                                                 side="left")
+        # Pool size just before a departure: arrivals so far minus earlier departures.
+        k = np.arange(self.dep_row.size, dtype=np.int64) - self.dep_start[dep_node]
+        n_before = np.maximum(arrs_upto - k, 1).astype(np.float64)
+        empty = n_before <= 1
+        with np.errstate(divide="ignore"):
+            term = np.where(~empty, np.log1p(-1.0 / n_before), 0.0)
+        # Exclusive cumulative sums over the whole run (departures node-major; an arrival adds
+        # nothing): F is non-increasing, the epoch count E non-decreasing, so both can be
+        # searched with searchsorted. ``*_ext`` also hold the sums after the last departure.
+        f_ext = np.concatenate([[0.0], np.cumsum(term)])
+        e_ext = np.concatenate([[0], np.cumsum(empty)])
+        self.dep_f = f_ext[:-1]
+        self.dep_negf = -self.dep_f
+        self.dep_e = e_ext[:-1]
+        self.dep_inv_n = 1.0 / n_before
+        arr_slot = self.dep_start[arr_node] + deps_before
+        self.arr_f = f_ext[arr_slot]
+        self.arr_negf = -self.arr_f
+        self.arr_e = e_ext[arr_slot]
         # Per row: the slot of an arriving row (first departure after it, global index), and
         # the slot of a departing row (last arrival before it). -1: no such event in the node.
         self.fwd_slot = np.full(obs.n_rows, -1, dtype=np.int64)
-        self.fwd_slot[ev_row[arr]] = deps_before[arr]
-        arr_node = ev_node[arr]
-        bad = self.fwd_slot[ev_row[arr]] >= self.dep_end[arr_node]
-        self.fwd_slot[ev_row[arr][bad]] = -1
+        self.fwd_slot[self.arr_row] = np.where(arr_slot < self.dep_end[arr_node], arr_slot, -1)
         self.bwd_slot = np.full(obs.n_rows, -1, dtype=np.int64)
         self.bwd_dep = np.full(obs.n_rows, -1, dtype=np.int64)
-        prev_arr = arrs_before[dep] - 1
-        dep_node = ev_node[dep]
-        ok = prev_arr >= self.arr_start[dep_node]
-        self.bwd_slot[ev_row[dep][ok]] = prev_arr[ok]
-        self.bwd_dep[ev_row[dep]] = np.arange(dep.size)
+        prev_arr = self.arr_start[dep_node] + arrs_upto - 1
+        ok = arrs_upto > 0
         # A departure whose pool emptied since its last arrival carries nothing from before.
-        same_epoch = np.zeros(dep.size, dtype=bool)
-        same_epoch[ok] = self.dep_e[ok] == self.arr_e[prev_arr[ok]]
-        self.bwd_slot[ev_row[dep][~same_epoch]] = -1
+        ok[ok] = self.dep_e[ok] == self.arr_e[prev_arr[ok]]
+        self.bwd_slot[self.dep_row] = np.where(ok, prev_arr, -1)
+        self.bwd_dep[self.dep_row] = np.arange(self.dep_row.size)
         # Mean departures per second of a pool (for sizing batches of targets).
         pools = int(np.count_nonzero(dep_counts))
-        span = float(ev_time.max() - ev_time.min()) if ev_time.size else 0.0
-        self.departure_rate = dep.size / (pools * span) if pools and span > 0 else 0.0
+        times = [x for x in (self.arr_time, self.dep_time) if x.size]
+        span = float(max(x.max() for x in times) - min(x.min() for x in times)) if times \
+            else 0.0
+        self.departure_rate = self.dep_row.size / (pools * span) if pools and span > 0 else 0.0
         self.arrival_rows = np.zeros(obs.n_rows, dtype=bool)
         self.arrival_rows[in_rows] = True
         self.departure_rows = np.zeros(obs.n_rows, dtype=bool)
@@ -189,9 +180,12 @@ class PoolTables:
         # The window ends a horizon after the last arrival (where the old per-target walk cut
         # each target's window), or where even a whole unit of mass that arrived last has
         # decayed below FLOOR, whichever comes first.
-        t_end = float(self.obs.t_arr[cols.rows].max()) + self.horizon
+        s_max = int(slot.max())
+        # The latest arrival is among those of the last slot (an earlier slot's arrivals came
+        # before that slot's departure, hence before every arrival after it).
+        t_end = float(self.obs.t_arr[cols.rows[slot == s_max]].max()) + self.horizon
         by_time = np.searchsorted(self.dep_time[ds:de], t_end, side="right")
-        slowest = float(self.dep_f[int(slot.max())])
+        slowest = float(self.dep_f[s_max])
         by_mass = np.searchsorted(self.dep_negf[ds:de],
                                   -(slowest + LOG_FLOOR - CUT_MARGIN_NATS), side="right")
         hi = ds + min(int(by_time), int(by_mass))
@@ -203,6 +197,8 @@ class PoolTables:
         # arrivals' weights are applied as their masses are gathered (one pass less).
         f, e = self.dep_f, self.dep_e
         starts = lo + _rebase(f[lo:hi])
+        if starts.size == 2:
+            return self._forward_one_part(blocks, cols, n_tgt, lo, hi)
         keep = slot < hi
         part_of = np.clip(np.searchsorted(starts, slot, side="right") - 1, 0, starts.size - 2)
         weight = np.exp(f[starts[part_of]] - f[slot])
@@ -250,6 +246,62 @@ class PoolTables:
         ok[ok] = (c_epoch[pick[ok]] == e[win[ok]]) & (c_part[pick[ok]] == part[ok])
         scale = np.exp(f[lo:hi] - f[starts[part]]) * self.dep_inv_n[lo:hi]
         return _block(tids, self.dep_row[lo:hi], cum, np.where(ok, pick, -1), scale)
+
+    def _forward_one_part(self, blocks: list[Block], cols: PoolColumns, n_tgt: int, lo: int,
+                          hi: int) -> Block | None:
+        """``_forward_pool`` for a window of one rebasing part (nearly every window): each
+        column is read from its block, times its block's factor and its weight
+        ``exp(F[lo] - F[slot])``, straight into its place in slot order; one running sum in
+        place; departures find their column by counting (slots are integers in the window)."""
+        f, e = self.dep_f, self.dep_e
+        keep = cols.slot < hi
+        has = np.zeros(n_tgt, dtype=bool)
+        for b, _, _ in cols.runs:
+            has[blocks[b].tids] = True
+        tids = np.flatnonzero(has)
+        loc = np.cumsum(has) - 1
+        pieces: list[tuple[int, IntArray, int]] = []
+        slots: list[IntArray] = []
+        for b, r0, r1 in cols.runs:
+            k = keep[r0:r1]
+            which = cols.ci[r0:r1][k]
+            if which.size:
+                pieces.append((b, which, sum(x.size for x in slots)))
+                slots.append(cols.slot[r0:r1][k])
+        if not slots:
+            return None
+        slot = np.concatenate(slots)
+        width = slot.size
+        order = np.argsort(slot, kind="stable")
+        a_slot = slot[order]
+        dest = np.empty(width, dtype=np.int64)
+        dest[order] = np.arange(width)
+        weight = np.exp(f[lo] - f[slot])
+        cum = np.zeros((tids.size, width + 1))
+        for b, which, at in pieces:
+            blk = blocks[b]
+            pick = blk.pick[which]
+            vals = np.take(blk.cum, np.where(pick >= 0, pick, blk.cum.shape[1] - 1), axis=1)
+            vals *= blk.scale[which] * weight[at: at + which.size]
+            d = dest[at: at + which.size]
+            if blk.tids.size == tids.size:
+                cum.T[d] = vals.T
+            else:
+                cum[loc[blk.tids][:, None], d[None, :]] = vals
+        body = cum[:, :width]
+        np.cumsum(body, axis=1, out=body)
+        c_epoch = e[a_slot]
+        if c_epoch[0] != c_epoch[-1]:
+            _restart_epochs(body, c_epoch)
+        # Departure j reads the last column whose slot is <= j.
+        pick = np.cumsum(np.bincount(a_slot - lo, minlength=hi - lo)) - 1
+        if e[lo] != e[hi - 1]:
+            ok = pick >= 0
+            win = np.arange(lo, hi)
+            ok[ok] = c_epoch[pick[ok]] == e[win[ok]]
+            pick = np.where(ok, pick, -1)
+        scale = np.exp(f[lo:hi] - f[lo]) * self.dep_inv_n[lo:hi]
+        return _block(tids, self.dep_row[lo:hi], cum, pick, scale)
 
     def _backward_pool(self, blocks: list[Block], cols: PoolColumns, n_tgt: int) -> Block | None:
         """Masses on the departures of one pool -> masses on the arrivals they came from."""
@@ -316,6 +368,14 @@ class PoolTables:
         c_epoch = np.concatenate(col_epoch)
         win = np.arange(lo, hi)
         pick = np.searchsorted(-c_slot, -win, side="right") - 1
+        if starts.size == 2:
+            # One part, and one epoch unless the count changes (see ``_forward_pool``).
+            if e[lo] != e[hi - 1]:
+                ok = pick >= 0
+                ok[ok] = c_epoch[pick[ok]] == e[win[ok]]
+                pick = np.where(ok, pick, -1)
+            scale = np.exp(f[hi - 1] - f[lo:hi])
+            return _block(tids, self.arr_row[lo:hi], cum, pick, scale)
         part = np.searchsorted(starts, win, side="right") - 1
         ok = pick >= 0
         c_part = np.concatenate(col_part)
@@ -423,6 +483,12 @@ def _running_sums(vals: FloatArray, epoch: IntArray, out: FloatArray | None = No
     """Running sums along the columns, restarting wherever the pool's epoch changes (into
     ``out`` when given, which may be ``vals`` itself)."""
     cum = np.cumsum(vals, axis=1, out=out)
+    _restart_epochs(cum, epoch)
+    return cum
+
+
+def _restart_epochs(cum: FloatArray, epoch: IntArray) -> None:
+    """Turn running sums into sums since each column's epoch began (in place)."""
     new_epoch = np.flatnonzero(epoch[1:] != epoch[:-1]) + 1
     if new_epoch.size:
         # Subtract the sum before each epoch's first column. The rounding error is that of the
@@ -432,7 +498,6 @@ def _running_sums(vals: FloatArray, epoch: IntArray, out: FloatArray | None = No
         has = before >= 0
         cum[:, has] -= cum[:, before[has]]
         np.maximum(cum, 0.0, out=cum)
-    return cum
 
 
 def _block(tids: IntArray, rows: IntArray, cum: FloatArray, pick: IntArray,
@@ -448,27 +513,29 @@ def _block(tids: IntArray, rows: IntArray, cum: FloatArray, pick: IntArray,
     return Block(tids, rows[a:b], cum, pick[a:b], scale[a:b])
 
 
-def _node_time_order(node: IntArray, time: FloatArray, dep: BoolArray) -> IntArray:
-    """Events node-major, then by time, arrivals before departures at equal times (zero delay),
-    ties beyond that in input order: ``lexsort((dep, time, node))``.
+def _by_node_and_time(node_of: IntArray, time_of: FloatArray,
+                      rows: IntArray) -> tuple[IntArray, FloatArray, IntArray]:
+    """``rows`` ordered node-major, then by time, ties in row order: (nodes, times, rows).
 
-    A stable counting sort on the node, then one quicksort on time per node (a few dozen pools,
-    each a cache-sized part): a fraction of ``lexsort``'s cost. A node with two events at the
-    same time falls back to the lexsort of its own part, which gives the same order."""
+    A stable counting sort on the node, then a quicksort on time within each node (a few
+    thousand events, in cache: faster than one sort of the whole run); where two events of a
+    node share a time (zero delay), ``lexsort`` keeps them in row order."""
+    node = node_of[rows]
+    time = time_of[rows]
     if node.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    small = node.astype(np.int16) if int(node.min()) >= 0 and int(node.max()) < 2**15 else node
+        return node, time, rows
+    small = node.astype(np.int16) if int(node.max()) < 2**15 else node
     by_node = np.argsort(small, kind="stable")
-    sorted_node = node[by_node]
-    cuts = np.flatnonzero(sorted_node[1:] != sorted_node[:-1]) + 1
-    edges = [0, *cuts.tolist(), node.size]
-    out = np.empty(node.size, dtype=np.int64)
-    for a, b in itertools.pairwise(edges):
-        part = by_node[a:b]
-        t = time[part]
-        o = np.argsort(t)
-        st = t[o]
-        if st.size > 1 and not bool((st[1:] > st[:-1]).all()):
-            o = np.lexsort((dep[part], t))
-        out[a:b] = part[o]
-    return out
+    node_s = node[by_node]
+    time_s = time[by_node]
+    cut = np.flatnonzero(node_s[1:] != node_s[:-1]) + 1
+    bounds = np.concatenate([[0], cut, [node_s.size]]).tolist()
+    order = np.empty(node.size, dtype=np.int64)
+    for a, b in itertools.pairwise(bounds):
+        order[a:b] = by_node[a:b][np.argsort(time_s[a:b])]
+    st = time[order]
+    same_node = node_s[1:] == node_s[:-1]
+    if bool((same_node & (st[1:] <= st[:-1])).any()):
+        order = np.lexsort((time, node))
+        st = time[order]
+    return node[order], st, rows[order]

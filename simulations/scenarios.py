@@ -127,11 +127,10 @@ def measure_network(cfg: SimConfig, *, entropy: bool = True, eps: bool = True,
             if eps and cfg.clients >= 2 else None
         back = None
         if entropy and chal is not None:
-            # Both sets of deliveries walked back together: denser batches, fewer walks.
-            both = adv.backward_matrix(np.concatenate([run.last_row[targets],
-                                                       run.last_row[chal]]))
-            back, back_chal = both[: targets.size], both[targets.size:]
-            eps_all.append(epsilons_of(back_chal, CHALLENGE))
+            # Both sets of deliveries at once: one sweep, or one walk with denser batches.
+            back, pair = adv.backward_figures(run.last_row[targets], run.last_row[chal],
+                                              CHALLENGE)
+            eps_all.append(epsilons_of(pair))
         elif chal is not None:
             eps_all.append(epsilons(adv, run.last_row[chal], CHALLENGE))
         if entropy:

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from client.messenger.commands import _anonymity_line
-from mixcore.anonymity import LayerFigures, estimate, gamma_entropy_bits, meter_for
+from mixcore.anonymity import (
+    LayerFigures,
+    client_input_rate,
+    estimate,
+    gamma_entropy_bits,
+    meter_for,
+)
 from mixcore.consensus import build_consensus
 from mixcore.descriptor import (
     NodeDescriptor,
@@ -115,12 +121,12 @@ def test_node_figures_freeze_at_each_epoch() -> None:
 
 # -- through the consensus -------------------------------------------------------------------
 
-def consensus_with(figures: list[TrafficFigures | None]) -> object:
+def consensus_with(figures: list[TrafficFigures | None], providers: int = 2) -> object:
     nodes = []
     for i, fig in enumerate(figures):
         ident = IdentityKey.generate()
         nodes.append(make_signed_descriptor(descriptor(ident, index=i, traffic=fig), ident))
-    for j in range(2):
+    for j in range(providers):
         ident = IdentityKey.generate()
         nodes.append(make_signed_descriptor(
             descriptor(ident, role=NodeRole.PROVIDER, index=10 + j), ident))
@@ -146,7 +152,9 @@ def test_the_clients_estimate_counts_clients_not_acks_or_node_loops() -> None:
     read as four clients."""
     params = PARAMS.replace(mix_loop_rate=1.0)
     per_client = 2 * (params.payload_rate + params.loop_rate) + params.drop_rate
-    loops = params.mix_loop_rate * (2 + 2)  # layer 2's two mixes and the two providers
+    # Every node's loops: layer 2's two mixes and the two providers, and layer 1's two mixes,
+    # whose loops come back through their own layer.
+    loops = params.mix_loop_rate * (2 + 2 + 2)
     into_layer_1 = (4 * per_client + loops) / 2
     figs = [TrafficFigures.of(EPOCH - 1, into_layer_1, 8.0, 1.0) for _ in range(4)]
     doc = build_consensus(EPOCH, params, consensus_with(figs))
@@ -219,3 +227,56 @@ def test_replaced_figures_change_the_meter() -> None:
     assert a is not None and b is not None
     assert b.message_entropy_bits > a.message_entropy_bits + 3
     assert b.sender_entropy_bits > a.sender_entropy_bits
+
+
+# -- on a real network ---------------------------------------------------------------------------
+
+#: ``mixnet testnet --duration 90 --keep-running`` (4 clients, 3 x 2 mixes, 2 providers; payload
+#: 5/s, loops and drops 1/s, mix loops 1/s, mean delay 0.1 s): the figures its mixes published
+#: for epoch 10, as its consensus for epoch 12 carried them (packets in per second, mean pool).
+TESTNET = NetworkParams(layers=3, epoch_length=20.0, mean_hop_delay=0.1, payload_rate=5.0,
+                        loop_rate=1.0, drop_rate=1.0, mix_loop_rate=1.0)
+TESTNET_FIGURES = [(30.202, 3.005), (29.526, 2.697), (31.027, 2.633), (30.258, 2.77),
+                   (29.482, 2.721), (30.803, 2.817)]
+
+
+def test_a_real_networks_figures_count_its_clients() -> None:
+    """A real network's first layer also carries a SURB-ACK for every payload slot and loop,
+    and every node's loops: counting clients by their three streams alone said twice as many
+    clients as there were, and more sender entropy than log2(4) = 2 bits allows."""
+    figs = [TrafficFigures.of(10, rate, pool, 1.0) for rate, pool in TESTNET_FIGURES]
+    nodes = []
+    for i, fig in enumerate(figs):
+        ident = IdentityKey.generate()
+        nodes.append(make_signed_descriptor(replace(descriptor(ident, index=i, traffic=fig),
+                                                    epoch=12, mix_keys=((12, mix_key()),
+                                                                        (13, mix_key()))),
+                                            ident))
+    for j in range(2):
+        ident = IdentityKey.generate()
+        nodes.append(make_signed_descriptor(replace(
+            descriptor(ident, role=NodeRole.PROVIDER, index=10 + j), epoch=12,
+            mix_keys=((12, mix_key()), (13, mix_key()))), ident))
+    meter = meter_for(build_consensus(12, TESTNET, nodes))
+    assert meter is not None
+    assert meter.clients_estimate == pytest.approx(4, rel=0.1)
+    assert meter.sender_entropy_bits <= math.log2(4)
+
+
+@pytest.mark.parametrize("clients", [4, 20, 300])
+def test_clients_are_counted_from_what_they_put_through_a_layer(clients: int) -> None:
+    """Mixes that publish exactly what ``clients`` clients send (three streams), their
+    providers acknowledge (one SURB-ACK per payload slot) and the nodes' loops add: the meter
+    counts ``clients``."""
+    params = TESTNET
+    # Three streams, and one SURB-ACK per payload slot and per loop.
+    per_client = 2 * (params.payload_rate + params.loop_rate) + params.drop_rate
+    assert client_input_rate(params) == per_client
+    mixes, providers = 6, 2
+    layer_rate = clients * per_client + params.mix_loop_rate * (mixes + providers)
+    per_mix = layer_rate / (mixes // params.layers)
+    figs = [TrafficFigures.of(EPOCH - 1, per_mix, per_mix * 0.1, 1.0) for _ in range(mixes)]
+    meter = meter_for(build_consensus(EPOCH, params, consensus_with(figs, providers)))
+    assert meter is not None
+    assert meter.clients_estimate == pytest.approx(clients, rel=1e-3)
+    assert meter.sender_entropy_bits <= math.log2(clients) + 1e-9

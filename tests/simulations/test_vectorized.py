@@ -121,13 +121,14 @@ def test_whole_network_scenario_matches_the_previous_pipeline() -> None:
 
 
 @pytest.mark.parametrize("resolution", [None, 0.1])
-def test_node_time_order_is_lexsort(resolution: float | None) -> None:
-    """The per-node sort gives lexsort's order, ties in time (rounded times) included."""
+def test_per_node_sort_is_lexsort(resolution: float | None) -> None:
+    """The per-node sort of a kind of pool event gives lexsort's order, ties in time (rounded
+    times) included."""
     rng = np.random.default_rng(9)
     node = rng.integers(0, 7, 5000)
     time = rng.uniform(0.0, 20.0, 5000)
     if resolution is not None:
         time = np.round(time / resolution) * resolution
-    dep = rng.random(5000) < 0.5
-    assert np.array_equal(pools._node_time_order(node, time, dep),
-                          np.lexsort((dep, time, node)))
+    rows = np.arange(5000)
+    _, _, ordered = pools._by_node_and_time(node, time, rows)
+    assert np.array_equal(ordered, np.lexsort((time, node)))
