@@ -1,4 +1,7 @@
-"""A whole mix network of real OS processes on loopback: create, start, watch, kill, stop.
+"""A whole mix network of real OS processes: create, start, watch, kill, stop.
+
+Where each process runs is a :class:`Hosts` choice: on loopback with free ports by default
+(:class:`LoopbackHosts`), or each in its own network namespace (``mixnet.netns``).
 
 The harness behind ``mixnet testnet`` and every integration test that needs real nodes: each
 authority, mix and provider is a separate ``python -m mixnet.cli ...`` process with its own data
@@ -27,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mixcore.bootstrap import Bootstrap
 from mixcore.consensus import AuthorityRef
@@ -64,6 +67,45 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a process listens, and the address others reach it at when that differs."""
+
+    listen_host: str
+    port: int
+    public_host: str = ""
+    """The host written into descriptors and URLs (default: ``listen_host``)."""
+
+
+class Hosts(Protocol):
+    """Where each process of a network runs: its addresses, and how its command is started.
+
+    :class:`LoopbackHosts` (the default) puts everything on 127.0.0.1; ``mixnet.netns`` gives
+    every process its own network namespace and address."""
+
+    mode: str
+    one_source: bool
+    """Whether every client connects from one address (providers then need a looser
+    per-source registration limit)."""
+
+    def endpoint(self, name: str, kind: str) -> Endpoint: ...
+
+    def command(self, name: str, argv: list[str]) -> list[str]: ...
+
+
+class LoopbackHosts:
+    """Every process on 127.0.0.1 with a free port."""
+
+    mode = "local"
+    one_source = True
+
+    def endpoint(self, name: str, kind: str) -> Endpoint:
+        return Endpoint("127.0.0.1", 0 if kind == "client" else free_port())
+
+    def command(self, name: str, argv: list[str]) -> list[str]:
+        return argv
 
 
 def _cli_json(argv: list[str]) -> dict[str, Any]:
@@ -130,8 +172,10 @@ class LocalNetwork:
         python: str = sys.executable,
         trace: bool = False,
         workers: int | None = None,
+        hosts: Hosts | None = None,
     ) -> None:
         self.root = Path(root)
+        self.hosts: Hosts = hosts or LoopbackHosts()
         self.workers = workers
         """Hop worker processes per node (None: each node's default, cores minus one)."""
         self.params = params
@@ -154,11 +198,14 @@ class LocalNetwork:
         write_atomic(params_file, json.dumps(self.params.to_dict()).encode())
         auths: list[Process] = []
         for i in range(1, self.n_authorities + 1):
-            name, port = f"auth{i}", free_port()
-            data = self.root / name
+            name = f"auth{i}"
+            ep = self.hosts.endpoint(name, "authority")
+            port, data = ep.port, self.root / name
+            url = ["--url", f"http://{ep.public_host}:{port}"] if ep.public_host else []
             info = _cli_json(
                 ["directory", "init", "--dir", str(data), "--name", name,
-                 "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json"]
+                 "--listen", f"{ep.listen_host}:{port}", *url, "--params", str(params_file),
+                 "--json"]
             )
             argv = self._mixnet("directory", "run", "--config", info["config"], "--json")
             auths.append(Process(name, "authority", data, argv, port, info))
@@ -176,14 +223,17 @@ class LocalNetwork:
             (f"mix{i}", "mix") for i in range(1, self.params.layers * self.mixes_per_layer + 1)
         ] + [(f"provider{i}", "provider") for i in range(1, self.n_providers + 1)]
         for name, role in nodes:
-            port, data = free_port(), self.root / name
+            ep = self.hosts.endpoint(name, role)
+            port, data = ep.port, self.root / name
             info = _cli_json(
                 ["mixnode", "init", "--dir", str(data), "--role", role, "--name", name,
-                 "--listen", f"127.0.0.1:{port}", "--params", str(params_file), "--json",
+                 "--listen", f"{ep.listen_host}:{port}", "--params", str(params_file), "--json",
                  *authority_args,
                  *(["--workers", str(self.workers)] if self.workers is not None else [])]
             )
-            if role == "provider":
+            if ep.public_host:  # the address in its descriptor
+                _edit_json(Path(info["config"]), public_host=ep.public_host)
+            if role == "provider" and self.hosts.one_source:
                 # Every client of a local network connects from 127.0.0.1: one "source".
                 _edit_json(Path(info["config"]), registrations_per_source=1_000_000)
             argv = self._mixnet("mixnode", "run", "--config", info["config"], "--json")
@@ -208,6 +258,7 @@ class LocalNetwork:
         data = self.root / name
         params_file = self.root / "params.json"
         env = {"MIXNET_PASSPHRASE": passphrase} if passphrase else {}
+        self.hosts.endpoint(name, "client")
         with _environment(env):
             info = _cli_json(
                 ["client", "init", "--dir", str(data), "--provider", provider, "--name", name,
@@ -242,6 +293,8 @@ class LocalNetwork:
             "authorities": self.n_authorities, "mixes_per_layer": self.mixes_per_layer,
             "providers": self.n_providers, "processes": processes,
         }
+        if self.hosts.mode != "local":
+            manifest["hosts"] = self.hosts.mode
         write_atomic(self.root / MANIFEST_NAME, (json.dumps(manifest, indent=1) + "\n").encode())
         write_atomic(self.root / BOOTSTRAP_NAME, (self.bootstrap().to_text() + "\n").encode())
 
@@ -257,6 +310,11 @@ class LocalNetwork:
             manifest = json.loads(path.read_text())
             if manifest.get("version") != MANIFEST_VERSION:
                 raise ValueError(f"unknown version {manifest.get('version')!r}")
+            if manifest.get("hosts", "local") != "local":
+                raise ValueError(
+                    f"it ran with --hosts {manifest['hosts']}, whose namespaces and addresses "
+                    "ended with that run; --resume restarts --hosts local networks"
+                )
             net = cls(
                 Path(root), params=NetworkParams.from_dict(manifest["params"]),
                 authorities=manifest["authorities"],
@@ -303,7 +361,7 @@ class LocalNetwork:
             env["MIXNET_TRACE"] = str(proc.data_dir / "trace.jsonl")
         with _private_open(proc.log_path, "ab") as log, _private_open(proc.out_path, "wb") as out:
             proc.popen = subprocess.Popen(  # noqa: S603  # our own interpreter and arguments
-                proc.argv,
+                self.hosts.command(proc.name, proc.argv),
                 env=env,
                 stdout=out,
                 stderr=log,
