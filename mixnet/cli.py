@@ -64,6 +64,7 @@ def _params_command(args: argparse.Namespace) -> int:
 
 
 def _testnet_command(args: argparse.Namespace) -> int:
+    from mixnet.faults import parse_faults  # noqa: PLC0415
     from mixnet.testnet import Options, run_testnet, verdict_ok  # noqa: PLC0415  # heavy imports
 
     options = Options(
@@ -83,6 +84,8 @@ def _testnet_command(args: argparse.Namespace) -> int:
         resume=args.resume is not None,
         trace=args.trace,
         json=args.json,
+        hosts=args.hosts,
+        faults=parse_faults(args.faults) if args.faults is not None else None,
     )
     summary = run_testnet(options)
     return 0 if verdict_ok(summary) else 1
@@ -122,6 +125,13 @@ def _register_testnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="restart the network kept in DIR with its keys and ports")
     p.add_argument("--trace", type=Path, default=None, metavar="FILE",
                    help="record every link event (time, from, to, size) for mixnet simulate trace")
+    p.add_argument("--hosts", choices=("local", "netns"), default="local",
+                   help="local: every process on 127.0.0.1 (default); netns: each in its own "
+                        "network namespace and address on a private bridge (needs root)")
+    p.add_argument("--faults", default=None, metavar="SPEC",
+                   help="with --hosts netns, faults on every link between hosts, e.g. "
+                        "latency=40ms,jitter=10ms,loss=1%%,partition=mix2:30s[@10s] "
+                        "(docs/testnet.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_testnet_command)
 

@@ -13,6 +13,10 @@ clients join with; during the traffic a live table (terminal) or a plain line ev
 :data:`PIPED_PROGRESS_INTERVAL` seconds (piped); then, on stdout, the summary and a one-line
 verdict. ``--resume DIR`` restarts a network kept in ``DIR`` (``testnet.json``) with its keys and
 ports, so clients made against it (``mixnet client init --join DIR/bootstrap.txt``) keep working.
+
+``--hosts netns`` runs every process in its own network namespace (:mod:`mixnet.netns`) with
+every link through the fault injector (:mod:`mixnet.relay`, :mod:`mixnet.faults`), which
+``--faults`` configures; the summary then says what the faults cost, per link.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -40,7 +44,11 @@ from mixcore.errors import MixnetError
 from mixcore.lockfile import FileLock, LockHeld
 from mixcore.net.directory_client import ConsensusUnavailable, fetch_network
 from mixcore.params import NetworkParams
-from mixnet.network import BOOTSTRAP_NAME, MANIFEST_NAME, LocalNetwork, NetworkError
+from mixnet.faults import FaultSpec
+from mixnet.network import BOOTSTRAP_NAME, MANIFEST_NAME, Hosts, LocalNetwork, NetworkError
+
+if TYPE_CHECKING:
+    from mixnet.netns import NetnsHosts
 
 MESSAGE_TAG = "tn"
 #: The verdict calls latency fine while the measured median is within this factor of the
@@ -48,6 +56,10 @@ MESSAGE_TAG = "tn"
 #: that overhead).
 LATENCY_FACTOR = 3.0
 PIPED_PROGRESS_INTERVAL = 10.0
+#: One-way link crossings of a message besides those between mix layers: sender to its
+#: provider, provider to the first layer, last layer to the recipient's provider, and that
+#: provider's pull reply to the recipient (``layers + LEGS_BESIDES_LAYERS - 1`` in all).
+LEGS_BESIDES_LAYERS = 4
 LOCK_NAME = "testnet.lock"
 START_TIMEOUT = 180.0
 
@@ -84,6 +96,10 @@ class Options:
     """Print stages, progress and the summary (off for library callers like benchmarks)."""
     passphrase: str = "testnet"  # noqa: S105  # demo clients on a throwaway local network
     """The clients' message-store passphrase (they are demo clients)."""
+    hosts: str = "local"
+    """``local``: every process on 127.0.0.1; ``netns``: each in its own network namespace."""
+    faults: FaultSpec | None = None
+    """Link faults between hosts (``--hosts netns`` only)."""
 
 
 @dataclass
@@ -111,6 +127,8 @@ class Run:
     first_epoch: int = 0
     send_errors: Counter[str] = field(default_factory=Counter)
     failed_ids: set[bytes] = field(default_factory=set)
+    hosts_report: dict[str, Any] | None = None
+    """``--hosts netns``: each host's namespace and addresses, the relay's counters per link."""
 
     @property
     def traffic(self) -> bool:
@@ -179,28 +197,44 @@ def testnet_params(options: Options) -> NetworkParams:
     )
 
 
-def latency_model(params: NetworkParams, samples: int, rng: random.Random) -> list[float]:
-    """Samples of what the parameters imply for one message, link overhead excluded: the wait
-    for the next payload-stream slot (Exp, rate ``payload_rate``), one exponential delay per mix
-    layer, and the wait for the recipient's next pull (uniform over ``pull_interval``)."""
+def latency_model(
+    params: NetworkParams, samples: int, rng: random.Random, link_delay: float = 0.0
+) -> list[float]:
+    """Samples of what the parameters imply for one message, processing overhead excluded:
+    the wait for the next payload-stream slot (Exp, rate ``payload_rate``), one exponential
+    delay per mix layer, the wait for the recipient's next pull (uniform over
+    ``pull_interval``), and ``link_delay`` (the injected faults' delay over the message's
+    links, :func:`fault_link_delay`; 0 on loopback)."""
     mean = params.mean_hop_delay
     return [
         rng.expovariate(params.payload_rate)
         + sum(rng.expovariate(1 / mean) if mean > 0 else 0.0 for _ in range(params.layers))
         + rng.uniform(0, params.pull_interval)
+        + link_delay
         for _ in range(samples)
     ]
 
 
+def fault_link_delay(params: NetworkParams, faults: FaultSpec | None) -> float:
+    """What ``--faults`` adds to a message on average: its mean one-way delay (losses
+    included) on each link the message crosses (partitions are left out: they are events)."""
+    if faults is None:
+        return 0.0
+    return (params.layers + LEGS_BESIDES_LAYERS - 1) * faults.expected_delay()
+
+
 def predicted_latency(
-    params: NetworkParams, samples: int = 20000, seed: int = 0
+    params: NetworkParams, samples: int = 20000, seed: int = 0, link_delay: float = 0.0
 ) -> dict[str, float]:
-    values = sorted(latency_model(params, samples, random.Random(seed)))
-    return {
+    values = sorted(latency_model(params, samples, random.Random(seed), link_delay))
+    out = {
         "mean": statistics.fmean(values),
         "p50": values[len(values) // 2],
         "p95": values[int(len(values) * 0.95)],
     }
+    if link_delay:
+        out["link_delay"] = link_delay
+    return out
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -303,9 +337,21 @@ async def _states(run: Run) -> dict[bytes, str]:
     return states
 
 
+#: With ``--faults partition=...`` the wait after the traffic grows by this many times the
+#: longest cut: a sender's retransmission backoff doubles through a cut (1 s, 2 s, 4 s, ...),
+#: so its next attempt may come well after the cut healed.
+PARTITION_DRAIN_FACTOR = 3.0
+
+
+def drain_seconds(options: Options) -> float:
+    """How long the run waits after the traffic for the last messages."""
+    cuts = [p.duration for p in options.faults.partitions] if options.faults else []
+    return options.drain + PARTITION_DRAIN_FACTOR * max(cuts, default=0.0)
+
+
 async def _drain(run: Run) -> None:
     """After the traffic stops: wait until every message is received or given up."""
-    deadline = time.time() + run.options.drain
+    deadline = time.time() + drain_seconds(run.options)
     while time.time() < deadline:
         states = await _states(run)
         pending = [
@@ -398,10 +444,12 @@ def summarize(run: Run) -> dict[str, Any]:
         }
     kinds: Counter[str] = Counter()
     client_loops = {"sent": 0, "returned": 0}
+    retransmissions = 0
     for name in run.clients:
         stats = net.processes[name].stats() or {}
         transport = stats.get("transport", {})
         kinds.update(transport.get("packets_sent", {}))
+        retransmissions += transport.get("retransmissions", 0)
         client_loops["sent"] += transport.get("loops_sent", 0)
         client_loops["returned"] += transport.get("loops_returned", 0)
     latencies = list(run.latencies.values())
@@ -409,8 +457,8 @@ def summarize(run: Run) -> dict[str, Any]:
         1 for s in run.sent.values()
         if s.token not in run.latencies and s.message_id in run.failed_ids
     )
-    predicted = predicted_latency(params)
-    return {
+    predicted = predicted_latency(params, link_delay=fault_link_delay(params, run.options.faults))
+    summary: dict[str, Any] = {
         "messages": {
             "sent": len(run.sent),
             "delivered": len(run.latencies),
@@ -418,6 +466,7 @@ def summarize(run: Run) -> dict[str, Any]:
             "lost": len(run.sent) - len(run.latencies) - failed,
             "duplicates": run.duplicates,
             "send_errors": dict(run.send_errors),
+            "retransmissions": retransmissions,
         },
         "latency_s": {
             "p50": _percentile(latencies, 0.5),
@@ -442,6 +491,7 @@ def summarize(run: Run) -> dict[str, Any]:
             "duration": run.options.duration,
             "traffic": run.traffic,
             "message_interval": run.options.message_interval,
+            "drain": drain_seconds(run.options),
             "chaos": run.options.chaos,
             "seed": run.options.seed,
         },
@@ -450,6 +500,12 @@ def summarize(run: Run) -> dict[str, Any]:
         "bootstrap": net.bootstrap().to_text(),
         "pids": net.pids(),
     }
+    if run.hosts_report is not None:
+        summary["hosts"] = run.hosts_report
+        summary["parameters"]["hosts"] = run.options.hosts
+        summary["parameters"]["faults"] = (run.options.faults.text()
+                                           if run.options.faults else None)
+    return summary
 
 
 def verdict(summary: dict[str, Any]) -> dict[str, Any]:
@@ -571,7 +627,13 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
         reporter.line(f"join it:   mixnet client init --dir DIR --join {net.root / BOOTSTRAP_NAME}"
                       "  (docs/quickstart.md)")
     until = time.time() + options.duration
+    netns = _netns_hosts(net)
+    cuts = []
+    if netns is not None and run.traffic:
+        cuts = await trio.to_thread.run_sync(netns.begin, options.duration)
     async with trio.open_nursery() as nursery:
+        for cut in cuts:
+            nursery.start_soon(_log_cut, run, cut)
         if run.traffic:
             nursery.start_soon(_collect, run)
             if options.report and not options.json:
@@ -585,12 +647,62 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
             run.failed_ids = {m for m, s in states.items() if s == "undeliverable"}
             await trio.sleep(1.5)  # one more statistics write everywhere
         nursery.cancel_scope.cancel()
+    if netns is not None:
+        run.hosts_report = await trio.to_thread.run_sync(netns.statistics)
     summary = summarize(run)
     summary["verdict"] = verdict(summary)
     return summary
 
 
-def _prepare(options: Options) -> tuple[Path, LocalNetwork, NetworkParams]:
+async def _log_cut(run: Run, cut: dict[str, Any]) -> None:
+    """Put a partition into the run's events when it starts and when it heals (the relay
+    applies it on its own clock; this only tells the reader)."""
+    start = trio.current_time()
+    await trio.sleep_until(start + cut["start_s"])
+    run.log(f"faults: {cut['host']} cut off from every host")
+    await trio.sleep_until(start + cut["end_s"])
+    run.log(f"faults: {cut['host']} reachable again")
+
+
+def _netns_hosts(net: LocalNetwork) -> Any:
+    """The network's :class:`mixnet.netns.NetnsHosts`, or None on loopback."""
+    return net.hosts if net.hosts.mode == "netns" else None
+
+
+def host_names(options: Options) -> list[str]:
+    """The hosts a new testnet of these options has (as :class:`LocalNetwork` names them)."""
+    return (
+        [f"auth{i}" for i in range(1, options.authorities + 1)]
+        + [f"mix{i}" for i in range(1, options.layers * options.mixes_per_layer + 1)]
+        + [f"provider{i}" for i in range(1, options.providers + 1)]
+        + [f"client{i}" for i in range(1, options.clients + 1)]
+    )
+
+
+def _check_hosts(options: Options) -> NetnsHosts | None:
+    """The namespaces' :class:`Hosts` for ``--hosts netns`` (not opened yet), None for
+    loopback; every option that cannot work fails here, before anything is made."""
+    if options.hosts not in ("local", "netns"):
+        raise NetworkError(f"--hosts must be local or netns, not {options.hosts!r}")
+    if options.hosts == "local":
+        if options.faults is not None:
+            raise NetworkError("--faults needs --hosts netns (faults act on the links between "
+                               "hosts, and on loopback every process shares one address)")
+        return None
+    if options.resume:
+        raise NetworkError("--resume restarts --hosts local networks only (a netns run's "
+                           "namespaces and addresses end with it)")
+    from mixnet.netns import NetnsHosts, probe  # noqa: PLC0415  # Linux only
+
+    probe()
+    spec = options.faults or FaultSpec()
+    spec.check_hosts(host_names(options))
+    return NetnsHosts(spec, seed=options.seed)
+
+
+def _prepare(
+    options: Options, hosts: Hosts | None = None
+) -> tuple[Path, LocalNetwork, NetworkParams]:
     """The network to run: a new one under a fresh or empty folder, or the kept one."""
     if options.resume:
         assert options.directory is not None
@@ -607,7 +719,7 @@ def _prepare(options: Options) -> tuple[Path, LocalNetwork, NetworkParams]:
     net = LocalNetwork(
         root, params=params, authorities=options.authorities,
         mixes_per_layer=options.mixes_per_layer, providers=options.providers,
-        trace=options.trace is not None,
+        trace=options.trace is not None, hosts=hosts,
     )
     return root, net, params
 
@@ -616,7 +728,8 @@ def run_testnet(options: Options) -> dict[str, Any]:
     if not options.resume and (options.clients < 0
                                or (options.clients < 2 and options.duration > 0)):
         raise NetworkError("traffic needs at least 2 clients (or give --duration 0)")
-    root, net, params = _prepare(options)
+    netns = _check_hosts(options)
+    root, net, params = _prepare(options, netns)
     root.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock.acquire(root / LOCK_NAME)
@@ -635,8 +748,17 @@ def run_testnet(options: Options) -> dict[str, Any]:
         f"{net.mixes_per_layer} mixes, {net.n_providers} providers, {clients} clients; "
         f"each process logs to {root}/<name>/process.log"
     )
+    if netns is not None:
+        faults = options.faults.text() if options.faults else "none"
+        reporter.line(f"hosts: a network namespace each, on a private bridge; link faults: "
+                      f"{faults}")
     keep = options.directory is not None or options.keep_running
+    failed = False
     try:
+        if netns is not None:
+            netns.open(reporter.line)
+            reporter.line(f"namespaces {netns.prefix}-<host>, bridge {netns.bridge}, subnet "
+                          f"{netns.subnet} (removed at the end)")
         summary = trio.run(_main, run, reporter)
         if options.trace is not None:
             rows = net.collect_trace(options.trace)
@@ -648,17 +770,24 @@ def run_testnet(options: Options) -> dict[str, Any]:
         if options.report:
             _print(summary, options.json)
         if options.keep_running:
-            reporter.line("network left running; stop it with Ctrl-C (then: mixnet testnet "
-                          f"--resume {root} restarts it with the same keys)")
+            again = ("" if netns is not None else
+                     f" (then: mixnet testnet --resume {root} restarts it with the same keys)")
+            reporter.line(f"network left running; stop it with Ctrl-C{again}")
             _wait_forever()
         return summary
     except Exception:
+        failed = True
         if not keep:
             keep = True
             reporter.line(f"the run failed; its files and logs are kept in {root}")
         raise
+    except BaseException:  # Ctrl-C, SIGTERM
+        failed = True
+        raise
     finally:
         net.close()
+        if netns is not None:
+            _close_hosts(netns, failed)
         lock.release()
         if old_sigterm is not None:
             signal.signal(signal.SIGTERM, old_sigterm)
@@ -666,13 +795,27 @@ def run_testnet(options: Options) -> dict[str, Any]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _close_hosts(netns: NetnsHosts, failed: bool) -> None:
+    """Remove the run's namespaces, links and bridge. If that fails while another error is on
+    its way out, say it on a line of its own and let the first error be the one reported."""
+    from mixnet.netns import NetnsError  # noqa: PLC0415
+
+    try:
+        netns.close()
+    except NetnsError as exc:
+        if not failed:
+            raise
+        print(f"mixnet: error: {exc}", file=sys.stderr, flush=True)
+
+
 def _attach(run: Run) -> dict[str, str]:
     root = run.net.root
     out = {
         "bootstrap": run.net.bootstrap().to_text(),
         "join": f"mixnet client init --dir ~/.mixnet --join {root / BOOTSTRAP_NAME}",
-        "resume": f"mixnet testnet --resume {root} --keep-running",
     }
+    if run.options.hosts == "local":
+        out["resume"] = f"mixnet testnet --resume {root} --keep-running"
     if len(run.clients) >= 2:
         first, second = (run.net.processes[n].data_dir for n in run.clients[:2])
         out.update({
@@ -721,6 +864,10 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     table.add_row("latency p95", fmt(lat["p95"]), fmt(pred["p95"]))
     table.add_row("latency max / mean", f"{fmt(lat['max'])} / {fmt(lat['mean'])}",
                   f"mean {fmt(pred['mean'])}")
+    if pred.get("link_delay"):
+        table.add_row("  of which injected link delay", "", fmt(pred["link_delay"]))
+    if "retransmissions" in m:
+        table.add_row("client retransmissions (ARQ)", str(m["retransmissions"]), "")
     kinds = summary["packets_by_kind"]
     table.add_row("client packets real / drop / loop",
                   f"{kinds.get('real', 0)} / {kinds.get('drop', 0)} / {kinds.get('loop', 0)}", "")
@@ -746,7 +893,48 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
                       f"{n['loops_returned']}/{n['loops_sent']}",
                       "yes" if n["in_equals_processed_plus_dropped"] else "NO")
     console.print(nodes)
+    if "hosts" in summary:
+        _print_links(console, summary)
     _print_tail(console, summary)
+
+
+#: Links shown in the text summary (all of them are in ``--json``).
+LINK_ROWS = 12
+
+
+def _print_links(console: Any, summary: dict[str, Any]) -> None:
+    """``--hosts netns``: what the injected faults cost, in all and on the busiest links."""
+    from rich.table import Table  # noqa: PLC0415
+
+    hosts, faults = summary["hosts"], summary["hosts"]["faults"]
+    total = faults["totals"]
+    console.print()
+    console.print(f"[bold]links between hosts[/bold] ({len(hosts['hosts'])} network namespaces "
+                  f"on bridge {hosts['bridge']}, {hosts['subnet']}; faults {faults['spec']})",
+                  soft_wrap=True)
+    console.print(
+        f"  {total['segments']} segments on {total['connections']} connections; "
+        f"{total['retransmits']} modeled TCP retransmissions; {total['partition_stalls']} "
+        f"segments and {total['connections_held']} set-ups held by a partition "
+        f"({total['connections_abandoned']} abandoned); added delay mean "
+        f"{total['delay_mean'] * 1000:.1f} ms, max {total['delay_max'] * 1000:.0f} ms; the "
+        f"relays' own lag mean {total.get('lag_mean', 0.0) * 1000:.1f} ms, max "
+        f"{total.get('lag_max', 0.0) * 1000:.0f} ms",
+        markup=False, soft_wrap=True,
+    )
+    links = Table()
+    links.add_column("link", no_wrap=True)
+    for col in ("conns", "segments", "retransmits", "held by cut", "delay ms mean/max"):
+        links.add_column(col, justify="right")
+    busy = sorted(((k, v) for k, v in faults["links"].items() if v["segments"]),
+                  key=lambda kv: -kv[1]["segments"])
+    for name, v in busy[:LINK_ROWS]:
+        links.add_row(name, str(v["connections"]), str(v["segments"]), str(v["retransmits"]),
+                      str(v["partition_stalls"]),
+                      f"{v['delay_mean'] * 1000:.1f} / {v['delay_max'] * 1000:.0f}")
+    console.print(links)
+    if len(busy) > LINK_ROWS:
+        console.print(f"  ... {len(busy) - LINK_ROWS} more links in --json (hosts.faults.links)")
 
 
 def _print_tail(console: Any, summary: dict[str, Any]) -> None:
