@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from client.arq import UndeliverableReason
-from client.streams import StreamKind
+from client.transport.arq import UndeliverableReason
+from client.transport.streams import StreamKind
 from mixcore.control import ControlKind
 
 

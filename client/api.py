@@ -7,11 +7,13 @@ malformed request gets an error reply and the connection stays usable; only a fr
 size limit or one that cannot be parsed at all closes the connection. Front ends (the CLI, the
 chat screen) speak only this.
 
-Operations (arguments -> result):
+The daemon's own operations (arguments -> result; handlers in ``client/daemon_ops.py``,
+the messenger's operations are listed in ``client/messenger/ops.py``; one registry,
+``client/api_ops.py``, answers both):
 
 * ``status`` -> daemon statistics (connection, epoch, rates, counters)
 * ``address`` -> ``{"provider": bytes, "mailbox": bytes, "text": str}``
-* ``send`` ``provider, mailbox, data`` -> ``{"message_id": bytes}``
+* ``send`` ``provider, mailbox, mailbox_key, data`` -> ``{"message_id": bytes}``
 * ``message`` ``message_id`` -> ``{"state": str, "reason": str}``
 * ``inbox`` ``after=0, unread_only=False, limit=100`` -> list of messages
 * ``mark_read`` ``seqs`` -> ``{"marked": int}``

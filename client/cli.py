@@ -32,6 +32,7 @@ import trio
 
 from client import store_commands
 from client.daemon_config import ClientConfigError, DaemonConfig
+from client.messenger import command_line as messenger_command_line
 from client.messenger import commands as messenger_commands
 from client.messenger.commands import DIR_ENV, data_dir
 from mixcore.errors import MixnetError
@@ -352,7 +353,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_option(run, "print one JSON object once serving")
     run.set_defaults(func=_run)
 
-    p = cmds.add_parser("address", help="print this client's address (PROVIDER:MAILBOX)")
+    p = cmds.add_parser("address",
+                        help="print this client's address (PROVIDER:MAILBOX:MAILBOX_KEY)")
     _dir_option(p)
     _json_option(p)
     p.set_defaults(func=_address)
@@ -363,9 +365,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=messenger_commands.status_command)
 
     send = cmds.add_parser(
-        "raw-send", help="send raw bytes to an address (the testnet's traffic; no encryption)"
+        "raw-send",
+        help="send raw bytes to an address (the testnet's traffic; no end-to-end encryption, "
+        "sealed to the mailbox's key like every item)",
     )
-    send.add_argument("address", metavar="ADDRESS", help="PROVIDER_ID_HEX:MAILBOX_HEX")
+    send.add_argument("address", metavar="ADDRESS",
+                      help="PROVIDER_HEX:MAILBOX_HEX:MAILBOX_KEY_HEX, as `client address` prints")
     send.add_argument("text", metavar="TEXT", help="what to send (- reads stdin)")
     _dir_option(send)
     send.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -385,4 +390,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inbox.set_defaults(func=_raw_inbox)
 
     store_commands.register(cmds)  # passphrase, accept-restore
-    messenger_commands.register(sub)
+    messenger_command_line.register(sub)

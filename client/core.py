@@ -15,19 +15,22 @@ when a link to a node cannot be opened. What the core decides, and why, is in
 content, stratified routes, fragments with SURB-ACKs, retransmission with a randomized timeout,
 fixed-interval pulls with fixed-size answers, reassembly with exactly-once delivery.
 
+The state lives in the rooms of :mod:`client.transport` (streams, outbox, ARQ attempts, loop
+monitor, pulls, reassembly); this class only routes timers and inputs between them and the
+packet builder, so each room keeps one concern and its own tests.
+
 Nothing here raises on input from the network: malformed cells, forged fragments, unknown or
 bad ACKs are dropped and counted by reason in :meth:`ClientCore.statistics`.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
-from collections import Counter, OrderedDict, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
+from secrets import token_bytes
 from typing import Any
 
 from client.actions import (
@@ -38,17 +41,6 @@ from client.actions import (
     PacketKind,
     SendControl,
     SendPacket,
-)
-from client.arq import (
-    ArqInput,
-    FragmentState,
-    MessageState,
-    OutgoingFragment,
-    OutgoingMessage,
-    UndeliverableReason,
-    extra_delay_mean,
-    retransmit_timeout,
-    retry_backoff,
 )
 from client.codec import CodecError, MessageCodec, PlaintextCodec
 from client.config import ClientConfig
@@ -73,16 +65,36 @@ from client.fragments import (
 from client.mailbox_seal import MAILBOX_KEY_LEN, SEAL_OVERHEAD, MailboxKey, SealError, seal
 from client.packets import PacketBuilder, decoy_packet, drop_packet, mailbox_packet
 from client.paths import PathSelector, Route
-from client.reassembly import Outcome, Reassembler
-from client.streams import PoissonStream, StreamKind, fork_rng
+from client.transport.acks import AttemptTracker
+from client.transport.arq import (
+    ArqInput,
+    FragmentState,
+    MessageState,
+    OutgoingFragment,
+    OutgoingMessage,
+    UndeliverableReason,
+    extra_delay_mean,
+    retransmit_timeout,
+    retry_backoff,
+)
+from client.transport.drops import DropReason
+from client.transport.loops import CoverKind, LoopMonitor
+from client.transport.outbox import Outbox
+from client.transport.pulls import Pulls
+from client.transport.reassembly import Outcome, Reassembler
+from client.transport.streams import SendStreams, StreamKind
 from mixcore.consensus import ConsensusDocument
-from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
-from mixcore.errors import DecodeError, SurbError
+from mixcore.control import ControlKind, ItemType
+from mixcore.errors import SurbError
+from mixcore.params import NetworkParams
 from mixcore.payload import ACK_PAYLOAD, data_capacity
+from mixcore.poisson import fork_rng
 from mixcore.routing import MAILBOX_LEN, NODE_ID_LEN
-from mixcore.sphinx import Sphinx, SphinxGeometry, SurbKeys
+from mixcore.sphinx import Sphinx, SphinxGeometry
 
-_SEQ_MODULUS = 1 << 32
+__all__ = ["ClientCore", "ClientStatistics", "DropReason"]
+
+Handler = Callable[[float, list[Action]], None]
 
 
 def _mixes(route: Route) -> tuple[bytes, ...]:
@@ -94,30 +106,12 @@ def _first(candidate: tuple[float, object]) -> float:
     return candidate[0]
 
 
-class DropReason(Enum):
-    """Why something that reached the client was discarded (counted, never raised)."""
-
-    UNEXPECTED_CONTROL = "unexpected_control"
-    MALFORMED_CONTROL = "malformed_control"
-    STALE_PULL_ITEM = "stale_pull_item"
-    BAD_PULL_ITEM = "bad_pull_item"
-    DUPLICATE_PULL_ITEM = "duplicate_pull_item"
-    INCOMPLETE_PULL = "incomplete_pull"
-    FORGED_FRAGMENT = "forged_fragment"
-    """An item that did not open under our mailbox key, or opened to no valid fragment."""
-    UNEXPECTED_LOOP = "unexpected_loop"
-    """A loop item we are not waiting for: a duplicate delivery, a late one, or a forgery by
-    someone holding our card. Counted here, never shown as a message."""
-    DUPLICATE_FRAGMENT = "duplicate_fragment"
-    ALREADY_DELIVERED = "already_delivered"
-    INCONSISTENT_FRAGMENT = "inconsistent_fragment"
-    TOO_MANY_FRAGMENTS = "too_many_fragments"
-    UNDECODABLE_MESSAGE = "undecodable_message"
-    EXPIRED_PARTIAL = "expired_partial"
-    EVICTED_PARTIAL = "evicted_partial"
-    UNKNOWN_ACK = "unknown_ack"
-    STALE_ACK = "stale_ack"
-    BAD_ACK = "bad_ack"
+def _rates(params: NetworkParams) -> dict[StreamKind, float]:
+    return {
+        StreamKind.PAYLOAD: params.payload_rate,
+        StreamKind.LOOP: params.loop_rate,
+        StreamKind.DROP: params.drop_rate,
+    }
 
 
 _REASSEMBLY_DROPS = {
@@ -165,19 +159,8 @@ class ClientStatistics:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-#: Fragment states with a timer: an attempt's timeout, or a backoff's end.
-_TIMED = (FragmentState.IN_FLIGHT, FragmentState.BACKOFF)
-
-
-@dataclass(slots=True, eq=False)
-class _PullBatch:
-    seq: int
-    seen: set[int] = field(default_factory=set)
-    item_ids: list[int] = field(default_factory=list)
-
-
 class ClientCore:
-    """The transport state of one client: its streams, queues, ARQ and reassembly."""
+    """The transport of one client: coordinates its rooms (see the module docstring)."""
 
     def __init__(
         self,
@@ -191,12 +174,16 @@ class ClientCore:
         sphinx: PacketBuilder | None = None,
         codec: MessageCodec | None = None,
         mailbox_key: MailboxKey | None = None,
+        randbytes: Callable[[int], bytes] = token_bytes,
     ) -> None:
         if len(provider) != NODE_ID_LEN or len(mailbox) != MAILBOX_LEN:
             raise ClientError(f"provider id is {NODE_ID_LEN} bytes, mailbox {MAILBOX_LEN}")
         self.provider = provider
         self.mailbox = mailbox
-        self.config = config or ClientConfig()
+        self._randbytes = randbytes
+        """Where message ids, loop ids, seals and cover bytes get their randomness: what a
+        provider sees, so the OS generator (``secrets``) unless a test injects its own."""
+        self.config = c = config or ClientConfig()
         self.params = consensus.params
         self.geometry = SphinxGeometry.from_params(self.params)
         self.sphinx: PacketBuilder = sphinx or Sphinx(self.geometry)
@@ -208,45 +195,23 @@ class ClientCore:
         """Bytes of every mailbox item (sealed), real, loop or decoy alike."""
         self.fragment_len = self.item_len - SEAL_OVERHEAD
         """Bytes of a fragment or loop item before sealing."""
+        self._drops: Counter[DropReason] = Counter()
         # Fork in a fixed order: the streams' timing generators are never shared with content.
-        rates = {
-            StreamKind.PAYLOAD: self.params.payload_rate,
-            StreamKind.LOOP: self.params.loop_rate,
-            StreamKind.DROP: self.params.drop_rate,
-        }
-        self._streams = {
-            kind: PoissonStream(kind, rate, fork_rng(rng), now) for kind, rate in rates.items()
-        }
-        self._stream_order = (
-            self._streams[StreamKind.PAYLOAD],
-            self._streams[StreamKind.LOOP],
-            self._streams[StreamKind.DROP],
-        )
-        pull_rng = fork_rng(rng)
-        self._next_pull = now + pull_rng.uniform(0.0, self.params.pull_interval)
+        self._streams = SendStreams(_rates(self.params), rng, now)
+        self._pulls = Pulls(interval=self.params.pull_interval, batch=self.params.pull_batch,
+                            rng=fork_rng(rng), now=now, drops=self._drops)
         self._paths = PathSelector(
             consensus,
             fork_rng(rng),
-            max_hop_delay=min(self.config.max_hop_delay, consensus.params.max_hop_delay),
+            max_hop_delay=min(c.max_hop_delay, consensus.params.max_hop_delay),
         )
         self._arq_rng = fork_rng(rng)
         self._link_up = True
-        # outgoing
-        self._messages: dict[bytes, OutgoingMessage] = {}
-        self._finished: OrderedDict[bytes, MessageState] = OrderedDict()
-        self._queue: deque[OutgoingFragment] = deque()
-        self._retry_queue: deque[OutgoingFragment] = deque()
-        self._unfinished = 0
-        self._timers: list[tuple[float, int, OutgoingFragment]] = []
-        self._timer_seq = 0
-        self._surbs: dict[bytes, tuple[OutgoingFragment, SurbKeys]] = {}
-        self._attempt_mixes: dict[bytes, tuple[bytes, ...]] = {}
-        self._retired_surbs: OrderedDict[bytes, None] = OrderedDict()
-        self._loops: OrderedDict[bytes, float] = OrderedDict()
-        self._loop_surbs: OrderedDict[bytes, tuple[SurbKeys, float]] = OrderedDict()
-        self._decoy_surbs: OrderedDict[bytes, tuple[SurbKeys, float]] = OrderedDict()
-        # incoming
-        c = self.config
+        self._outbox = Outbox(max_finished=c.max_finished_messages)
+        self._attempts = AttemptTracker(surbs_per_fragment=c.surbs_per_fragment,
+                                        max_retired=c.max_retired_surbs)
+        self._cover = LoopMonitor(ttl=c.loop_ttl, max_pending=c.max_pending_loops,
+                                  drops=self._drops)
         self._reassembler = Reassembler(
             max_fragments=c.max_message_fragments,
             max_partial_messages=c.max_partial_messages,
@@ -255,14 +220,7 @@ class ClientCore:
             delivered_ttl=c.delivered_ttl,
             max_delivered_ids=c.max_delivered_ids,
         )
-        self._pull_seq = 0
-        self._batch: _PullBatch | None = None
-        self._pull_ack = PullAck(0, ())
-        """Sent with the next pull request, whatever the batch held (see :meth:`_on_pull`)."""
-        # counters
         self._sent: Counter[PacketKind] = Counter()
-        self._fired: Counter[StreamKind] = Counter()
-        self._drops: Counter[DropReason] = Counter()
         self._n: Counter[str] = Counter()
 
     # -- the user's side ------------------------------------------------------------------
@@ -313,7 +271,7 @@ class ClientCore:
         if len(seal_key) != MAILBOX_KEY_LEN:
             raise ClientError(f"a mailbox key is {MAILBOX_KEY_LEN} bytes")
         if message_id is not None and (
-            len(message_id) != MESSAGE_ID_LEN or message_id in self._messages
+            len(message_id) != MESSAGE_ID_LEN or message_id in self._outbox.messages
         ):
             raise ClientError(f"a resumed message id must be {MESSAGE_ID_LEN} new bytes")
         if not self._paths.is_provider(provider):
@@ -323,20 +281,18 @@ class ClientCore:
             raise MessageTooLarge(len(encoded), self.max_message_len)
         needed = max(1, math.ceil(len(encoded) / chunk_capacity(self.fragment_len)))
         limit = self.config.max_pending_fragments
-        if self._unfinished + needed > limit:
-            raise QueueFull(needed, self._unfinished, limit)
-        message_id = message_id if message_id is not None else new_message_id()
+        if self._outbox.unfinished + needed > limit:
+            raise QueueFull(needed, self._outbox.unfinished, limit)
+        message_id = message_id if message_id is not None else new_message_id(self._randbytes)
         fragments = split_message(
             encoded, self.fragment_len, self.config.max_message_fragments, message_id
         )
         message = OutgoingMessage(message_id, provider, mailbox,
                                   now if created is None else min(created, now), seal_key)
-        for fragment in fragments:
-            out = OutgoingFragment(message, fragment.index, fragment.encode(self.fragment_len))
-            message.fragments.append(out)
-            self._queue.append(out)
-        self._messages[message_id] = message
-        self._unfinished += len(fragments)
+        message.fragments.extend(
+            OutgoingFragment(message, f.index, f.encode(self.fragment_len)) for f in fragments
+        )
+        self._outbox.add(message)
         self._n["messages_queued"] += 1
         return message_id
 
@@ -345,7 +301,7 @@ class ClientCore:
         disappearing message whose timer ran out must not leave after it is gone from the
         store). Returns its :class:`MessageUndeliverable` (reason ``cancelled``), or nothing if
         it is unknown or already finished."""
-        message = self._messages.get(message_id)
+        message = self._outbox.messages.get(message_id)
         actions: list[Action] = []
         if message is not None:
             self._fail_message(message, UndeliverableReason.CANCELLED,
@@ -355,7 +311,7 @@ class ClientCore:
     def message_progress(self, message_id: bytes) -> tuple[int, int, int] | None:
         """``(fragments sent at least once, fragments acknowledged, fragments)`` of a message
         still in progress, for front ends; None once it finished or if unknown."""
-        message = self._messages.get(message_id)
+        message = self._outbox.messages.get(message_id)
         if message is None:
             return None
         fragments = message.fragments
@@ -365,10 +321,7 @@ class ClientCore:
 
     def message_state(self, message_id: bytes) -> MessageState | None:
         """PENDING, DELIVERED or UNDELIVERABLE; None if unknown (or long finished)."""
-        message = self._messages.get(message_id)
-        if message is not None:
-            return message.state
-        return self._finished.get(message_id)
+        return self._outbox.state(message_id)
 
     # -- the network's side ---------------------------------------------------------------
 
@@ -379,10 +332,8 @@ class ClientCore:
             raise ConsensusMismatch("the new consensus changes the packet geometry")
         self._paths.update(consensus)
         self.params = params
-        self._streams[StreamKind.PAYLOAD].set_rate(params.payload_rate, now)
-        self._streams[StreamKind.LOOP].set_rate(params.loop_rate, now)
-        self._streams[StreamKind.DROP].set_rate(params.drop_rate, now)
-        self._next_pull = min(self._next_pull, now + params.pull_interval)
+        self._streams.set_rates(_rates(params), now)
+        self._pulls.update(interval=params.pull_interval, batch=params.pull_batch, now=now)
 
     def set_link(self, up: bool, now: float) -> None:
         """The shell's link to our provider went down or came back. While down, payload slots
@@ -390,12 +341,11 @@ class ClientCore:
         is spent into a dead link; when it is back, fragments waiting out a backoff take the
         next slots at once."""
         if up and not self._link_up:
-            for message in self._messages.values():
-                for fragment in message.fragments:
-                    if fragment.state is FragmentState.BACKOFF:
-                        fragment.apply(ArqInput.RESUME)
-                        fragment.deadline = None
-                        self._retry_queue.append(fragment)
+            for fragment in self._outbox.fragments():
+                if fragment.state is FragmentState.BACKOFF:
+                    fragment.apply(ArqInput.RESUME)
+                    fragment.deadline = None
+                    self._outbox.requeue(fragment)
         self._link_up = up
 
     def mark_node_failed(self, node_id: bytes) -> None:
@@ -404,12 +354,14 @@ class ClientCore:
 
     def next_deadline(self) -> float:
         """Absolute time of the next timer; the shell sleeps until then (or an input)."""
-        return min((t for t, _ in self._candidates()), default=math.inf)
+        return min(t for t, _ in self._candidates())
 
     def poll(self, now: float) -> list[Action]:
         """Run every timer due at or before ``now``, in time order."""
         actions: list[Action] = []
-        self._catch_up(now)
+        late = now - self.config.max_catch_up
+        self._streams.catch_up(late, now)
+        self._pulls.catch_up(late, now)
         while True:
             when, handler = min(self._candidates(), key=_first)
             if when > now:
@@ -422,83 +374,55 @@ class ClientCore:
         if kind != ControlKind.PULL_ITEM:
             self._drops[DropReason.UNEXPECTED_CONTROL] += 1
             return actions
-        try:
-            item = PullItem.decode(body)
-        except DecodeError:
-            self._drops[DropReason.MALFORMED_CONTROL] += 1
-            return actions
-        batch = self._batch
-        if batch is None or item.seq != batch.seq:
-            self._drops[DropReason.STALE_PULL_ITEM] += 1
-            return actions
-        if item.count != self.params.pull_batch:
-            self._drops[DropReason.BAD_PULL_ITEM] += 1
-            return actions
-        if item.index in batch.seen:
-            self._drops[DropReason.DUPLICATE_PULL_ITEM] += 1
-            return actions
-        batch.seen.add(item.index)
-        if item.item_type is not ItemType.DUMMY:
-            batch.item_ids.append(item.item_id)
-            self._n["pull_items"] += 1
-            if item.item_type is ItemType.MESSAGE:
-                self._receive_fragment(item.data, now, actions)
-            else:
-                self._receive_ack(item.surb_id, item.data, now, actions)
-        if len(batch.seen) == self.params.pull_batch:
-            # Acknowledge every real item, including junk, so the provider deletes it: with
-            # the next pull request, so its timing says nothing about what the batch held.
-            self._pull_ack = PullAck(batch.seq, tuple(batch.item_ids))
-            self._batch = None
+        item = self._pulls.accept(body)
+        if item is None:
+            pass
+        elif item.item_type is ItemType.MESSAGE:
+            self._receive_item(item.data, now, actions)
+        else:
+            self._receive_ack(item.surb_id, item.data, now, actions)
         return actions
 
     # -- counts ---------------------------------------------------------------------------
 
     def statistics(self) -> ClientStatistics:
         in_flight = queued = 0
-        for message in self._messages.values():
-            for fragment in message.fragments:
-                if fragment.state is FragmentState.IN_FLIGHT:
-                    in_flight += 1
-                elif fragment.state in (FragmentState.QUEUED, FragmentState.BACKOFF):
-                    queued += 1
-        n = self._n
+        for fragment in self._outbox.fragments():
+            if fragment.state is FragmentState.IN_FLIGHT:
+                in_flight += 1
+            elif fragment.state in (FragmentState.QUEUED, FragmentState.BACKOFF):
+                queued += 1
+        n, cover = self._n, self._cover.counts
         return ClientStatistics(
             packets_sent={k.value: self._sent[k] for k in PacketKind},
-            stream_events={k.value: self._fired[k] for k in StreamKind},
+            stream_events={k.value: self._streams.fired[k] for k in StreamKind},
             retransmissions=n["retransmissions"],
             fragments_queued=queued,
             acks_pending=in_flight,
-            loops_sent=n["loops_sent"],
-            loops_returned=n["loops_returned"],
-            loops_lost=n["loops_lost"],
-            loop_acks=n["loop_acks"],
-            decoys_sent=n["decoys_sent"],
-            decoy_acks=n["decoy_acks"],
+            loops_sent=cover["loops_sent"],
+            loops_returned=cover["loops_returned"],
+            loops_lost=cover["loops_lost"],
+            loop_acks=cover["loop_acks"],
+            decoys_sent=cover["decoys_sent"],
+            decoy_acks=cover["decoy_acks"],
             messages_queued=n["messages_queued"],
             messages_delivered=n["messages_delivered"],
             messages_undeliverable=n["messages_undeliverable"],
             messages_received=n["messages_received"],
-            pulls_sent=n["pulls_sent"],
-            pull_items=n["pull_items"],
+            pulls_sent=self._pulls.sent,
+            pull_items=self._pulls.items,
             no_route=n["no_route"],
             path_fallbacks=self._paths.fallbacks,
-            skipped_stream_events=n["skipped_stream_events"],
+            skipped_stream_events=self._streams.skipped,
             drops={r.value: c for r, c in self._drops.items() if c},
         )
 
     def memory_footprint(self) -> dict[str, int]:
         """Sizes of every growing container (for tests and the daemon's status page)."""
         return {
-            "messages": len(self._messages),
-            "finished_messages": len(self._finished),
-            "queue": len(self._queue) + len(self._retry_queue),
-            "timers": len(self._timers),
-            "surbs": len(self._surbs),
-            "retired_surbs": len(self._retired_surbs),
-            "loops": len(self._loops),
-            "loop_surbs": len(self._loop_surbs),
-            "decoy_surbs": len(self._decoy_surbs),
+            **self._outbox.footprint(),
+            **self._attempts.footprint(),
+            **self._cover.footprint(),
             "partial_messages": self._reassembler.partial_messages,
             "partial_bytes": self._reassembler.partial_bytes,
             "delivered_ids": self._reassembler.remembered_ids,
@@ -506,103 +430,58 @@ class ClientCore:
 
     # -- timers ---------------------------------------------------------------------------
 
-    def _candidates(self) -> list[tuple[float, Callable[[float, list[Action]], None]]]:
-        payload, loop, drop = self._stream_order
-        out: list[tuple[float, Callable[[float, list[Action]], None]]] = [
-            (payload.next_time, self._on_payload),
-            (loop.next_time, self._on_loop),
-            (drop.next_time, self._on_drop),
-            (self._next_pull, self._on_pull),
+    def _candidates(self) -> list[tuple[float, Handler]]:
+        s = self._streams
+        return [
+            (s.next_time(StreamKind.PAYLOAD), self._on_payload),
+            (s.next_time(StreamKind.LOOP), self._on_loop),
+            (s.next_time(StreamKind.DROP), self._on_drop),
+            (self._pulls.next_time, self._on_pull),
+            (self._attempts.next_timer(), self._on_timer),
+            (self._cover.next_deadline(), self._on_cover_expiry),
+            (self._reassembler.next_expiry(), self._on_reassembly_expiry),
         ]
-        while self._timers:
-            when, _, fragment = self._timers[0]
-            if fragment.deadline == when and fragment.state in _TIMED:
-                out.append((when, self._on_timer))
-                break
-            heapq.heappop(self._timers)  # stale: acknowledged, abandoned or re-armed
-        if self._loops or self._loop_surbs or self._decoy_surbs:
-            oldest = min(
-                next(iter(self._loops.values()), math.inf),
-                next(iter(self._loop_surbs.values()), (None, math.inf))[1],
-                next(iter(self._decoy_surbs.values()), (None, math.inf))[1],
-            )
-            out.append((oldest + self.config.loop_ttl, self._on_loop_expiry))
-        expiry = self._reassembler.next_expiry()
-        if expiry < math.inf:
-            out.append((expiry, self._on_reassembly_expiry))
-        return out
-
-    def _catch_up(self, now: float) -> None:
-        late = now - self.config.max_catch_up
-        for stream in self._streams.values():
-            if stream.next_time < late:
-                self._n["skipped_stream_events"] += 1
-                stream.restart(now)
-        if self._next_pull < late:
-            self._next_pull = now
 
     def _on_payload(self, t: float, actions: list[Action]) -> None:
-        stream = self._streams[StreamKind.PAYLOAD]
-        self._fired[StreamKind.PAYLOAD] += 1
-        fragment = self._next_queued() if self._link_up else None
+        fragment = self._outbox.next_queued() if self._link_up else None
         if fragment is None or not self._send_fragment(fragment, t, actions):
             self._send_decoy(t, actions)
-        stream.advance()
+        self._streams.fire(StreamKind.PAYLOAD)
 
     def _on_loop(self, t: float, actions: list[Action]) -> None:
-        self._fired[StreamKind.LOOP] += 1
-        self._streams[StreamKind.LOOP].advance()
+        self._streams.fire(StreamKind.LOOP)
         try:
             forward = self._paths.route(self.provider, self.provider)
             back = self._paths.route(self.provider, self.provider)
         except NoRouteError:
             self._n["no_route"] += 1
             return
-        loop_id = new_message_id()
-        data = seal(self.mailbox_public, LoopItem(loop_id).encode(self.fragment_len))
+        loop_id = new_message_id(self._randbytes)
+        data = seal(
+            self.mailbox_public,
+            LoopItem(loop_id).encode(self.fragment_len),
+            randbytes=self._randbytes,
+        )
         packet, keys = mailbox_packet(
             self.sphinx, forward, back, mailbox=self.mailbox, own_mailbox=self.mailbox, data=data
         )
-        self._loops[loop_id] = t
-        self._loop_surbs[keys.surb_id] = (keys, t)
-        while len(self._loops) > self.config.max_pending_loops:
-            self._loops.popitem(last=False)
-            self._n["loops_lost"] += 1
-        while len(self._loop_surbs) > self.config.max_pending_loops:
-            self._loop_surbs.popitem(last=False)
-        self._n["loops_sent"] += 1
+        self._cover.sent(CoverKind.LOOP, keys, t, loop_id)
         self._emit(
             actions, SendPacket(forward.first_hop, packet, PacketKind.LOOP, StreamKind.LOOP)
         )
 
     def _on_drop(self, t: float, actions: list[Action]) -> None:
-        self._fired[StreamKind.DROP] += 1
-        self._streams[StreamKind.DROP].advance()
+        self._streams.fire(StreamKind.DROP)
         self._send_drop(actions, StreamKind.DROP)
 
     def _on_pull(self, t: float, actions: list[Action]) -> None:
-        """Acknowledge the previous batch and ask for the next one, on the pull schedule.
-
-        The acknowledgement leaves here, at the fixed pull time, never when a batch completes:
-        had it left once the batch's mail was decrypted and committed, its delay would tell an
-        observer of the link whether the batch held mail. A batch still incomplete is
-        acknowledged for the items that did arrive (they were handled), and counted."""
-        batch = self._batch
-        if batch is not None:
-            self._drops[DropReason.INCOMPLETE_PULL] += 1
-            self._pull_ack = PullAck(batch.seq, tuple(batch.item_ids))
-        actions.append(SendControl(ControlKind.PULL_ACK, self._pull_ack.encode()))
-        self._pull_ack = PullAck(self._pull_seq, ())
-        self._pull_seq = (self._pull_seq + 1) % _SEQ_MODULUS
-        self._batch = _PullBatch(self._pull_seq)
-        self._next_pull = t + self.params.pull_interval
-        self._n["pulls_sent"] += 1
-        actions.append(SendControl(ControlKind.PULL_REQUEST, PullRequest(self._pull_seq).encode()))
+        """Acknowledge the previous batch and ask for the next one, on the pull schedule
+        (never when a batch completes: see :mod:`client.transport.pulls`)."""
+        actions.extend(SendControl(kind, body) for kind, body in self._pulls.fire(t))
 
     def _on_timer(self, t: float, actions: list[Action]) -> None:
         """An attempt's timeout (IN_FLIGHT) or the end of a backoff (BACKOFF)."""
-        _, _, fragment = heapq.heappop(self._timers)
-        fragment.deadline = None
+        fragment = self._attempts.pop_timer()
         message = fragment.message
         budget_end = message.created + self.config.retry_budget
         cap = self.config.max_attempts
@@ -619,28 +498,17 @@ class ClientCore:
                                actions)
         elif fragment.state is FragmentState.BACKOFF:
             fragment.apply(ArqInput.RESUME)
-            self._retry_queue.append(fragment)
+            self._outbox.requeue(fragment)
         else:
             if fragment.surb_ids:  # the attempt's mixes may be dead: prefer others next time
-                self._paths.suspect(self._attempt_mixes.get(fragment.surb_ids[-1], ()))
+                self._paths.suspect(self._attempts.mixes(fragment.surb_ids[-1]))
             fragment.apply(ArqInput.RETRY)
             wait = retry_backoff(fragment.attempts, base=self.config.backoff_base,
                                  cap=self.config.backoff_max, rng=self._arq_rng)
-            self._arm(fragment, min(t + wait, budget_end))
+            self._attempts.arm(fragment, min(t + wait, budget_end))
 
-    def _arm(self, fragment: OutgoingFragment, when: float) -> None:
-        fragment.deadline = when
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (when, self._timer_seq, fragment))
-
-    def _on_loop_expiry(self, t: float, actions: list[Action]) -> None:
-        ttl = self.config.loop_ttl  # same arithmetic as in _candidates, so this always pops
-        while self._loops and next(iter(self._loops.values())) + ttl <= t:
-            self._loops.popitem(last=False)
-            self._n["loops_lost"] += 1
-        for surbs in (self._loop_surbs, self._decoy_surbs):
-            while surbs and next(iter(surbs.values()))[1] + ttl <= t:
-                surbs.popitem(last=False)
+    def _on_cover_expiry(self, t: float, actions: list[Action]) -> None:
+        self._cover.expire(t)
 
     def _on_reassembly_expiry(self, t: float, actions: list[Action]) -> None:
         expired = self._reassembler.expire(t)
@@ -652,14 +520,6 @@ class ClientCore:
     def _emit(self, actions: list[Action], action: SendPacket) -> None:
         self._sent[action.kind] += 1
         actions.append(action)
-
-    def _next_queued(self) -> OutgoingFragment | None:
-        for queue in (self._retry_queue, self._queue):
-            while queue:
-                fragment = queue.popleft()
-                if fragment.state is FragmentState.QUEUED:
-                    return fragment
-        return None
 
     def _send_decoy(self, t: float, actions: list[Action]) -> None:
         """A payload slot with nothing to send: a packet of the same form as a fragment (random
@@ -673,11 +533,10 @@ class ClientCore:
         except NoRouteError:
             self._n["no_route"] += 1
             return
-        packet, keys = decoy_packet(self.sphinx, forward, back, own_mailbox=self.mailbox)
-        self._decoy_surbs[keys.surb_id] = (keys, t)
-        while len(self._decoy_surbs) > self.config.max_pending_loops:
-            self._decoy_surbs.popitem(last=False)
-        self._n["decoys_sent"] += 1
+        packet, keys = decoy_packet(
+            self.sphinx, forward, back, own_mailbox=self.mailbox, randbytes=self._randbytes
+        )
+        self._cover.sent(CoverKind.DECOY, keys, t)
         self._emit(
             actions, SendPacket(forward.first_hop, packet, PacketKind.DECOY, StreamKind.PAYLOAD)
         )
@@ -688,11 +547,11 @@ class ClientCore:
         except NoRouteError:
             self._n["no_route"] += 1
             return
-        packet = drop_packet(self.sphinx, route)
+        packet = drop_packet(self.sphinx, route, randbytes=self._randbytes)
         self._emit(actions, SendPacket(route.first_hop, packet, PacketKind.DROP, stream))
 
     def _send_fragment(self, fragment: OutgoingFragment, t: float, actions: list[Action]) -> bool:
-        """Send one attempt of ``fragment``; False if the slot must carry a drop instead."""
+        """Send one attempt of ``fragment``; False if the slot must carry a decoy instead."""
         message = fragment.message
         if not self._paths.is_provider(message.provider):
             self._fail_message(
@@ -707,7 +566,7 @@ class ClientCore:
             forward = self._paths.route(self.provider, message.provider)
             back = self._paths.route(message.provider, self.provider)
         except NoRouteError:
-            self._retry_queue.appendleft(fragment)  # keep its place; it is not an attempt
+            self._outbox.keep_place(fragment)  # it is not an attempt
             return False
         packet, keys = mailbox_packet(
             self.sphinx,
@@ -715,17 +574,13 @@ class ClientCore:
             back,
             mailbox=message.mailbox,
             own_mailbox=self.mailbox,
-            data=seal(message.seal_key, fragment.encoded),
+            data=seal(message.seal_key, fragment.encoded, randbytes=self._randbytes),
         )
         fragment.apply(ArqInput.SEND)
         fragment.attempts += 1
         if fragment.attempts > 1:
             self._n["retransmissions"] += 1
-        fragment.surb_ids.append(keys.surb_id)
-        self._surbs[keys.surb_id] = (fragment, keys)
-        self._attempt_mixes[keys.surb_id] = _mixes(forward) + _mixes(back)
-        while len(fragment.surb_ids) > self.config.surbs_per_fragment:
-            self._retire_surb(fragment.surb_ids.pop(0))
+        self._attempts.attempt(fragment, keys, _mixes(forward) + _mixes(back))
         extra = self.config.extra_delay_mean
         timeout = retransmit_timeout(
             forward,
@@ -735,34 +590,15 @@ class ClientCore:
             extra_mean=extra_delay_mean(self.params) if extra is None else extra,
             rng=self._arq_rng,
         )
-        self._arm(fragment, t + timeout)
+        self._attempts.arm(fragment, t + timeout)
         self._emit(
             actions, SendPacket(forward.first_hop, packet, PacketKind.REAL, StreamKind.PAYLOAD)
         )
         return True
 
     def _fragment_done(self, fragment: OutgoingFragment, event: ArqInput) -> None:
-        fragment.apply(event)
-        fragment.deadline = None
-        self._unfinished -= 1
-        for surb_id in fragment.surb_ids:
-            self._retire_surb(surb_id)
-        fragment.surb_ids.clear()
-
-    def _retire_surb(self, surb_id: bytes) -> None:
-        """Forget an attempt's SURB; remember its id a while to count a late ACK as stale."""
-        self._surbs.pop(surb_id, None)
-        self._attempt_mixes.pop(surb_id, None)
-        self._retired_surbs[surb_id] = None
-        while len(self._retired_surbs) > self.config.max_retired_surbs:
-            self._retired_surbs.popitem(last=False)
-
-    def _finish_message(self, message: OutgoingMessage, state: MessageState) -> None:
-        message.state = state
-        del self._messages[message.message_id]
-        self._finished[message.message_id] = state
-        while len(self._finished) > self.config.max_finished_messages:
-            self._finished.popitem(last=False)
+        self._attempts.finish(fragment, event)
+        self._outbox.fragment_done()
 
     def _fail_message(
         self,
@@ -775,34 +611,25 @@ class ClientCore:
         for fragment in message.fragments:
             if not fragment.done:
                 self._fragment_done(fragment, ArqInput.ABANDON)
-        self._finish_message(message, MessageState.UNDELIVERABLE)
-        # abandoned fragments leave the queues lazily; purge when they would dominate, so the
-        # queues stay within twice the pending count (amortized O(1) per fragment)
-        if len(self._queue) + len(self._retry_queue) > 2 * self._unfinished + 64:
-            self._queue = deque(f for f in self._queue if f.state is FragmentState.QUEUED)
-            self._retry_queue = deque(
-                f for f in self._retry_queue if f.state is FragmentState.QUEUED
-            )
+        self._outbox.finish(message, MessageState.UNDELIVERABLE)
         self._n["messages_undeliverable"] += 1
         actions.append(MessageUndeliverable(message.message_id, reason, detail, t))
 
     # -- receiving ------------------------------------------------------------------------
 
-    def _receive_fragment(self, data: bytes, now: float, actions: list[Action]) -> None:
+    def _receive_item(self, data: bytes, now: float, actions: list[Action]) -> None:
+        """A MESSAGE item of our mailbox: open it; a loop goes to the monitor, a fragment to
+        reassembly, a complete message through the codec to the shell."""
         try:
             item = decode_item(self.mailbox_key.open(data), self.fragment_len)
         except (SealError, FragmentError):
             self._drops[DropReason.FORGED_FRAGMENT] += 1
             return
         if isinstance(item, LoopItem):
-            if self._loops.pop(item.loop_id, None) is not None:
-                self._n["loops_returned"] += 1
-            else:
-                self._drops[DropReason.UNEXPECTED_LOOP] += 1
+            self._cover.loop_item(item.loop_id)
             return
-        fragment = item
         evicted = self._reassembler.evicted
-        result = self._reassembler.add(fragment, now)
+        result = self._reassembler.add(item, now)
         if self._reassembler.evicted > evicted:
             self._drops[DropReason.EVICTED_PARTIAL] += self._reassembler.evicted - evicted
         if result.outcome is Outcome.PARTIAL:
@@ -816,42 +643,33 @@ class ClientCore:
             self._drops[DropReason.UNDECODABLE_MESSAGE] += 1
             return
         self._n["messages_received"] += 1
-        actions.append(MessageReceived(fragment.message_id, message, now))
+        actions.append(MessageReceived(item.message_id, message, now))
 
     def _receive_ack(self, surb_id: bytes, body: bytes, now: float, actions: list[Action]) -> None:
-        entry = self._surbs.get(surb_id)
-        loop_entry = self._loop_surbs.get(surb_id) if entry is None else None
-        if entry is None and loop_entry is None:
-            decoy = self._decoy_surbs.pop(surb_id, None)
-            if decoy is not None:
-                try:
-                    ok = self.sphinx.decode_reply(decoy[0], body) == ACK_PAYLOAD
-                except SurbError:
-                    ok = False
-                self._n["decoy_acks" if ok else "bad_decoy_acks"] += 1
-                if not ok:
-                    self._drops[DropReason.BAD_ACK] += 1
-                return
-            stale = surb_id in self._retired_surbs
+        """A SURB reply: an attempt's ACK (the ARQ), or a loop's or decoy's (the monitor)."""
+        entry = self._attempts.lookup(surb_id)
+        cover = self._cover.ack_keys(surb_id) if entry is None else None
+        if entry is None and cover is None:
+            stale = self._attempts.is_retired(surb_id)
             self._drops[DropReason.STALE_ACK if stale else DropReason.UNKNOWN_ACK] += 1
             return
-        keys = entry[1] if entry is not None else loop_entry[0]  # type: ignore[index]
+        keys = entry[1] if entry is not None else cover[1]  # type: ignore[index]
         try:
-            payload = self.sphinx.decode_reply(keys, body)
+            ok = self.sphinx.decode_reply(keys, body) == ACK_PAYLOAD
         except SurbError:
-            payload = None
-        if payload != ACK_PAYLOAD:
+            ok = False
+        if cover is not None:
+            self._cover.acked(cover[0], surb_id, ok)
+            return
+        if not ok:
             self._drops[DropReason.BAD_ACK] += 1
             return
-        if entry is None:
-            del self._loop_surbs[surb_id]
-            self._n["loop_acks"] += 1
-            return
+        assert entry is not None
         fragment = entry[0]
-        self._paths.vouch(self._attempt_mixes.get(surb_id, ()))
+        self._paths.vouch(self._attempts.mixes(surb_id))
         self._fragment_done(fragment, ArqInput.ACK)
         message = fragment.message
         if all(f.state is FragmentState.ACKED for f in message.fragments):
-            self._finish_message(message, MessageState.DELIVERED)
+            self._outbox.finish(message, MessageState.DELIVERED)
             self._n["messages_delivered"] += 1
             actions.append(MessageDelivered(message.message_id, now))

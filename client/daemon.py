@@ -44,7 +44,7 @@ from typing import Any
 
 import trio
 
-from client import daemon_lock
+from client import daemon_lock, daemon_ops
 from client.actions import (
     MessageDelivered,
     MessageReceived,
@@ -57,7 +57,6 @@ from client.core import ClientCore
 from client.daemon_config import DaemonConfig
 from client.errors import ClientError
 from client.mailbox_seal import MailboxKey
-from client.messenger import ops as messenger_ops
 from client.messenger.messenger import Envelope, Messenger
 from client.storage import Store
 from client.transport_db import TransportDB
@@ -119,7 +118,6 @@ class ClientDaemon:
                 )
             self.store = Store.open(store_path, passphrase)
         self.messenger: Messenger | None = None
-        self._tracked: dict[bytes, tuple[int, int]] = {}
         self.rng = rng or random.SystemRandom()
         self.link_key: LinkKey = load_link_key(config.link_key_path)
         self.mailbox = mailbox_address(self.link_key.public)
@@ -180,12 +178,10 @@ class ClientDaemon:
                     seal_key=message.mailbox_key, message_id=message.message_id,
                     created=message.created,
                 )
-                if self.messenger is not None and self.messenger.tracks(message.message_id):
-                    self._tracked[message.message_id] = (-1, -1)
             except MixnetError as exc:
                 self.db.set_state(message.message_id, "undeliverable", str(exc), self.now())
                 if self.messenger is not None:
-                    self.messenger.on_transport_failed(message.message_id, str(exc))
+                    self.messenger.ledger.on_failed(message.message_id, str(exc))
 
     def send_envelopes(self, envelopes: list[Envelope]) -> None:
         """Hand the messenger's ciphertexts to the transport (persisted like raw sends, so they
@@ -198,27 +194,18 @@ class ClientDaemon:
                     env.provider, env.mailbox, env.data, now, seal_key=env.mailbox_key
                 )
             except MixnetError as exc:
-                self.messenger.mark_failed(env, f"not sent: {exc}")
+                self.messenger.ledger.refused(env.uid, env.cid, f"not sent: {exc}")
                 continue
             self.db.add_outgoing(message_id, env.provider, env.mailbox, env.mailbox_key, env.data,
                                  now=now)
-            self.messenger.bind(env, message_id)
-            self._tracked[message_id] = (-1, -1)
+            self.messenger.ledger.bind(env.uid, env.cid, message_id)
         self._wake.set()
 
     def _update_progress(self) -> None:
-        """Fragments sent and acknowledged per tracked message, so front ends show progress."""
-        if self.core is None or self.messenger is None or not self._tracked:
-            return
-        for message_id, last in list(self._tracked.items()):
-            progress = self.core.message_progress(message_id)
-            if progress is None:
-                del self._tracked[message_id]
-                continue
-            sent, acked, total = progress
-            if (sent, acked) != last:
-                self._tracked[message_id] = (sent, acked)
-                self.messenger.on_transport_progress(message_id, sent, acked, total)
+        """Fragments sent and acknowledged of the messages the delivery ledger has in flight,
+        so front ends show progress (the ledger keeps what it was told last)."""
+        if self.core is not None and self.messenger is not None:
+            self.messenger.ledger.poll(self.core.message_progress)
 
     # -- the link to our provider ----------------------------------------------------------------
 
@@ -324,8 +311,7 @@ class ClientDaemon:
         while True:
             if self.messenger is not None:
                 self.messenger.upkeep()  # disappearing timers, prekey rotation
-                for transport_id in self.messenger.take_withdrawn():  # gone: never send it
-                    self._tracked.pop(transport_id, None)
+                for transport_id in self.messenger.ledger.take_withdrawn():  # never send it
                     if self.core is not None:
                         await self._execute(self.core.cancel_message(transport_id, self.now()))
             await trio.sleep(EXPIRY_INTERVAL)
@@ -354,12 +340,12 @@ class ClientDaemon:
             elif isinstance(action, MessageDelivered):
                 self.db.set_state(action.message_id, "delivered", "", now)
                 if self.messenger is not None:
-                    self.messenger.on_transport_delivered(action.message_id)
+                    self.messenger.ledger.on_at_provider(action.message_id)
             elif isinstance(action, MessageUndeliverable):
                 reason = f"{action.reason.value}: {action.detail}"
                 self.db.set_state(action.message_id, "undeliverable", reason, now)
                 if self.messenger is not None:
-                    self.messenger.on_transport_failed(action.message_id, reason)
+                    self.messenger.ledger.on_failed(action.message_id, reason)
 
     async def _send(self, op: Any, what: str) -> None:
         link = self.link
@@ -407,70 +393,24 @@ class ClientDaemon:
         return out
 
     def handle_request(self, request: dict[str, Any]) -> Any:
-        op = request.get("op")
-        core = self.core
-        if core is None or self.provider_id is None:
+        """Answer one API request through the one registry (``client/daemon_ops.py``)."""
+        if self.core is None or self.provider_id is None:
             raise ClientError("the daemon has no consensus yet; try again in a moment")
-        if op == "status":
-            return self.status()
-        if op in messenger_ops.OPS:
-            if self.messenger is None:
-                raise ClientError(
-                    "this client has no message store (it was created without a passphrase);"
-                    f" create one with: mixnet client init --dir {self.config.data_dir} --force"
-                )
-            return messenger_ops.handle(self.messenger, request, self.send_envelopes)
-        if op == "address":
-            return {
-                "provider": self.provider_id,
-                "mailbox": self.mailbox,
-                "text": format_address(self.provider_id, self.mailbox, self.mailbox_key.public),
-            }
-        if op == "send":
-            provider = request.get("provider")
-            mailbox, data = request.get("mailbox"), request.get("data")
-            key = request.get("mailbox_key")
-            if not all(isinstance(v, bytes) for v in (provider, mailbox, key, data)):
-                raise ClientError("send needs provider, mailbox, mailbox_key and data as bytes")
-            message_id = core.send_message(provider, mailbox, data, self.now(), seal_key=key)
-            self.db.add_outgoing(message_id, provider, mailbox, key, data, now=self.now())
-            self._wake.set()
-            return {"message_id": message_id}
-        if op == "message":
-            message_id = request.get("message_id")
-            if not isinstance(message_id, bytes):
-                raise ClientError("message needs message_id as bytes")
-            stored = self.db.get_outgoing(message_id)
-            if stored is None:
-                state = core.message_state(message_id)
-                if state is None:
-                    raise ClientError("unknown message id")
-                return {"state": state.value, "reason": ""}
-            return {"state": stored.state, "reason": stored.reason}
-        if op == "inbox":
-            after, limit = request.get("after", 0), request.get("limit", 100)
-            if not isinstance(after, int) or not isinstance(limit, int) or not 0 < limit <= 1000:
-                raise ClientError("inbox needs integer after and 0 < limit <= 1000")
-            unread_only = bool(request.get("unread_only"))
-            rows = self.db.incoming(after=after, unread_only=unread_only, limit=limit)
-            return [
-                {"seq": r.seq, "message_id": r.message_id, "data": r.data,
-                 "received_at": r.received_at, "read": r.read}
-                for r in rows
-            ]
-        if op == "mark_read":
-            seqs = request.get("seqs")
-            if not isinstance(seqs, list) or not all(isinstance(s, int) for s in seqs):
-                raise ClientError("mark_read needs a list of integer seqs")
-            return {"marked": self.db.mark_read(seqs)}
-        if op == "outbox":
-            state = request.get("state")
-            return [
-                {"message_id": m.message_id, "state": m.state, "reason": m.reason,
-                 "created": m.created, "updated": m.updated, "size": m.size}
-                for m in self.db.outgoing(state=state if isinstance(state, str) else None)
-            ]
-        raise ClientError(f"unknown operation {op!r}")
+        return daemon_ops.REGISTRY.handle(self, request)
+
+    def address(self) -> str:
+        assert self.provider_id is not None
+        return format_address(self.provider_id, self.mailbox, self.mailbox_key.public)
+
+    def send_raw(self, provider: bytes, mailbox: bytes, mailbox_key: bytes, data: bytes) -> bytes:
+        """Queue raw bytes for a mailbox (``mixnet client raw-send``); persisted like the
+        messenger's envelopes. Returns the transport message id."""
+        assert self.core is not None
+        message_id = self.core.send_message(provider, mailbox, data, self.now(),
+                                            seal_key=mailbox_key)
+        self.db.add_outgoing(message_id, provider, mailbox, mailbox_key, data, now=self.now())
+        self._wake.set()
+        return message_id
 
     async def serve_api_connection(self, stream: trio.SocketStream) -> None:
         reader = FrameReader()

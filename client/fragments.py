@@ -19,9 +19,10 @@ from anyone who knows a mailbox's card.
 from __future__ import annotations
 
 import math
-import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from secrets import token_bytes
 
 from client.errors import FragmentError, MessageTooLarge
 
@@ -38,9 +39,10 @@ def chunk_capacity(fragment_len: int) -> int:
     return fragment_len - HEADER_LEN
 
 
-def new_message_id() -> bytes:
-    """A fresh random message id (OS randomness: it is visible to the exit provider)."""
-    return os.urandom(MESSAGE_ID_LEN)
+def new_message_id(randbytes: Callable[[int], bytes] = token_bytes) -> bytes:
+    """A fresh random message id, from the OS generator unless a core injects its own: it is
+    visible to the recipient's provider, so never from a seeded or Mersenne generator."""
+    return randbytes(MESSAGE_ID_LEN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ key never authenticates a link).
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from secrets import token_bytes
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -56,13 +57,16 @@ def _raw_public(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def seal(recipient: bytes, inner: bytes) -> bytes:
-    """``inner`` sealed to the mailbox public key ``recipient`` (``len(inner) + 48`` bytes)."""
+def seal(
+    recipient: bytes, inner: bytes, *, randbytes: Callable[[int], bytes] = token_bytes
+) -> bytes:
+    """``inner`` sealed to the mailbox public key ``recipient`` (``len(inner) + 48`` bytes).
+    ``randbytes`` gives the bit that hides the ephemeral key's unused top bit."""
     if len(recipient) != MAILBOX_KEY_LEN:
         raise ClientError(f"a mailbox key is {MAILBOX_KEY_LEN} bytes")
     ephemeral = X25519PrivateKey.generate()
     public = bytearray(_raw_public(ephemeral))
-    public[31] |= os.urandom(1)[0] & 0x80  # X25519 ignores this bit: make it carry nothing
+    public[31] |= randbytes(1)[0] & 0x80  # X25519 ignores this bit: make it carry nothing
     try:
         shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
     except ValueError:  # a low-order point: the key in the card is not a real key

@@ -2,13 +2,15 @@
 
 The core depends on a :class:`PacketBuilder` (``mixcore.sphinx.Sphinx`` in production) rather
 than on the Sphinx class itself, so the timing tests can drive 10^4 virtual seconds with a
-stand-in that skips the public-key work; every other test uses the real packets.
+stand-in that skips the public-key work; every other test uses the real packets. The random
+bytes of decoys and drop cover come in as ``randbytes`` (the OS generator by default: an exit
+provider sees them, so they must never come from a seeded generator).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from secrets import token_bytes
 from typing import Protocol
 
 from client.paths import Route
@@ -49,7 +51,12 @@ def mailbox_packet(
 
 
 def decoy_packet(
-    builder: PacketBuilder, forward: Route, surb_route: Route, *, own_mailbox: bytes
+    builder: PacketBuilder,
+    forward: Route,
+    surb_route: Route,
+    *,
+    own_mailbox: bytes,
+    randbytes: Callable[[int], bytes] = token_bytes,
 ) -> tuple[bytes, SurbKeys]:
     """A payload-stream decoy: the form of :func:`mailbox_packet` (a SURB-ACK back to
     ``own_mailbox`` and sealed-length random data) to the drop mailbox of the route's exit,
@@ -60,14 +67,16 @@ def decoy_packet(
         surb_route,
         mailbox=DROP_MAILBOX,
         own_mailbox=own_mailbox,
-        data=os.urandom(data_capacity(builder.geometry)),
+        data=randbytes(data_capacity(builder.geometry)),
     )
 
 
-def drop_packet(builder: PacketBuilder, route: Route) -> bytes:
+def drop_packet(
+    builder: PacketBuilder, route: Route, *, randbytes: Callable[[int], bytes] = token_bytes
+) -> bytes:
     """Drop cover (the drop stream): random bytes to the drop mailbox of the route's exit
     provider, without a SURB. The first byte is never the mailbox payload's version, so the
     exit never mistakes it for a decoy and acknowledges garbage."""
-    payload = bytearray(os.urandom(builder.geometry.payload_capacity))
+    payload = bytearray(randbytes(builder.geometry.payload_capacity))
     payload[0] = NO_SURB_MARK
     return builder.create_forward(route.hops, route.delays, DROP_MAILBOX, bytes(payload))

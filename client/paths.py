@@ -1,11 +1,12 @@
 """Path choice from the current consensus: stratified routes with sender-chosen delays.
 
-Every route is ``entry provider -> one mix per layer -> exit provider``, each mix drawn uniformly
-from its layer, so every packet (real, drop, loop, SURB-ACK) has the same shape. Delays
-(Loopix): a mix holds a packet for Exp(mean ``mean_hop_delay``) seconds, chosen here by the
-sender and written into the routing command; providers hold for 0. A draw above
-``max_hop_delay`` (what nodes refuse) is redrawn, i.e. the delay is Exp truncated there, which
-at the default 60 s and mean 0.2 s changes nothing measurable.
+Every route is ``entry provider -> one mix per layer -> exit provider`` (the layers in
+:func:`mixcore.topology.mix_layers`' order), each mix drawn uniformly from its layer, so every
+packet (real, drop, loop, SURB-ACK) has the same shape. Delays (Loopix): a mix holds a packet
+for Exp(mean ``mean_hop_delay``) seconds, chosen here by the sender and written into the routing
+command; providers hold for 0. A draw above ``max_hop_delay`` (what nodes refuse) is redrawn,
+i.e. the delay is Exp truncated there (``mixcore.poisson.truncated_exponential``, as nodes draw
+theirs), which at the default 60 s and mean 0.2 s changes nothing measurable.
 
 Only nodes of the current document are used. :meth:`PathSelector.mark_failed` takes a node out
 of the choice until the next consensus (a link that would not open, say); if every mix of a layer
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from client.errors import NoRouteError
 from mixcore.consensus import ConsensusDocument
 from mixcore.descriptor import NodeDescriptor
+from mixcore.poisson import truncated_exponential
 from mixcore.sphinx import PathHop
+from mixcore.topology import mix_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +64,9 @@ class PathSelector:
         self._consensus = consensus
         self._epoch = consensus.epoch
         self._providers = {d.node_id: self._hop(d) for d in consensus.providers()}
+        self._layer_numbers = mix_layers(consensus.params.layers)
         self._layers = [
-            tuple(self._hop(d) for d in consensus.mixes_in_layer(i))
-            for i in range(1, consensus.params.layers + 1)
+            tuple(self._hop(d) for d in consensus.mixes_in_layer(i)) for i in self._layer_numbers
         ]
         self._failed.clear()
         self._suspicion.clear()
@@ -124,14 +127,6 @@ class PathSelector:
             raise NoRouteError("a node in the consensus has no key for its epoch")
         return PathHop(desc.node_id, key)
 
-    def _delay(self, mean: float) -> float:
-        if mean <= 0:
-            return 0.0
-        while True:
-            delay = self.rng.expovariate(1.0 / mean)
-            if delay <= self.max_hop_delay:
-                return delay
-
     def route(self, entry: bytes, exit_: bytes) -> Route:
         """A fresh route from provider ``entry`` to provider ``exit_``."""
         try:
@@ -141,7 +136,9 @@ class PathSelector:
         mean = self._consensus.params.mean_hop_delay
         hops = [first]
         delays = [0.0]
-        for layer, (mixes, alive) in enumerate(zip(self._layers, self._alive, strict=True), 1):
+        for layer, mixes, alive in zip(
+            self._layer_numbers, self._layers, self._alive, strict=True
+        ):
             if not mixes:
                 raise NoRouteError(f"mix layer {layer} is empty in this consensus")
             choices = alive
@@ -150,6 +147,6 @@ class PathSelector:
                 choices = mixes
             choices = self._least_suspect(choices)
             hops.append(choices[self.rng.randrange(len(choices))])
-            delays.append(self._delay(mean))
+            delays.append(truncated_exponential(self.rng, mean, self.max_hop_delay))
         hops.append(last)
         return Route(tuple(hops), tuple(delays))

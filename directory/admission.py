@@ -28,9 +28,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from directory.errors import DescriptorRejected
-from mixcore.descriptor import NodeDescriptor, NodeRole
+from mixcore.descriptor import NodeDescriptor
 from mixcore.keys import short_id
 from mixcore.sources import source_key
+from mixcore.topology import NodeRole
 
 
 class AdmissionMode(enum.StrEnum):

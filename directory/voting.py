@@ -49,7 +49,6 @@ from mixcore.consensus import (
     MAX_NODES,
     AuthoritySet,
     ConsensusDocument,
-    ConsensusError,
     assemble_signed_document,
     build_consensus,
     merge_signatures,
@@ -59,7 +58,7 @@ from mixcore.consensus import (
 )
 from mixcore.descriptor import SignedDescriptor, parse_signed_descriptor
 from mixcore.epochs import EpochClock
-from mixcore.errors import DescriptorError, ParamsError, SignatureError
+from mixcore.errors import ConsensusError, DescriptorError, ParamsError, SignatureError
 from mixcore.keys import IdentityKey, short_id
 from mixcore.params import NetworkParams
 

@@ -110,8 +110,12 @@ def _digamma(x: float) -> float:
 
 
 def estimate(layers: Sequence[LayerFigures], per_client_rate: float, *,
-             complete: bool = True) -> Meter | None:
-    """The meter for a network of ``layers`` (in path order); None without usable figures."""
+             complete: bool = True, background_rate: float = 0.0) -> Meter | None:
+    """The meter for a network of ``layers`` (in path order); None without usable figures.
+
+    ``per_client_rate`` is what one client puts into the first layer per second and
+    ``background_rate`` what enters it from elsewhere (nodes' own loops): the clients are
+    estimated from the first layer's input less the background."""
     if not layers or any(lay.rate <= 0 or lay.holding is None for lay in layers):
         return None
     holdings = [lay.holding for lay in layers]
@@ -125,7 +129,8 @@ def estimate(layers: Sequence[LayerFigures], per_client_rate: float, *,
     h_msg = max(math.log2(exit_rate) + h_time, 0.0)
     entry_rate = first.rate if len(layers) > 1 else first.rate / max(len(first.rates), 1)
     m_eff = 2.0 ** (math.log2(entry_rate) + h_time)
-    clients = max(first.rate / per_client_rate, 1.0) if per_client_rate > 0 else 1.0
+    from_clients = max(first.rate - background_rate, 0.0)
+    clients = max(from_clients / per_client_rate, 1.0) if per_client_rate > 0 else 1.0
     h_snd = max(math.log2(clients) - math.log2(1.0 + clients / m_eff), 0.0)
     warnings: list[str] = []
     suspects: list[int] = []
@@ -177,5 +182,19 @@ def meter_for(document: Any) -> Meter | None:
     layers, complete = layers_from(pairs)
     if len(layers) != params.layers:
         return None
-    per_client = params.payload_rate + params.loop_rate + params.drop_rate
-    return estimate(layers, per_client, complete=complete)
+    return estimate(layers, client_input_rate(params), complete=complete,
+                    background_rate=node_loop_input_rate(document))
+
+
+def client_input_rate(params: Any) -> float:
+    """Packets per second one client puts into the first mix layer: its three streams, and the
+    SURB-ACK that every payload slot and every loop brings back through the layers (the exit's
+    ACK enters layer 1 too)."""
+    return float(2 * (params.payload_rate + params.loop_rate) + params.drop_rate)
+
+
+def node_loop_input_rate(document: Any) -> float:
+    """The nodes' own loops entering the first layer: every node's but the first layer's
+    mixes' (their loops go through every *other* layer), at ``mix_loop_rate`` each."""
+    outside = len(document.nodes) - len(document.mixes_in_layer(1))
+    return float(document.params.mix_loop_rate) * outside

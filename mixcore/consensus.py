@@ -7,7 +7,7 @@ signatures are over one body and can be merged. A client or node accepts a docum
 least ``threshold`` of the authority keys it was configured with signed it
 (:func:`verify_consensus`); fewer than ``threshold`` corrupt authorities cannot forge one.
 
-Wire formats (byte-level description in ``docs/parts/consensus.md``):
+Wire formats (byte-level description in ``docs/protocol.md`` section 5):
 
 * body: canonical msgpack ``[version, epoch, params.to_wire(), [[layer, signed_descriptor], ...]]``
   with the node entries sorted by ``(layer, identity_key)``;
@@ -33,7 +33,6 @@ from typing import Any
 from mixcore.descriptor import (
     MAX_SIGNED_DESCRIPTOR_BYTES,
     NodeDescriptor,
-    NodeRole,
     SignedDescriptor,
     parse_signed_descriptor,
 )
@@ -55,6 +54,7 @@ from mixcore.errors import (
 from mixcore.keys import PUBLIC_KEY_LEN, SIGNATURE_LEN, IdentityKey, short_id, signature_valid
 from mixcore.params import MAX_LAYERS, NetworkParams
 from mixcore.sphinx import is_valid_mix_public_key
+from mixcore.topology import NodeRole
 
 CONSENSUS_VERSION = 1
 

@@ -11,7 +11,7 @@ Everything here is pure: bytes in, validated frozen objects out. Field checks ha
 whether it was built by a node or decoded from the wire. Every field error is a
 :class:`~mixcore.errors.DescriptorError` whose message starts with the field's name.
 
-Wire formats (see ``docs/parts/consensus.md`` for the byte-level description):
+Wire formats (see ``docs/protocol.md`` section 5 for the byte-level description):
 
 * body: canonical msgpack array
   ``[version, identity_key, link_key, role, layer, host, port, epoch,
@@ -25,7 +25,6 @@ Wire formats (see ``docs/parts/consensus.md`` for the byte-level description):
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from mixcore.errors import DecodeError, DescriptorError, SignatureError
 from mixcore.keys import PUBLIC_KEY_LEN, SIGNATURE_LEN, IdentityKey, short_id, verify_signature
 from mixcore.params import MAX_LAYERS
 from mixcore.sphinx import MIX_PUBLIC_KEY_LEN, is_valid_mix_public_key
+from mixcore.topology import NodeRole
 
 DESCRIPTOR_VERSION = 1
 
@@ -109,11 +109,9 @@ class TrafficFigures:
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
-class NodeRole(enum.Enum):
-    """What a node does. Encoded on the wire as its small integer value."""
-
-    MIX = 1
-    PROVIDER = 2
+#: A role's code on the wire (the descriptor is the only place roles are numbers).
+ROLE_CODES = {NodeRole.MIX: 1, NodeRole.PROVIDER: 2}
+_ROLE_BY_CODE = {code: role for role, code in ROLE_CODES.items()}
 
 
 def _fail(field: str, reason: str) -> DescriptorError:
@@ -263,7 +261,7 @@ class NodeDescriptor:
             self.version,
             self.identity_key,
             self.link_key,
-            self.role.value,
+            ROLE_CODES[self.role],
             self.layer,
             self.host,
             self.port,
@@ -292,10 +290,9 @@ class NodeDescriptor:
                 raise _fail("version", f"unsupported descriptor version {version!r}")
             if not isinstance(role, int) or isinstance(role, bool):
                 raise _fail("role", "expected an integer")
-            try:
-                node_role = NodeRole(role)
-            except ValueError:
-                raise _fail("role", f"unknown role {role}") from None
+            node_role = _ROLE_BY_CODE.get(role)
+            if node_role is None:
+                raise _fail("role", f"unknown role {role}")
             if not isinstance(keys, list):
                 raise _fail("mix_keys", "expected an array")
             mix_keys = tuple(tuple(expect_list(pair, 2, "mix_keys entry")) for pair in keys)
@@ -309,7 +306,7 @@ class NodeDescriptor:
             host=host,
             port=port,
             epoch=epoch,
-            mix_keys=mix_keys,  # type: ignore[arg-type]  # checked in __post_init__
+            mix_keys=mix_keys,  # checked in __post_init__
             name=name,
             version=version,
             traffic=traffic,

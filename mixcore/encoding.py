@@ -40,7 +40,8 @@ MAX_DOCUMENT_BYTES = 1 << 20
 
 def pack(obj: Any) -> bytes:
     """Encode ``obj`` canonically (arrays only, no maps)."""
-    return msgpack.packb(obj, use_bin_type=True, strict_types=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True, strict_types=True)
+    return packed
 
 
 def unpack_canonical(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:

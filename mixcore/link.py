@@ -420,7 +420,7 @@ class LinkConnection:
                 bytes(self.body_size - len(body)),
             )
         )
-        cell = self._noise_step(lambda n: n.encrypt(plaintext), "cannot encrypt a cell")
+        cell: bytes = self._noise_step(lambda n: n.encrypt(plaintext), "cannot encrypt a cell")
         self._expect_len(cell, self.cell_size, "cell")
         self._apply(_I.SEND_CELL)
         self._count("sent", kind_value)

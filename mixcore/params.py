@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,7 @@ class NetworkParams:
         return cls(**data)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> NetworkParams:
+    def load(cls, path: str | Path) -> NetworkParams:
         """Read a JSON params file (as ``mixnet params --json`` prints); every role's ``init``
         takes one with ``--params``. Any problem is a :class:`ParamsFileError` naming the file."""
         try:

@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from secrets import token_bytes
 from typing import Any
 
 from petlib.bindings import _C, _FFI
@@ -154,7 +155,8 @@ class _Aes:
             and _C.EVP_CipherUpdate(ctx, self._buffer, self._out_len, data, n)
         ) or self._out_len[0] != n:
             raise RuntimeError("OpenSSL AES operation failed")
-        return _FFI.buffer(self._buffer, n)[:]
+        result: bytes = _FFI.buffer(self._buffer, n)[:]
+        return result
 
     def ctr(self, key: bytes, iv: bytes, data: bytes) -> bytes:
         """AES-128-CTR keystream from ``iv`` (a 128-bit big-endian counter) XOR ``data``."""
@@ -387,9 +389,12 @@ class MixPrivateKey:
             raise PacketError(f"unknown Sphinx suite {suite!r}")
 
     @classmethod
-    def generate(cls, suite: str = DEFAULT_SPHINX_SUITE) -> MixPrivateKey:
+    def generate(
+        cls, suite: str = DEFAULT_SPHINX_SUITE, *, randbytes: Callable[[int], bytes] = token_bytes
+    ) -> MixPrivateKey:
+        """A fresh key; a suite v2 secret is ``randbytes(32)`` (the OS generator by default)."""
         if suite == SPHINX_SUITE_V2:
-            return cls(os.urandom(v2.SECRET_KEY_LEN), suite)
+            return cls(randbytes(v2.SECRET_KEY_LEN), suite)
         secret = _ORDER.random()
         while secret == 0:
             secret = _ORDER.random()
@@ -407,17 +412,18 @@ class MixPrivateKey:
         if self._v2 is not None:
             return self._v2.secret_bytes()
         assert isinstance(self._secret, Bn)
-        return self._secret.binary().rjust(MIX_SECRET_KEY_LEN, b"\x00")
+        secret: bytes = self._secret.binary()
+        return secret.rjust(MIX_SECRET_KEY_LEN, b"\x00")
 
     def __repr__(self) -> str:
         return f"MixPrivateKey({self.suite}, {short_id(self.public)}…)"
 
 
-def save_mix_key(path: str | os.PathLike[str], key: MixPrivateKey, epoch: int) -> None:
+def save_mix_key(path: str | Path, key: MixPrivateKey, epoch: int) -> None:
     save_secret(path, StoredKey(SUITES[key.suite].key_kind, key.secret_bytes(), epoch))
 
 
-def load_mix_key(path: str | os.PathLike[str]) -> tuple[int, MixPrivateKey]:
+def load_mix_key(path: str | Path) -> tuple[int, MixPrivateKey]:
     """Return ``(epoch, key)`` from a mix key file (of either suite: the file's kind says)."""
     stored = load_secret(path, tuple(_SUITE_BY_KIND))
     if stored.epoch is None:
@@ -557,7 +563,7 @@ class Sphinx:
 
     def __init__(self, geometry: SphinxGeometry | None = None) -> None:
         self.geometry = geometry or SphinxGeometry()
-        self.urandom: Callable[[int], bytes] = os.urandom
+        self.urandom: Callable[[int], bytes] = token_bytes
         """Where SURB ids and SURB keys come from (test vectors replace it)."""
 
     # -- suite-specific parts ----------------------------------------------------------------
@@ -725,7 +731,7 @@ class SphinxV1(Sphinx):
     def _serialize(self, alpha: EcPt, beta: bytes, gamma: bytes, body: bytes) -> bytes:
         return (
             bytes([PACKET_VERSION])
-            + alpha.export(POINT_CONVERSION_UNCOMPRESSED)
+            + bytes(alpha.export(POINT_CONVERSION_UNCOMPRESSED))
             + beta
             + gamma
             + body
@@ -864,7 +870,7 @@ class SphinxV2(Sphinx):
         if key._v2 is None:
             self._check_key(key)
         (alpha, beta, gamma), body = parsed
-        shared = v2.x25519(key._secret, alpha)  # type: ignore[arg-type]
+        shared = v2.x25519(key._secret, alpha)
         if shared is None:
             raise MalformedPacket("alpha of small order")
         keys = v2.hop_keys(shared)

@@ -41,8 +41,8 @@ it reuses), so only that module touches petlib.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
+from secrets import token_bytes
 from typing import NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -160,8 +160,8 @@ class SecretKey:
         self.public = self._private.public_key().public_bytes_raw()
 
     @classmethod
-    def generate(cls) -> SecretKey:
-        return cls(os.urandom(SECRET_KEY_LEN))
+    def generate(cls, randbytes: Callable[[int], bytes] = token_bytes) -> SecretKey:
+        return cls(randbytes(SECRET_KEY_LEN))
 
     def secret_bytes(self) -> bytes:
         return self._secret
@@ -180,7 +180,8 @@ def x25519(scalar: bytes, u: bytes) -> bytes | None:
     out = _ffi.new("unsigned char[32]")
     if _lib.crypto_scalarmult(out, scalar, u):
         return None
-    return _ffi.buffer(out, 32)[:]
+    result: bytes = _ffi.buffer(out, 32)[:]
+    return result
 
 
 class Core:
@@ -191,7 +192,7 @@ class Core:
         self.layer_len = layer_len
         """Bytes a relay hop's layer takes in beta: length byte, RELAY command, next gamma."""
         self._aes = aes
-        self.urandom: Callable[[int], bytes] = os.urandom
+        self.urandom: Callable[[int], bytes] = token_bytes
         """Where ``x`` and the exit layer's padding come from (test vectors replace it)."""
         self._zero_iv = bytes(K)
         self._layer_pad = bytes(layer_len)

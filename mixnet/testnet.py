@@ -869,8 +869,9 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     if "retransmissions" in m:
         table.add_row("client retransmissions (ARQ)", str(m["retransmissions"]), "")
     kinds = summary["packets_by_kind"]
-    table.add_row("client packets real / drop / loop",
-                  f"{kinds.get('real', 0)} / {kinds.get('drop', 0)} / {kinds.get('loop', 0)}", "")
+    table.add_row("client packets real / decoy / drop / loop",
+                  f"{kinds.get('real', 0)} / {kinds.get('decoy', 0)} / {kinds.get('drop', 0)} / "
+                  f"{kinds.get('loop', 0)}", "")
     table.add_row("SURB-ACKs sent by providers", str(kinds.get("ack", 0)), "")
     table.add_row("epochs rotated", str(summary["epochs_rotated"]), "")
     workers = sorted({n["hop_workers"] for n in summary["nodes"].values()})

@@ -19,8 +19,8 @@ import trio
 from mixcore.consensus import AuthorityRef
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
 from mixcore.params import NetworkParams
+from mixcore.topology import NodeRole
 from mixnode.config import CONFIG_NAME, MAX_WORKERS, ConfigError, NodeConfig
-from mixnode.processor import Role
 from mixnode.server import IDENTITY_FILE, LINK_FILE, serve
 
 
@@ -74,7 +74,7 @@ def _init(args: argparse.Namespace) -> int:
     host, port = args.listen
     config = NodeConfig(
         name=args.name or data.name[:32],
-        role=Role(args.role),
+        role=NodeRole(args.role),
         data_dir=data,
         listen_host=host,
         listen_port=port,
@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = cmds.add_parser("init", help="create a node's keys and config file")
     init.add_argument("--dir", required=True, metavar="DIR",
                       help="data directory (keys, config, databases)")
-    init.add_argument("--role", choices=[r.value for r in Role], required=True,
+    init.add_argument("--role", choices=[r.value for r in NodeRole], required=True,
                       help="a mix (one layer of the cascade) or a provider (clients' mailboxes)")
     init.add_argument("--listen", type=_parse_listen, required=True, metavar="HOST:PORT",
                       help="where it accepts links")

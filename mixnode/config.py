@@ -18,7 +18,7 @@ from mixcore.errors import DescriptorError, MixnetError, ParamsError
 from mixcore.files import write_atomic
 from mixcore.params import NetworkParams
 from mixcore.process import connection_budget
-from mixnode.processor import Role
+from mixcore.topology import NodeRole
 
 CONFIG_NAME = "node.json"
 MAX_WORKERS = 256
@@ -31,7 +31,7 @@ class ConfigError(MixnetError):
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str
-    role: Role
+    role: NodeRole
     data_dir: Path
     listen_host: str
     listen_port: int
@@ -220,7 +220,7 @@ class NodeConfig:
             raise ConfigError(f"unknown config field {unknown[0]!r}")
         try:
             values = dict(data)
-            values["role"] = Role(data["role"])
+            values["role"] = NodeRole(data["role"])
             data_dir = Path(data["data_dir"])
             if not data_dir.is_absolute() and base is not None:
                 data_dir = base / data_dir

@@ -5,41 +5,25 @@ delaying or dropping the node's input to isolate one target packet (an (n-1) att
 own loops stop coming back, so the share of loops returned is the alarm. Loops are
 indistinguishable from other packets to every node they cross.
 
-Sans-IO: :class:`LoopSchedule` says when to send; :class:`LoopTracker` remembers the loops in
-flight (bounded) and counts returns and losses.
+Sans-IO: ``mixcore.poisson.PoissonStream`` says when to send (the same schedule as a client's
+streams); :class:`LoopTracker` remembers the loops in flight (bounded) and counts returns and
+losses.
 """
 
 from __future__ import annotations
 
-import os
-import random
 from collections import OrderedDict
+from collections.abc import Callable
+from secrets import token_bytes
 
 LOOP_ID_LEN = 16
 
 
-class LoopSchedule:
-    """Poisson departures at ``rate`` per second; ``rate`` 0 never fires."""
-
-    def __init__(self, rate: float, rng: random.Random, now: float) -> None:
-        self.rate = rate
-        self._rng = rng
-        self.next_time = self._draw(now)
-
-    def _draw(self, now: float) -> float:
-        return now + self._rng.expovariate(self.rate) if self.rate > 0 else float("inf")
-
-    def due(self, now: float) -> int:
-        """How many loops are due by ``now`` (advancing the schedule past them)."""
-        n = 0
-        while self.next_time <= now:
-            n += 1
-            self.next_time = self._draw(self.next_time)
-        return n
-
-
 class LoopTracker:
-    def __init__(self, max_in_flight: int = 10_000) -> None:
+    def __init__(
+        self, max_in_flight: int = 10_000, *, randbytes: Callable[[int], bytes] = token_bytes
+    ) -> None:
+        self._randbytes = randbytes
         self._in_flight: OrderedDict[bytes, float] = OrderedDict()
         self.max_in_flight = max_in_flight
         self.sent = 0
@@ -49,7 +33,7 @@ class LoopTracker:
 
     def new(self, deadline: float) -> bytes:
         """A fresh loop id, expected back by ``deadline``."""
-        loop_id = os.urandom(LOOP_ID_LEN)
+        loop_id = self._randbytes(LOOP_ID_LEN)
         if len(self._in_flight) >= self.max_in_flight:
             self._in_flight.popitem(last=False)
             self.lost += 1

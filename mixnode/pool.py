@@ -60,9 +60,3 @@ class DelayPool:
             due, _, next_node, packet = pop(heap)
             out.append(DuePacket(next_node, packet, due))
         return out
-
-    def drain(self) -> list[DuePacket]:
-        """Remove and return everything (shutdown), earliest first."""
-        out = [DuePacket(node, packet, due) for due, _, node, packet in sorted(self._heap)]
-        self._heap.clear()
-        return out

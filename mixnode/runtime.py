@@ -24,14 +24,7 @@ import trio
 
 from mixcore.control import ItemType, PullItem
 from mixcore.errors import PacketError
-from mixcore.payload import ACK_PAYLOAD, MailboxPayload
-from mixcore.sphinx import Sphinx
-from mixnode.keyring import KeyRing
-from mixnode.limits import BucketTable
-from mixnode.loops import LoopSchedule, LoopTracker
-from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
-from mixnode.pool import DelayPool
-from mixnode.processor import (
+from mixcore.hop import (
     AckDecoy,
     Arrival,
     Dropped,
@@ -40,13 +33,21 @@ from mixnode.processor import (
     Forward,
     LoopReturned,
     PacketProcessor,
-    Role,
     StoreMessage,
     StoreReply,
-    Topology,
+    Unwrapped,
+    surb_ack,
 )
+from mixcore.payload import MailboxPayload
+from mixcore.poisson import PoissonStream, truncated_exponential
+from mixcore.sphinx import Sphinx
+from mixcore.topology import PROVIDER_LAYER, NodeRole, Topology
+from mixnode.keyring import KeyRing
+from mixnode.limits import BucketTable
+from mixnode.loops import LoopTracker
+from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore
+from mixnode.pool import DelayPool
 from mixnode.replay import ReplayFilter
-from mixnode.unwrap import Unwrapped
 from mixnode.view import EpochView
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ SendFn = Callable[[bytes, bytes], bool]
 
 @dataclass(frozen=True, slots=True)
 class RuntimeSettings:
-    role: Role
+    role: NodeRole
     node_id: bytes
     max_hop_delay: float
     pool_capacity: int
@@ -136,9 +137,6 @@ class NodeRuntime:
         self.views[view.epoch] = view
         for epoch in [e for e in self.views if e < view.epoch - 2]:
             del self.views[epoch]
-
-    def latest_view(self) -> EpochView | None:
-        return self.views[max(self.views)] if self.views else None
 
     def replay_filter(self, epoch: int) -> ReplayFilter:
         existing = self.filters.get(epoch)
@@ -280,19 +278,16 @@ class NodeRuntime:
         """Send the SURB-ACK after an exponential delay drawn like a hop's: leaving at once,
         it would tell an observer of this provider's links which arrivals were mail."""
         try:
-            ack = self.sphinx.package_reply(payload.surb, ACK_PAYLOAD)
+            ack = surb_ack(self.sphinx, payload.surb, now, self.ack_delay)
         except PacketError:
             self.counts["bad_surb"] += 1
             return
         self.counts["acks_sent"] += 1
-        self._pool_push(payload.surb.first_hop, ack, now + self.ack_delay())
+        self._pool_push(ack.next_node, ack.packet, ack.due)
 
     def ack_delay(self) -> float:
-        """One SURB-ACK's hold at this exit: Exp(mean hop delay), capped like a hop's delay."""
-        mean = self.settings.mean_hop_delay
-        if mean <= 0:
-            return 0.0
-        return min(self._rng.expovariate(1.0 / mean), self.settings.max_hop_delay)
+        """One SURB-ACK's hold at this exit: Exp(mean hop delay), truncated like a hop's."""
+        return self._hop_delay()
 
     def _store_reply(self, event: StoreReply, now: float) -> None:
         assert self.mailbox is not None
@@ -351,7 +346,7 @@ class NodeRuntime:
 
     async def run_loops(self) -> None:
         """Send this node's loops at ``mix_loop_rate`` and expire the ones that never return."""
-        schedule = LoopSchedule(self.settings.mix_loop_rate, self._rng, self.now())
+        schedule = PoissonStream(self.settings.mix_loop_rate, self._rng, self.now())
         while True:
             await trio.sleep_until(self._to_trio(min(schedule.next_time, self.now() + 1.0)))
             now = self.now()
@@ -373,7 +368,8 @@ class NodeRuntime:
             return False
         hops = [view.hops[i] for i in ids]
         delays = [
-            self._hop_delay() if view.topology.layers[i] != 0 else 0.0 for i in ids[:-1]
+            self._hop_delay() if view.topology.layers[i] != PROVIDER_LAYER else 0.0
+            for i in ids[:-1]
         ]
         loop_id = self.loops.new(now + sum(delays) + self.settings.loop_slack)
         packet = self.sphinx.create_forward(hops, delays, self.loop_mailbox, loop_id)
@@ -382,13 +378,9 @@ class NodeRuntime:
 
     def _hop_delay(self) -> float:
         """Exp(mean_hop_delay) redrawn above the bound, exactly as clients draw theirs."""
-        mean = self.settings.mean_hop_delay
-        if mean <= 0:
-            return 0.0
-        while True:
-            delay = self._rng.expovariate(1 / mean)
-            if delay <= self.settings.max_hop_delay:
-                return delay
+        return truncated_exponential(
+            self._rng, self.settings.mean_hop_delay, self.settings.max_hop_delay
+        )
 
     # -- statistics ------------------------------------------------------------------------------
 

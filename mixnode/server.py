@@ -43,10 +43,11 @@ import trio
 
 from mixcore.consensus import VerifiedConsensus
 from mixcore.control import ControlKind, PullAck, PullRequest
-from mixcore.descriptor import NodeDescriptor, NodeRole, make_signed_descriptor
+from mixcore.descriptor import NodeDescriptor, make_signed_descriptor
 from mixcore.epochs import EpochClock
 from mixcore.errors import DecodeError, LinkError, MixnetError
 from mixcore.files import write_atomic
+from mixcore.hop import Arrival
 from mixcore.keys import IdentityKey, LinkKey, load_identity_key, load_link_key
 from mixcore.link import CellKind, cell_size
 from mixcore.net.directory_client import ConsensusFetcher, upload_descriptor
@@ -54,6 +55,7 @@ from mixcore.net.link import Link, accept_link
 from mixcore.process import nofile_limit
 from mixcore.ratelog import RateLimitedLog
 from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry, load_mix_key, save_mix_key
+from mixcore.topology import NodeRole
 from mixnode.config import NodeConfig
 from mixnode.figures import EpochFigures
 from mixnode.keyring import KeyRing
@@ -61,7 +63,6 @@ from mixnode.limits import ConnectionLimiter, Slot, TokenBucket, WindowCounter
 from mixnode.links import OutboundLinks
 from mixnode.mailbox import MailboxFull, MailboxStore
 from mixnode.metrics import start_metrics_server
-from mixnode.processor import Arrival, Role
 from mixnode.runtime import NodeRuntime, RuntimeSettings
 from mixnode.view import EpochView, Peer
 from mixnode.workers import HopWorkers
@@ -100,7 +101,7 @@ class MixNode:
                 max_mailboxes=config.max_mailboxes,
                 idle_ttl=config.effective_mailbox_idle_ttl,
             )
-            if config.role is Role.PROVIDER
+            if config.role is NodeRole.PROVIDER
             else None
         )
         self.port = config.listen_port
@@ -197,7 +198,7 @@ class MixNode:
         desc = NodeDescriptor(
             identity_key=self.identity.public,
             link_key=self.link_key.public,
-            role=NodeRole.PROVIDER if self.config.role is Role.PROVIDER else NodeRole.MIX,
+            role=self.config.role,
             layer=0,
             host=self.config.advertised_host,
             port=self.port,
@@ -301,7 +302,7 @@ class MixNode:
     # -- links in ----------------------------------------------------------------
 
     def authorize(self, peer_key: bytes) -> bool:
-        return self.config.role is Role.PROVIDER or peer_key in self.known_link_keys()
+        return self.config.role is NodeRole.PROVIDER or peer_key in self.known_link_keys()
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Serve one inbound connection; whatever happens, only this connection ends."""

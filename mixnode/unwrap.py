@@ -1,10 +1,10 @@
-"""Peeling one Sphinx layer with the right key, and the bytes that carry it to worker processes.
+"""The bytes that carry the Sphinx peel to worker processes, and what a worker does with them.
 
 A node's costly step is the Sphinx hop (two X25519 multiplications); everything else — replay
 filter, topology and delay checks, the pool, the mailbox, the links — is cheap and stateful. So
-the hop is a pure function, :func:`unwrap`, that a worker process can run on a batch of packets
-with copies of the node's mix keys, while the node process keeps all the state. The replay
-check stays in the node process, in one place: a worker only reports a packet's replay tag.
+the hop is a pure function, :func:`mixcore.hop.unwrap`, that a worker process can run on a batch
+of packets with copies of the node's mix keys, while the node process keeps all the state. The
+replay check stays in the node process, in one place: a worker only reports a packet's tag.
 
 This module is sans-IO: :class:`WorkerCore` turns frames into frames and the codec functions
 turn batches into bytes and back. ``mixnode/workers.py`` moves the frames over pipes.
@@ -27,57 +27,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from mixcore.errors import BodyMacError, HeaderMacError, PacketError, WrongSuitePacket
-from mixcore.sphinx import Deliver, MixPrivateKey, ProcessResult, Relay, Sphinx, SurbReply
+from mixcore.hop import HOP_REASONS, Unwrapped, unwrap
+from mixcore.sphinx import Deliver, MixPrivateKey, Relay, Sphinx, SurbReply
 
-#: What peeling a packet gives: the epoch whose key opened it and the result, or why not.
-Unwrapped = tuple[int, ProcessResult] | str
-
-# Drop reasons decided by the hop (values of ``mixnode.processor.DropReason``).
-MALFORMED = "malformed"
-WRONG_SUITE = "wrong_suite"
-BAD_MAC = "bad_mac"
-BAD_PAYLOAD = "bad_payload"
-EXPIRED_KEY = "expired_key"
-HOP_REASONS = (MALFORMED, WRONG_SUITE, BAD_MAC, BAD_PAYLOAD, EXPIRED_KEY)
 _REASON_CODE = {reason: i for i, reason in enumerate(HOP_REASONS)}
-
-
-def _try(sphinx: Sphinx, key: MixPrivateKey, parsed: object) -> ProcessResult | str | None:
-    """The result under ``key``; None when the header is not for this key."""
-    try:
-        return sphinx.process_parsed(key, parsed)  # type: ignore[arg-type]
-    except HeaderMacError:
-        return None
-    except BodyMacError:
-        return BAD_PAYLOAD
-    except PacketError:
-        return MALFORMED
-
-
-def unwrap(
-    sphinx: Sphinx,
-    live: Sequence[tuple[int, MixPrivateKey]],
-    retired: Sequence[MixPrivateKey],
-    packet: bytes,
-) -> Unwrapped:
-    """Peel a layer with the first live key whose header MAC verifies (keys most likely first);
-    a packet only a retired key opens is ``expired_key``."""
-    try:
-        parsed = sphinx.parse(packet)  # once, however many keys are tried
-    except WrongSuitePacket:
-        return WRONG_SUITE
-    except PacketError:
-        return MALFORMED
-    for epoch, key in live:
-        result = _try(sphinx, key, parsed)
-        if result is not None:
-            return result if isinstance(result, str) else (epoch, result)
-    for key in retired:
-        if _try(sphinx, key, parsed) is not None:
-            return EXPIRED_KEY
-    return BAD_MAC
-
 
 # ---------------------------------------------------------------------------------------------
 # Frames

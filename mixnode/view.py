@@ -5,12 +5,13 @@ Built once per document so the per-packet path does dictionary lookups only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mixcore.consensus import ConsensusDocument
 from mixcore.descriptor import NodeDescriptor
 from mixcore.sphinx import PathHop
-from mixnode.processor import PROVIDER_LAYER, Topology
+from mixcore.topology import Topology, cycle_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,30 +48,28 @@ class EpochView:
         return cls(epoch, document, topology, peers, hops)
 
     def layer_members(self, layer: int) -> list[bytes]:
-        return [n for n, l_ in self.topology.layers.items() if l_ == layer]
+        return self.topology.members(layer)
 
     def link_keys(self) -> set[bytes]:
         return {p.link_key for p in self.peers.values()}
 
-    def loop_path(self, node_id: bytes, rng_choice: object) -> list[bytes] | None:
+    def loop_path(
+        self, node_id: bytes, rng_choice: Callable[[list[bytes]], bytes]
+    ) -> list[bytes] | None:
         """Node ids of a loop from ``node_id`` through every other layer and back to it.
 
-        Stratified order is provider -> 1 -> ... -> L -> provider, so a node at layer ``l``
-        visits ``l+1 .. L``, a provider (for mixes), ``1 .. l-1`` and ends at itself. ``rng_choice``
-        picks one member of a list (``random.Random.choice``).
+        The layers in between are :func:`mixcore.topology.cycle_from` the node's own: a node
+        at layer ``l`` visits ``l+1 .. L``, a provider (for mixes), ``1 .. l-1`` and ends at
+        itself. ``rng_choice`` picks one member of a list (``random.Random.choice``).
         """
         layer = self.topology.layers.get(node_id)
         if layer is None:
             return None
-        num = self.topology.num_layers
-        order = [*range(1, num + 1), PROVIDER_LAYER]
-        start = order.index(layer)
-        visit = order[start + 1 :] + order[:start]
         path: list[bytes] = []
-        for hop_layer in visit:
+        for hop_layer in cycle_from(layer, self.topology.num_layers):
             members = self.layer_members(hop_layer)
             if not members:
                 return None
-            path.append(rng_choice(members))  # type: ignore[operator]
+            path.append(rng_choice(members))
         path.append(node_id)
         return path

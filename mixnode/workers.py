@@ -37,6 +37,7 @@ from typing import Any
 
 import trio
 
+from mixcore.hop import Unwrapped
 from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry
 from mixnode.keyring import KeyRing
 from mixnode.unwrap import (
@@ -45,7 +46,6 @@ from mixnode.unwrap import (
     READY,
     RESULTS,
     FrameError,
-    Unwrapped,
     WorkerCore,
     decode_results,
     encode_batch,

@@ -198,8 +198,11 @@ def simulate_network(cfg: SimConfig, rng: np.random.Generator) -> NetworkRun:
                     flags[name].append(value)
             loop_first = loops["first"]
             loop_links = int(loops["links"][0])
-    obs_arrays = {name: np.concatenate(value) for name, value in parts.items()}
-    flag_arrays = {name: np.concatenate(value) for name, value in flags.items()}
+    # One part (no mix loops): the arrays as they are, not a copy of 10^6 rows each.
+    obs_arrays = {name: value[0] if len(value) == 1 else np.concatenate(value)
+                  for name, value in parts.items()}
+    flag_arrays = {name: value[0] if len(value) == 1 else np.concatenate(value)
+                   for name, value in flags.items()}
     total_rows = obs_arrays["t_dep"].size
     known_cover = None
     revealed = None

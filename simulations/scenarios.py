@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from simulations.adversary import Adversary, default_horizon, epsilons, evaluate_targets
+from simulations.adversary import (
+    Adversary,
+    default_horizon,
+    epsilons,
+    epsilons_of,
+    evaluate_targets,
+)
 from simulations.attacks.n_minus_one import run_n_minus_one
 from simulations.attacks.sda import run_sda
 from simulations.attacks.timing import timing_success
@@ -117,18 +123,26 @@ def measure_network(cfg: SimConfig, *, entropy: bool = True, eps: bool = True,
         packets += int(run.send_time.size)
         adv = Adversary(run.obs, default_horizon(cfg.mean_hop_delay))
         targets = pick_targets(run, cfg.targets, rng)
+        chal = pick_targets(run, cfg.targets, rng, senders=CHALLENGE) \
+            if eps and cfg.clients >= 2 else None
+        back = None
+        if entropy and chal is not None:
+            # Both sets of deliveries walked back together: denser batches, fewer walks.
+            both = adv.backward_matrix(np.concatenate([run.last_row[targets],
+                                                       run.last_row[chal]]))
+            back, back_chal = both[: targets.size], both[targets.size:]
+            eps_all.append(epsilons_of(back_chal, CHALLENGE))
+        elif chal is not None:
+            eps_all.append(epsilons(adv, run.last_row[chal], CHALLENGE))
         if entropy:
             res = evaluate_targets(adv, run.first_row[targets], run.last_row[targets],
-                                   run.sender[targets])
+                                   run.sender[targets], back)
             h_msg.append(res.message_entropy_bits)
             h_snd.append(res.sender_entropy_bits)
             if res.recipient_entropy_bits is not None:
                 h_rcpt.append(res.recipient_entropy_bits)
             mass.append(res.delivered_mass)
             top_snd.append(res.sender_top1)
-        if eps and cfg.clients >= 2:
-            chal = pick_targets(run, cfg.targets, rng, senders=CHALLENGE)
-            eps_all.append(epsilons(adv, run.last_row[chal], CHALLENGE))
         if timing and targets.size:
             timing_hits.append(timing_success(run, targets))
     data: dict[str, Any] = {"packets_simulated": packets}

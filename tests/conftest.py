@@ -9,10 +9,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from mixcore.consensus import ConsensusDocument, build_consensus
-from mixcore.descriptor import NodeDescriptor, NodeRole, make_signed_descriptor
+from mixcore.descriptor import NodeDescriptor, make_signed_descriptor
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
+from mixcore.topology import NodeRole
 
 # Hypothesis measures wall time per example: on a loaded CI machine its deadline and its
 # too-slow health check fail tests whose logic is fine. Examples stay bounded by max_examples.

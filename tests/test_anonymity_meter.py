@@ -17,7 +17,6 @@ from mixcore.anonymity import LayerFigures, estimate, gamma_entropy_bits, meter_
 from mixcore.consensus import build_consensus
 from mixcore.descriptor import (
     NodeDescriptor,
-    NodeRole,
     TrafficFigures,
     make_signed_descriptor,
     parse_signed_descriptor,
@@ -27,6 +26,7 @@ from mixcore.errors import DescriptorError, SignatureError
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
+from mixcore.topology import NodeRole
 from mixnode.figures import EpochFigures
 from simulations.config import SimConfig
 from simulations.network import simulate_network
@@ -138,6 +138,22 @@ def test_consensus_carries_the_figures_deterministically() -> None:
     assert [lay["mixes"] for lay in meter.layers] == [2, 2]
     assert meter.warnings == []
     assert "bits sender" in _anonymity_line(meter.to_dict())
+
+
+def test_the_clients_estimate_counts_clients_not_acks_or_node_loops() -> None:
+    """A real testnet of 4 clients showed ~7-9: the first layer's input counted whole. Four
+    clients' streams and SURB-ACKs plus the nodes' loops, split over layer 1's two mixes, must
+    read as four clients."""
+    params = PARAMS.replace(mix_loop_rate=1.0)
+    per_client = 2 * (params.payload_rate + params.loop_rate) + params.drop_rate
+    loops = params.mix_loop_rate * (2 + 2)  # layer 2's two mixes and the two providers
+    into_layer_1 = (4 * per_client + loops) / 2
+    figs = [TrafficFigures.of(EPOCH - 1, into_layer_1, 8.0, 1.0) for _ in range(4)]
+    doc = build_consensus(EPOCH, params, consensus_with(figs))
+    meter = meter_for(doc)
+    assert meter is not None
+    assert meter.clients_estimate == pytest.approx(4.0, rel=0.05)
+    assert meter.sender_entropy_bits <= 2.0 + 1e-9  # four clients hide a sender in at most 2 bits
 
 
 def test_meter_waits_for_figures_and_flags_missing_loops() -> None:

@@ -1,52 +1,31 @@
 """What the messenger keeps in the encrypted store, and how each record is packed.
 
-The store's tables are fixed (``client.storage``); the messenger uses them so:
+The store's tables are declared in ``client.storage.store``; the messenger uses them so:
 
 * ``contacts``: contact id (random hex) -> :class:`ContactRecord`. Names are attributes, so a
   contact can be renamed (a message request named later) without moving anything.
 * ``sessions`` / ``verification``: contact id -> the e2e session / verification state.
-* ``settings``: ``group:<id>`` -> :class:`GroupRecord`; ``delivery:<uid>`` -> the delivery
-  state of one outgoing message per recipient; ``transport:<id>`` -> which message and
-  recipient a transport message carries; ``read:<conversation>`` -> the read watermark.
+* ``unconfirmed_cards``: contact id -> the card with other keys the user added under that
+  contact's name, waiting until its safety number is verified (or acknowledged).
+* ``groups``: group id (hex) -> :class:`GroupRecord`.
+* ``read_marks``: conversation id -> the sequence number read up to (decimal text).
+* ``delivery`` / ``delivery_transport``: the delivery states, owned by
+  :mod:`client.messenger.ledger`.
 * ``messages``: conversation ``c:<contact id>`` or ``g:<group id>`` -> :class:`MessageRecord`.
+* ``replay``: first-message ephemeral key (hex) -> the prekey id it was accepted under.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
 
 from mixcore.encoding import pack, unpack_canonical
 
-
-class Delivery(Enum):
-    """Delivery state of an outgoing message to one recipient (see ``docs/messenger.md``)."""
-
-    QUEUED = "queued"
-    """Encrypted and in the daemon's send queue; no fragment has left yet."""
-    SENT = "sent"
-    """Fragments have left in packets; not all acknowledged by the recipient's provider."""
-    AT_PROVIDER = "at_provider"
-    """Every fragment is stored at the recipient's provider (transport SURB-ACKs)."""
-    DELIVERED = "delivered"
-    """The recipient's daemon decrypted and stored it (its end-to-end receipt came back)."""
-    FAILED = "failed"
-    """Given up: retry budget spent, provider gone, or blocked (the reason says which)."""
-
-
-#: A state only moves forward; a receipt wins over everything (the message did arrive).
-RANK = {
-    Delivery.QUEUED: 0,
-    Delivery.SENT: 1,
-    Delivery.AT_PROVIDER: 2,
-    Delivery.FAILED: 3,
-    Delivery.DELIVERED: 4,
-}
-
-
-def advance(current: Delivery, new: Delivery) -> Delivery:
-    return new if RANK[new] > RANK[current] else current
+CONTACTS = "contacts"
+UNCONFIRMED_CARDS = "unconfirmed_cards"
+GROUPS = "groups"
+READ_MARKS = "read_marks"
+REPLAY = "replay"
 
 
 @dataclass(slots=True)
@@ -121,29 +100,3 @@ class MessageRecord:
     def decode(cls, data: bytes) -> MessageRecord:
         _, *fields = unpack_canonical(data, max_bytes=4 << 20)
         return cls(*fields)
-
-
-def encode_delivery(rows: dict[str, tuple[Delivery, str]]) -> bytes:
-    return pack([[cid, state.value, reason] for cid, (state, reason) in sorted(rows.items())])
-
-
-def decode_delivery(data: bytes) -> dict[str, tuple[Delivery, str]]:
-    out: dict[str, tuple[Delivery, str]] = {}
-    for cid, state, reason in unpack_canonical(data):
-        out[cid] = (Delivery(state), reason)
-    return out
-
-
-def summarize(rows: dict[str, tuple[Delivery, str]]) -> dict[str, Any]:
-    """One state for a message to several recipients: the least advanced, with counts."""
-    if not rows:
-        return {"state": Delivery.DELIVERED.value, "reason": "", "recipients": 0, "delivered": 0}
-    states = [s for s, _ in rows.values()]
-    failed = [r for s, r in rows.values() if s is Delivery.FAILED]
-    worst = min(states, key=lambda s: RANK[s] if s is not Delivery.FAILED else -1)
-    return {
-        "state": worst.value,
-        "reason": failed[0] if failed else "",
-        "recipients": len(rows),
-        "delivered": sum(1 for s in states if s is Delivery.DELIVERED),
-    }

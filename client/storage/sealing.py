@@ -50,17 +50,13 @@ class KdfParams:
     """Argon2id parameters (RFC 9106's second recommended option is 64 MiB, t=3, p=4).
 
     ``create`` and ``change_passphrase`` refuse parameters below OWASP's floor (19 MiB, 2
-    passes) unless they carry ``insecure_for_tests`` (only :meth:`fast_for_tests` sets it; no
-    configuration file or command line reaches it)."""
+    passes) unless they carry ``insecure_for_tests`` (only the tests set it, to 32 KiB and one
+    pass; no configuration file or command line reaches it)."""
 
     memory_kib: int = 64 * 1024
     iterations: int = 3
     lanes: int = 4
     insecure_for_tests: bool = field(default=False, compare=False, repr=False)
-
-    @classmethod
-    def fast_for_tests(cls) -> KdfParams:
-        return cls(memory_kib=8 * 4, iterations=1, lanes=4, insecure_for_tests=True)
 
     def check(self) -> None:
         if not (8 * self.lanes <= self.memory_kib <= 4 * 1024 * 1024):

@@ -28,7 +28,10 @@ fingerprint kept in memory. A second copy of the write counter lives in a small 
 the store (``<store>.counter``, MAC'd under a key from the data key): a store older than its
 counter file was rolled back, :class:`StoreRolledBack` (``accept_rollback`` accepts a
 deliberate restore once). Unlock also runs ``PRAGMA quick_check`` and checks the SQLite header
-field by field.
+field by field. **New tables**: a table of :data:`KV_TABLES` that neither the file nor the
+record has (a store made before the table existed) is created empty at unlock and recorded in
+the same commit; one that the record lists but the file lacks, or that the file has but the
+record does not, is refused.
 
 **Meta** (not secret): format version, store id, the KDF parameters and salt, the wrapped data
 key (the wrap's AD binds id, format and KDF parameters), the count of failed unlocks, and the
@@ -105,6 +108,8 @@ STORE_ID_LEN = 16
 SALT_LEN = 16
 KV_TABLES = (
     "identity", "contacts", "sessions", "verification", "settings", "outbox", "inbox", "replay",
+    # the messenger's own rooms (client/messenger/records.py says what each holds)
+    "groups", "unconfirmed_cards", "read_marks", "delivery", "delivery_transport",
 )
 MESSAGES = "messages"
 TABLES = (*KV_TABLES, MESSAGES)
@@ -196,8 +201,7 @@ class Store:
             conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)"
                          " WITHOUT ROWID")
             for table in KV_TABLES:
-                conn.execute(f"CREATE TABLE {table} (key BLOB PRIMARY KEY,"
-                             " sealed BLOB NOT NULL) WITHOUT ROWID")
+                _create_kv(conn, table)
             conn.execute(
                 f"CREATE TABLE {MESSAGES} (key BLOB PRIMARY KEY, conversation BLOB NOT NULL,"
                 " sealed BLOB NOT NULL) WITHOUT ROWID"
@@ -604,7 +608,12 @@ class Store:
                     "SELECT value FROM meta WHERE name = 'state'").fetchone()
                 state = self._sealer.open_state(sealed_state[0] if sealed_state else b"")
                 tables = _empty_tables()
+                present = {_text(name) for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = [t for t in KV_TABLES if t not in present]
                 for table in KV_TABLES:
+                    if table in missing:
+                        continue
                     for key, sealed in conn.execute(f"SELECT key, sealed FROM {table}"):  # noqa: S608
                         self._load_row(tables, table, key, b"", sealed)
                 for key, conv, sealed in conn.execute(
@@ -623,7 +632,15 @@ class Store:
                         for t, d in digests}
         except (DecodeError, TypeError, ValueError):
             raise StoreCorrupted("the store's integrity record is malformed") from None
-        bad = [t for t in TABLES if recorded.get(t) != tables.digests[t]]
+        dropped = [t for t in missing if t in recorded]
+        if dropped:
+            names = ", ".join(f"table {t!r}" for t in dropped)
+            raise StoreCorrupted(f"{self.path}: {names} of the store's integrity record is "
+                                 "missing from the file (dropped outside this program)")
+        # a table the record does not know is a new one (the store predates it): none in the
+        # file, no rows, hash 0; one that is in the file but not in the record is refused
+        bad = [t for t in TABLES
+               if recorded.get(t, 0 if t in missing else None) != tables.digests[t]]
         if bad:
             names = ", ".join(f"table {t!r}" for t in bad)
             raise StoreCorrupted(
@@ -637,6 +654,16 @@ class Store:
             self._check_counter(counter_file)
         if counter_file is None or accept_rollback or counter_file[0] < counter:
             self._write_counter(counter, [self._sealer])
+        if missing:
+            self._add_tables(missing)
+
+    def _add_tables(self, tables: list[str]) -> None:
+        """Create the tables a store made by an earlier version lacks, and record them (empty)
+        in the integrity record with the new schema cookie, in one commit."""
+        with self._transaction():
+            for table in tables:
+                _create_kv(self._db(), table)
+            self._dirty = True
 
     def _load_row(self, tables: _Tables, table: str, key: Any, conv: Any, sealed: Any) -> None:
         if not isinstance(key, bytes) or not isinstance(conv, bytes) or not isinstance(
@@ -874,6 +901,16 @@ class Store:
             )
         except InvalidTag:
             return None
+
+
+def _create_kv(conn: sqlite3.Connection, table: str) -> None:
+    conn.execute(f"CREATE TABLE {table} (key BLOB PRIMARY KEY,"
+                 " sealed BLOB NOT NULL) WITHOUT ROWID")
+
+
+def _text(value: str | bytes) -> str:
+    """A name from ``sqlite_master`` (the connection returns text as bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _parse(fn: Callable[[bytes], Any], data: bytes, what: str) -> Any:

@@ -3,9 +3,12 @@ in-memory network of nodes that process real Sphinx packets (``mixcore.sphinx``:
 sender-chosen delays, replay tags, SURB replies), with loss and reordering, driven in virtual
 time by the cores' own ``next_deadline``.
 
-The node model is deliberately small and built on mixcore only, so these tests check the client
-against the packet format and the stratified topology, not against one version of the mix node
-server; SURB-ACKs, loops and pulls are exercised end to end with real cryptography.
+Every node runs the real packet processor (``mixcore.hop.PacketProcessor``, the one a mix node
+runs) and the network acts on its events the way ``mixnode/runtime.py`` does, including the
+exit's SURB-ACK (``mixcore.hop.surb_ack``, held for a truncated exponential delay) and its
+acknowledgement of payload-stream decoys. What it leaves out is the node's I/O: links, the
+delay pool's bound, the SQLite mailbox, rate limits. SURB-ACKs, loops and pulls are exercised
+end to end with real cryptography.
 """
 
 from __future__ import annotations
@@ -32,23 +35,26 @@ from client.config import ClientConfig
 from client.core import ClientCore
 from mixcore.consensus import ConsensusDocument, build_consensus
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
-from mixcore.descriptor import NodeDescriptor, NodeRole, make_signed_descriptor
-from mixcore.errors import PacketError
+from mixcore.descriptor import NodeDescriptor, make_signed_descriptor
+from mixcore.hop import (
+    AckDecoy,
+    Arrival,
+    Dropped,
+    DropReason,
+    Forward,
+    LoopReturned,
+    PacketProcessor,
+    StoreMessage,
+    StoreReply,
+    surb_ack,
+)
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
-from mixcore.payload import ACK_PAYLOAD, DROP_MAILBOX, MailboxPayload
+from mixcore.payload import ACK_PAYLOAD, MailboxPayload
+from mixcore.poisson import truncated_exponential
 from mixcore.routing import SURB_ID_LEN, mailbox_address
-from mixcore.sphinx import (
-    Deliver,
-    MixPrivateKey,
-    PathHop,
-    Relay,
-    Sphinx,
-    SphinxGeometry,
-    Surb,
-    SurbKeys,
-    SurbReply,
-)
+from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry, Surb, SurbKeys
+from mixcore.topology import NodeRole, Topology
 
 EPOCH = 0
 START = 1000.0
@@ -201,6 +207,29 @@ class ClientHandle:
     sent: Counter[str] = field(default_factory=Counter)
 
 
+class OneEpochKey:
+    """A node's mix key for the one epoch these tests run in (a node's ``KeyRing`` in short)."""
+
+    def __init__(self, epoch: int, key: MixPrivateKey) -> None:
+        self._live = [(epoch, key)]
+
+    def live(self, now: float) -> list[tuple[int, MixPrivateKey]]:
+        return self._live
+
+    def retired(self, now: float) -> list[tuple[int, MixPrivateKey]]:
+        return []
+
+
+class TagSet(set[bytes]):
+    """A node's replay filter: exact, as the tests' packet counts are small."""
+
+    def check_and_add(self, tag: bytes) -> bool:
+        if tag in self:
+            return False
+        self.add(tag)
+        return True
+
+
 class Network:
     """Real processors for every node; links with random latency (which reorders packets) and
     a loss probability applied to every packet on every hop. A node id in ``dead`` swallows
@@ -233,11 +262,26 @@ class Network:
         self._item_ids = itertools.count(1)
         self.counts: Counter[str] = Counter()
         self.layers = {e.identity_key: e.layer for e in consensus.nodes}
-        self.keys = {n.node_id: n.mix_keys[consensus.epoch] for n in nodes}
-        self.tags: dict[bytes, set[bytes]] = defaultdict(set)
+        self.topology = Topology(self.layers, self.params.layers)
+        self.tags: dict[bytes, TagSet] = defaultdict(TagSet)
+        self.processors = {n.node_id: self._processor(n, consensus.epoch) for n in nodes}
         self.ack_times: list[tuple[float, float]] = []
         self.stored: list[tuple[float, bytes, ItemType, bytes, bytes]] = []
         """Everything a provider stored: (time, mailbox, type, surb id, data) — its view."""
+
+    def _processor(self, node: NodeKeys, epoch: int) -> PacketProcessor:
+        """The node's real packet processor, with this network's topology and mailboxes."""
+        return PacketProcessor(
+            sphinx=self.sphinx,
+            keyring=OneEpochKey(epoch, node.mix_keys[epoch]),
+            replay_filter=lambda _epoch: self.tags[node.node_id],
+            role=node.role,
+            node_id=node.node_id,
+            topology=lambda _epoch: self.topology,
+            max_hop_delay=self.params.max_hop_delay,
+            loop_mailbox=os.urandom(16),
+            hosts_mailbox=lambda mailbox: self.owner.get(mailbox) == node.node_id,
+        )
 
     def add_client(
         self, name: str, provider: bytes, *, config: ClientConfig | None = None, seed: int = 0
@@ -263,6 +307,7 @@ class Network:
         assert consensus.epoch == self.consensus.epoch
         self.consensus = consensus
         self.layers = {e.identity_key: e.layer for e in consensus.nodes}
+        self.topology = Topology(self.layers, self.params.layers)
         for client in self.clients:
             client.core.update_consensus(consensus, self.now)
 
@@ -274,12 +319,13 @@ class Network:
     def latency(self) -> float:
         return self.rng.uniform(0.001, self.max_latency)
 
-    def transmit(self, to: bytes, packet: bytes, when: float) -> None:
-        """A packet on a link: lost with probability ``loss``, else delayed randomly."""
+    def transmit(self, to: bytes, packet: bytes, when: float, sender: bytes | None) -> None:
+        """A packet on a link from ``sender`` (None: a client): lost with probability
+        ``loss``, else delayed randomly."""
         if self.rng.random() < self.loss:
             self.counts["lost"] += 1
             return
-        self.at(when + self.latency(), lambda: self.node_receive(to, packet))
+        self.at(when + self.latency(), lambda: self.node_receive(to, packet, sender))
 
     def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
         while True:
@@ -307,7 +353,7 @@ class Network:
             if isinstance(action, SendPacket):
                 client.sent[action.kind.value] += 1
                 assert action.first_hop == client.provider
-                self.transmit(action.first_hop, action.packet, self.now)
+                self.transmit(action.first_hop, action.packet, self.now, sender=None)
             elif isinstance(action, SendControl):
                 self.control(client, action)
             elif isinstance(action, MessageReceived):
@@ -349,67 +395,65 @@ class Network:
 
     # -- nodes
 
-    def expected_next_layer(self, layer: int) -> int:
-        return 1 if layer == 0 else (layer + 1 if layer < self.params.layers else 0)
-
-    def node_receive(self, node_id: bytes, packet: bytes) -> None:
-        """What a node does (as in ``mixnode.processor``): peel, drop replays, check the
-        stratified order, hold for the sender's delay, deliver or store the SURB reply."""
+    def node_receive(self, node_id: bytes, packet: bytes, sender: bytes | None) -> None:
+        """What a node does: the real processor (``mixcore.hop``) decides, this network acts
+        on its event as ``mixnode/runtime.py`` does (hold and forward, store, acknowledge).
+        ``sender`` is the node whose link it came on, or None for a client's link."""
         if node_id in self.dead:
             self.counts["swallowed_by_dead_node"] += 1
             return
-        try:
-            result = self.sphinx.process(self.keys[node_id], packet)
-        except PacketError:
-            self.counts["node_drop_bad_packet"] += 1
-            return
-        if result.replay_tag in self.tags[node_id]:
-            self.counts["node_drop_replay"] += 1
-            return
-        self.tags[node_id].add(result.replay_tag)
-        my_layer = self.layers[node_id]
-        if isinstance(result, Relay):
-            if self.layers.get(result.next_node) != self.expected_next_layer(my_layer):
-                self.counts["node_drop_wrong_layer"] += 1
-                return
-            due = self.now + result.delay
-            self.at(due, lambda: self.transmit(result.next_node, result.packet, self.now))
-            return
-        if my_layer != 0 or self.owner.get(result.mailbox) != node_id:
-            if isinstance(result, Deliver) and result.mailbox == DROP_MAILBOX and my_layer == 0:
-                self.counts["drop_cover_arrived"] += 1
-                if result.payload[:1] == b"\x01":  # a payload-stream decoy: ACK it, store nothing
-                    self.counts["decoys_acked"] += 1
-                    self.acknowledge(MailboxPayload.decode(result.payload, self.geometry))
-            else:
-                self.counts["node_drop_unknown_mailbox"] += 1
-            return
-        if isinstance(result, SurbReply):
-            self.mailboxes[result.mailbox].append(
-                (next(self._item_ids), ItemType.REPLY, result.surb_id, result.body)
+        arrival = Arrival.CLIENT if sender is None else Arrival.NETWORK
+        event = self.processors[node_id].receive(
+            packet, self.now, arrival=arrival, previous_node=sender
+        )
+        if isinstance(event, Forward):
+            self.at(
+                event.due,
+                lambda: self.transmit(event.next_node, event.packet, self.now, sender=node_id),
+            )
+        elif isinstance(event, StoreMessage):
+            payload = MailboxPayload.decode(event.payload, self.geometry)
+            self.mailboxes[event.mailbox].append(
+                (next(self._item_ids), ItemType.MESSAGE, bytes(SURB_ID_LEN), payload.data)
             )
             self.stored.append(
-                (self.now, result.mailbox, ItemType.REPLY, result.surb_id, result.body)
+                (self.now, event.mailbox, ItemType.MESSAGE, bytes(SURB_ID_LEN), payload.data)
             )
-            return
-        payload = MailboxPayload.decode(result.payload, self.geometry)
-        self.mailboxes[result.mailbox].append(
-            (next(self._item_ids), ItemType.MESSAGE, bytes(SURB_ID_LEN), payload.data)
-        )
-        self.stored.append(
-            (self.now, result.mailbox, ItemType.MESSAGE, bytes(SURB_ID_LEN), payload.data)
-        )
-        self.counts["stored"] += 1
-        # stored durably: acknowledge through the SURB (the provider sends it to its first hop)
-        self.acknowledge(payload)
+            self.counts["stored"] += 1
+            # stored durably: acknowledge through the SURB (sent on to its first hop)
+            self.acknowledge(node_id, payload)
+        elif isinstance(event, StoreReply):
+            self.mailboxes[event.mailbox].append(
+                (next(self._item_ids), ItemType.REPLY, event.surb_id, event.body)
+            )
+            self.stored.append(
+                (self.now, event.mailbox, ItemType.REPLY, event.surb_id, event.body)
+            )
+        elif isinstance(event, AckDecoy):  # a payload-stream decoy: ACK it, store nothing
+            self.counts["drop_cover_arrived"] += 1
+            self.counts["decoys_acked"] += 1
+            self.acknowledge(node_id, MailboxPayload.decode(event.payload, self.geometry))
+        elif isinstance(event, Dropped) and event.reason is DropReason.COVER:
+            self.counts["drop_cover_arrived"] += 1
+        elif isinstance(event, Dropped):
+            self.counts[f"node_drop_{event.reason.value}"] += 1
+        else:
+            assert isinstance(event, LoopReturned)  # nodes here send no loops of their own
+            self.counts["node_loop_returned"] += 1
 
-    def acknowledge(self, payload: MailboxPayload) -> None:
-        """The exit's SURB-ACK, after an exponential hold of the mean hop delay (as
-        ``mixnode.runtime``), recorded as (arrival, departure) for the timing tests."""
-        reply = self.sphinx.package_reply(payload.surb, ACK_PAYLOAD)
-        leave = self.now + self.rng.expovariate(1.0 / self.params.mean_hop_delay)
-        self.ack_times.append((self.now, leave))
-        self.at(leave, lambda: self.transmit(payload.surb.first_hop, reply, self.now))
+    def acknowledge(self, exit_id: bytes, payload: MailboxPayload) -> None:
+        """The exit's SURB-ACK (``mixcore.hop.surb_ack``) after an exponential hold drawn like
+        a hop's delay (as ``mixnode/runtime.py``), recorded as (arrival, departure) for the
+        timing tests."""
+        params = self.params
+        ack = surb_ack(
+            self.sphinx,
+            payload.surb,
+            self.now,
+            lambda: truncated_exponential(self.rng, params.mean_hop_delay, params.max_hop_delay),
+        )
+        self.ack_times.append((self.now, ack.due))
+        self.at(ack.due, lambda: self.transmit(ack.next_node, ack.packet, self.now, exit_id))
 
 
 # -- fixtures handing the helpers to test modules (importlib mode: no imports from conftest) ----

@@ -18,7 +18,6 @@ from client.actions import (
     SendControl,
     SendPacket,
 )
-from client.arq import MessageState, UndeliverableReason
 from client.config import ClientConfig
 from client.core import ClientCore
 from client.errors import (
@@ -30,6 +29,7 @@ from client.errors import (
 )
 from client.fragments import Fragment, chunk_capacity, new_message_id
 from client.mailbox_seal import MailboxKey, seal
+from client.transport.arq import MessageState, UndeliverableReason
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.routing import SURB_ID_LEN
@@ -374,3 +374,31 @@ def test_a_cancelled_message_is_never_sent_again(kit) -> None:
                        for a in core.poll(t))
     assert core.message_state(mid) is MessageState.UNDELIVERABLE
     assert core.memory_footprint()["surbs"] == 0 and core.statistics().fragments_queued == 0
+
+
+def test_the_core_draws_its_random_bytes_from_the_injected_source(kit) -> None:
+    """Message ids, seals and cover bytes come from ``randbytes`` (bytes in, like time and
+    rng): a test can pin them, production gets the OS generator."""
+    drawn: list[int] = []
+
+    def counter(n: int) -> bytes:
+        drawn.append(n)
+        return bytes([len(drawn) % 256]) * n
+
+    providers = [d.node_id for d in kit.consensus.providers()]
+    core = ClientCore(kit.consensus, provider=providers[0], mailbox=MAILBOX,
+                      rng=random.Random(7), now=kit.start, sphinx=kit.fake_sphinx(),
+                      randbytes=counter)
+    mid = core.send_message(providers[1], BOB, b"hi", kit.start, seal_key=BOB_KEY)
+    assert mid == bytes([1]) * len(mid)
+    kinds: set[PacketKind] = set()
+    for _ in range(1000):
+        for action in core.poll(core.next_deadline()):
+            if isinstance(action, SendPacket):
+                kinds.add(action.kind)
+        if {PacketKind.REAL, PacketKind.LOOP, PacketKind.DROP} <= kinds:
+            break
+    assert {PacketKind.REAL, PacketKind.LOOP, PacketKind.DROP} <= kinds
+    geometry = core.geometry
+    # seal bits (1), loop ids (16) and drop cover (a whole payload) came from it
+    assert {1, len(mid), geometry.payload_capacity} <= set(drawn)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import random
 
-from client.arq import MessageState, UndeliverableReason
 from client.config import ClientConfig
+from client.transport.arq import MessageState, UndeliverableReason
 
 _DOCS: dict[str, object] = {}
 

@@ -11,7 +11,10 @@ import itertools
 import random
 
 from client.actions import MessageDelivered, MessageUndeliverable, PacketKind, SendPacket
-from client.arq import (
+from client.config import ClientConfig
+from client.core import ClientCore
+from client.mailbox_seal import MailboxKey
+from client.transport.arq import (
     ArqInput,
     FragmentState,
     MessageState,
@@ -19,9 +22,6 @@ from client.arq import (
     next_state,
     retry_backoff,
 )
-from client.config import ClientConfig
-from client.core import ClientCore
-from client.mailbox_seal import MailboxKey
 
 MAILBOX = b"A" * 16
 BOB = b"B" * 16

@@ -26,8 +26,9 @@ from client.actions import PacketKind, SendControl, SendPacket
 from client.config import ClientConfig
 from client.core import ClientCore
 from client.errors import QueueFull
-from client.streams import PoissonStream, StreamKind
+from client.transport.streams import StreamKind
 from mixcore.control import ControlKind
+from mixcore.poisson import PoissonStream
 
 DURATION = 10_000.0
 SEED = 20261126
@@ -172,7 +173,7 @@ def test_busy_client_memory_stays_bounded(busy: Run) -> None:
 
 
 def test_zero_rate_stream_never_fires() -> None:
-    stream = PoissonStream(StreamKind.LOOP, 0.0, random.Random(1), 5.0)
+    stream = PoissonStream(0.0, random.Random(1), 5.0)
     assert stream.next_time == math.inf
     stream.advance()
     assert stream.next_time == math.inf

@@ -17,7 +17,7 @@ import pytest
 from client.storage import KdfParams, Store
 from client.transport_db import DATABASE_NAME, TransportDB
 
-FAST = KdfParams.fast_for_tests()
+FAST = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
 NOW = 1_712_345_678.25
 
 

@@ -14,10 +14,11 @@ import pytest
 from directory.admission import AdmissionMode, AdmissionSettings
 from directory.config import AuthorityConfig, PeerConfig, save_config
 from directory.voting import VotingSchedule
-from mixcore.descriptor import NodeDescriptor, NodeRole, sign_descriptor
+from mixcore.descriptor import NodeDescriptor, sign_descriptor
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
+from mixcore.topology import NodeRole
 
 #: Open admission without caps that matter: for tests of the other rules, whose fake nodes no
 #: operator approved (tests/directory/test_admission.py tests admission itself).

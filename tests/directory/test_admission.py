@@ -32,10 +32,10 @@ from mixcore.consensus import (
     sign_document,
     verify_consensus,
 )
-from mixcore.descriptor import NodeRole
 from mixcore.errors import MixnetError
 from mixcore.keys import IdentityKey, save_identity_key
 from mixcore.params import NetworkParams
+from mixcore.topology import NodeRole
 from mixnet.cli import main
 
 LENGTH = 10.0

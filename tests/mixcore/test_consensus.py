@@ -40,7 +40,6 @@ from mixcore.descriptor import (
     MAX_HOST_LEN,
     MAX_NAME_LEN,
     NodeDescriptor,
-    NodeRole,
     SignedDescriptor,
     make_signed_descriptor,
     parse_signed_descriptor,
@@ -56,6 +55,7 @@ from mixcore.errors import (
 from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import SPHINX_SUITE_V1, NetworkParams
 from mixcore.sphinx import MixPrivateKey
+from mixcore.topology import NodeRole
 
 EPOCH = 500
 PARAMS = NetworkParams(layers=3, epoch_length=10.0, mean_hop_delay=0.1)

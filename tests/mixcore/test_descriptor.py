@@ -19,7 +19,6 @@ from mixcore.descriptor import (
     MAX_NAME_LEN,
     MAX_SIGNED_DESCRIPTOR_BYTES,
     NodeDescriptor,
-    NodeRole,
     SignedDescriptor,
     check_descriptor_epoch,
     make_signed_descriptor,
@@ -29,6 +28,7 @@ from mixcore.descriptor import (
 from mixcore.encoding import pack
 from mixcore.errors import DescriptorError, MixnetError, SignatureError
 from mixcore.keys import IdentityKey, LinkKey
+from mixcore.topology import NodeRole
 
 EPOCH = 1000
 
@@ -229,7 +229,7 @@ def _not_on_curve() -> bytes:
         _not_on_curve(),
         b"\x04" + bytes(32),
         b"\x02" + b"\xff" * 32,  # x >= p
-        MIX_KEYS[0][1][:-1],
+        MIX_KEYS[0][1][:-2],  # 31 bytes: neither a P-256 (33) nor an X25519 (32) key
         MIX_KEYS[0][1] + b"\x00" * 2,
         bytes(33),
         bytes(32),  # X25519 u = 0: small order

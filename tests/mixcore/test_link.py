@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -93,18 +90,6 @@ def cells(events: list[object]) -> list[tuple[CellKind | int, bytes]]:
 
 
 # ------------------------------------------------------------------------------------ structure
-
-
-def test_core_imports_no_io_library() -> None:
-    tree = ast.parse(Path(link_module.__file__).read_text())
-    imported: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert "noise" in imported  # the scan does see imports
-    assert not imported & {"trio", "socket", "asyncio", "httpx", "anyio", "selectors", "ssl"}
 
 
 def test_handshake_message_sizes_match_the_library() -> None:

@@ -504,3 +504,11 @@ if __name__ == "__main__" and "--write-vectors" in sys.argv:
     VECTORS.write_text(json.dumps(make_vectors(), indent=1) + "\n")
     print(f"wrote {VECTORS}")
     os._exit(0)
+
+
+def test_a_mix_key_is_drawn_from_the_injected_source() -> None:
+    secret = bytes(range(1, 33))
+    key = MixPrivateKey.generate(SPHINX_SUITE_V2, randbytes=lambda n: secret[:n])
+    assert key.secret_bytes() == secret
+    assert key.public == MixPrivateKey.from_secret(secret, SPHINX_SUITE_V2).public
+    assert MixPrivateKey.generate(SPHINX_SUITE_V2).secret_bytes() != secret

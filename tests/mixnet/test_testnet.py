@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from client.mailbox_seal import MailboxKey
+from mixcore.keys import load_link_key
+from mixcore.routing import mailbox_address
 from mixnet.network import pid_alive
 
 pytestmark = pytest.mark.slow
@@ -43,6 +46,7 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     assert summary["packets_by_kind"]["ack"] > 0
     assert not [pid for pid in summary["pids"] if pid_alive(pid)], "a process survived"
     assert_owner_only(tmp_path / "net")
+    assert_no_client_metadata_in_node_logs(tmp_path / "net")
 
     # The recorded link events (never payloads) feed the simulator's adversary.
     trace = (tmp_path / "trace.jsonl").read_text().splitlines()
@@ -60,6 +64,24 @@ def test_chaos_run_with_epoch_rotation_loses_nothing(tmp_path: Path) -> None:
     assert analysis.returncode == 0, analysis.stderr[-1000:]
     result = json.loads(analysis.stdout)
     assert result["message_entropy_bits"]["count"] > 0
+
+
+def assert_no_client_metadata_in_node_logs(root: Path) -> None:
+    """The threat model's "someone reading node logs" row: after a whole run with traffic and
+    chaos, no node's or authority's log holds any client's mailbox address or sealing key,
+    whole or as a short id (per-packet metadata stays out of logs at the default level)."""
+    clients = [p.parent for p in root.glob("*/client.json")]
+    assert clients
+    needles = set()
+    for folder in clients:
+        link = load_link_key(folder / "link.key")
+        for value in (mailbox_address(link.public), MailboxKey.from_link_key(link).public):
+            needles |= {value.hex(), value.hex()[:8]}
+    logs = [p / "process.log" for p in root.iterdir()
+            if (p / "node.json").exists() or (p / "authority.json").exists()]
+    assert len(logs) >= 5 and all(log.stat().st_size > 0 for log in logs)
+    leaks = [(log.parent.name, n) for log in logs for n in needles if n in log.read_text()]
+    assert not leaks, leaks
 
 
 def assert_owner_only(root: Path) -> None:

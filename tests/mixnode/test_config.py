@@ -11,13 +11,13 @@ import pytest
 
 from mixcore.consensus import AuthorityRef
 from mixcore.params import NetworkParams
+from mixcore.topology import NodeRole
 from mixnode.config import ConfigError, NodeConfig
-from mixnode.processor import Role
 
 
 def config(tmp_path: Path, **changes: Any) -> NodeConfig:
     base = NodeConfig(
-        name="n1", role=Role.MIX, data_dir=tmp_path, listen_host="127.0.0.1", listen_port=0,
+        name="n1", role=NodeRole.MIX, data_dir=tmp_path, listen_host="127.0.0.1", listen_port=0,
         authorities=(AuthorityRef("http://127.0.0.1:1", os.urandom(32)),), threshold=1,
         params=NetworkParams(),
     )

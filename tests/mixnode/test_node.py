@@ -27,9 +27,9 @@ from mixcore.params import NetworkParams
 from mixcore.payload import MailboxPayload
 from mixcore.routing import mailbox_address
 from mixcore.sphinx import Sphinx, SphinxGeometry
+from mixcore.topology import NodeRole
 from mixnode.config import NodeConfig
 from mixnode.mailbox import MailboxFull
-from mixnode.processor import Role
 from mixnode.server import IDENTITY_FILE, LINK_FILE, MixNode
 from mixnode.view import EpochView
 
@@ -46,7 +46,7 @@ def make_node(tmp_path: Path, *, http: httpx.AsyncClient | None = None, **settin
         save_identity_key(data / IDENTITY_FILE, IdentityKey.generate())
         save_link_key(data / LINK_FILE, LinkKey.generate())
     config = NodeConfig(
-        name="provider", role=Role.PROVIDER, data_dir=data, listen_host="127.0.0.1",
+        name="provider", role=NodeRole.PROVIDER, data_dir=data, listen_host="127.0.0.1",
         listen_port=0, authorities=(AUTHORITY,), threshold=1, params=PARAMS, **settings,
     )
     node = MixNode(config, http=http)

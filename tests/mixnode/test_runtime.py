@@ -13,14 +13,13 @@ import pytest
 import trio
 
 from mixcore.control import ItemType, PullItem
-from mixcore.descriptor import NodeRole
 from mixcore.epochs import EpochClock
 from mixcore.payload import ACK_PAYLOAD, DROP_MAILBOX, MailboxPayload
 from mixcore.routing import mailbox_address
 from mixcore.sphinx import PathHop, Relay, Sphinx
+from mixcore.topology import NodeRole
 from mixnode.keyring import KeyRing
 from mixnode.mailbox import MailboxStore
-from mixnode.processor import Role
 from mixnode.runtime import NodeRuntime, RuntimeSettings
 from mixnode.view import EpochView
 
@@ -45,9 +44,9 @@ class Net:
             ring = KeyRing(clock, grace=10.0)
             for epoch, key in node.mix_keys.items():
                 ring.add(epoch, key)
-            role = Role.PROVIDER if node.role is NodeRole.PROVIDER else Role.MIX
+            role = node.role
             store = None
-            if role is Role.PROVIDER:
+            if role is NodeRole.PROVIDER:
                 store = MailboxStore(tmp / f"{node.name}.db", ttl=3600.0)
             runtime = NodeRuntime(
                 settings=RuntimeSettings(

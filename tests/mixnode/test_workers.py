@@ -22,14 +22,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixcore.epochs import EpochClock
+from mixcore.hop import HOP_REASONS, unwrap
 from mixcore.params import SPHINX_SUITE_V1
 from mixcore.sphinx import Deliver, MixPrivateKey, PathHop, Relay, Sphinx, SphinxGeometry, SurbReply
+from mixcore.topology import NodeRole
 from mixnode.keyring import KeyRing
-from mixnode.processor import Role
 from mixnode.runtime import NodeRuntime, RuntimeSettings
 from mixnode.unwrap import (
     BATCH,
-    HOP_REASONS,
     KEYS,
     RESULTS,
     FrameError,
@@ -41,7 +41,6 @@ from mixnode.unwrap import (
     encode_results,
     frame,
     split_frames,
-    unwrap,
 )
 from mixnode.view import EpochView
 from mixnode.workers import HopWorkers
@@ -165,7 +164,7 @@ class Node:
             ring.add(epoch, key)
         self.runtime = NodeRuntime(
             settings=RuntimeSettings(
-                role=Role.MIX, node_id=self.me, max_hop_delay=120.0, pool_capacity=100_000,
+                role=NodeRole.MIX, node_id=self.me, max_hop_delay=120.0, pool_capacity=100_000,
                 replay_capacity=100_000, replay_fp_rate=1e-6, mix_loop_rate=0.0,
                 mean_hop_delay=0.5, pull_batch=4,
             ),

@@ -100,3 +100,34 @@ def test_epsilon_and_timing_unchanged() -> None:
     np.testing.assert_allclose(new, old, atol=1e-9)
     targets = pick_targets(run, 40, rng)
     assert np.array_equal(timing_guesses(run, targets), reference_timing_guesses(run, targets))
+
+
+def test_whole_network_scenario_matches_the_previous_pipeline() -> None:
+    """The scenario's figures (one backward walk for both delivery sets, folded weights) equal
+    those of the pipeline the speed benchmark compares against, to 1e-9."""
+    from reference_pipeline import reference_measure_network
+
+    from simulations import scenarios
+
+    cfg = CASES["stratified"].replace(targets=30)
+    new = scenarios.network(cfg).data
+    old = reference_measure_network(cfg)
+    for name in ("message_entropy_bits", "sender_entropy_bits", "epsilon"):
+        for stat in ("count", "mean", "p5", "p50", "p95", "min", "max"):
+            assert new[name][stat] == pytest.approx(old[name][stat], abs=TOLERANCE_BITS), \
+                (name, stat)
+    assert new["timing_attack"] == old["timing_attack"]
+    assert new["latency_mailbox_s"] == old["latency_mailbox_s"]
+
+
+@pytest.mark.parametrize("resolution", [None, 0.1])
+def test_node_time_order_is_lexsort(resolution: float | None) -> None:
+    """The per-node sort gives lexsort's order, ties in time (rounded times) included."""
+    rng = np.random.default_rng(9)
+    node = rng.integers(0, 7, 5000)
+    time = rng.uniform(0.0, 20.0, 5000)
+    if resolution is not None:
+        time = np.round(time / resolution) * resolution
+    dep = rng.random(5000) < 0.5
+    assert np.array_equal(pools._node_time_order(node, time, dep),
+                          np.lexsort((dep, time, node)))

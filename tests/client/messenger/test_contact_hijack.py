@@ -19,7 +19,7 @@ from client.messenger.errors import MessengerError
 from client.messenger.messenger import Envelope, Messenger
 from client.storage import KdfParams, Store
 
-FAST = KdfParams.fast_for_tests()
+FAST = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
 
 
 class Clock:

@@ -4,6 +4,7 @@ InnerFormatError (fuzzed)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from client.messenger import inner
 from client.messenger.errors import InnerFormatError
-from client.messenger.records import Delivery, advance, summarize
+from client.messenger.ledger import Delivery, advance, summarize
 from mixcore.encoding import pack
 
 
@@ -35,9 +36,34 @@ def test_round_trip(message: inner.Inner) -> None:
     assert inner.decode(decoded.encode()) == decoded
 
 
+def test_the_bytes_are_those_of_the_untyped_format() -> None:
+    """Typed kinds, same wire: each encodes to exactly ``[1, kind, uid, ttl, body]`` as the
+    earlier untyped module packed it, and those bytes decode to the same object."""
+    uid, gid, card = os.urandom(16), os.urandom(16), os.urandom(300)
+    data = b"\x00\x01" * 40
+    digest = hashlib.sha256(data).digest()
+    cases = [
+        (inner.Text(text="hi ☃", uid=uid, ttl=30), ["text", 30, ["hi ☃"]]),
+        (inner.File(name="a.txt", data=data, sha256=digest, uid=uid),
+         ["file", 0, ["a.txt", data, digest]]),
+        (inner.Receipt(uids=(gid, uid), uid=uid), ["receipt", 0, [[gid, uid]]]),
+        (inner.Timer(seconds=3600, accept=True, uid=uid), ["timer", 0, [3600, True]]),
+        (inner.GroupUpdate(gid=gid, name="team", members=(("", card), ("bob", card)), uid=uid),
+         ["gupdate", 0, [gid, "team", [["", card], ["bob", card]]]]),
+        (inner.GroupText(gid=gid, text="all", uid=uid, ttl=5), ["gtext", 5, [gid, "all"]]),
+        (inner.GroupFile(gid=gid, name="f", data=data, sha256=digest, uid=uid),
+         ["gfile", 0, [gid, "f", data, digest]]),
+    ]
+    assert sorted(c[1][0] for c in cases) == sorted(inner.KINDS)
+    for message, (kind, ttl, body) in cases:
+        old = pack([1, kind, uid, ttl, body])
+        assert message.encode() == old == inner.encode(message), kind
+        assert inner.decode(old) == message
+
+
 def test_attachment_hash_is_checked() -> None:
     m = inner.file("a", b"abc")
-    forged = inner.Inner("file", m.uid, 0, ("a", b"abd", m.body[2]))
+    forged = inner.File(name="a", data=b"abd", sha256=m.sha256, uid=m.uid)
     with pytest.raises(InnerFormatError, match="hash"):
         inner.decode(forged.encode())
 

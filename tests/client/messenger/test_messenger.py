@@ -17,6 +17,9 @@ from client.messenger.errors import MessageTooLong, MessengerError, UnknownConta
 from client.messenger.messenger import DEFAULT_MAX_MESSAGE_LEN, Envelope, Messenger
 from client.storage import KdfParams, Store
 
+#: Argon2id far below the floor the store enforces; only tests may ask for it.
+FAST_KDF = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
+
 
 class Clock:
     def __init__(self) -> None:
@@ -36,7 +39,7 @@ class World:
         self.outbox: list[Envelope] = []
 
     def add(self, name: str) -> Messenger:
-        store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
+        store = Store.create(self.root / f"{name}.db", "pw", kdf=FAST_KDF)
         store.save_identity(UserIdentity.generate())  # what `mixnet client init` does
         m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
                       mailbox_key=os.urandom(32), clock=self.clock)
@@ -134,7 +137,7 @@ def test_verify_and_key_change_blocks_sending(world: World, tmp_path: Path) -> N
     assert shown["digits"] == bob.verify("alice")["digits"]
     assert alice.verify("bob", confirm=True)["verification"] == "verified"
     # Bob reinstalls: new identity, same provider and mailbox
-    store = Store.create(tmp_path / "bob2.db", "pw", kdf=KdfParams.fast_for_tests())
+    store = Store.create(tmp_path / "bob2.db", "pw", kdf=FAST_KDF)
     store.save_identity(UserIdentity.generate())
     bob2 = Messenger(store, provider=bob.card.provider, mailbox=bob.card.mailbox,
                      mailbox_key=bob.card.mailbox_key,
@@ -274,7 +277,7 @@ def test_a_stranger_claiming_an_address_does_not_replace_the_session(
     alice, bob = world.users["alice"], world.users["bob"]
     world.send(alice.send_text("bob", "hi"))
     world.deliver()
-    store = Store.create(tmp_path / "mallory.db", "pw", kdf=KdfParams.fast_for_tests())
+    store = Store.create(tmp_path / "mallory.db", "pw", kdf=FAST_KDF)
     store.save_identity(UserIdentity.generate())
     mallory = Messenger(store, provider=bob.card.provider, mailbox=bob.card.mailbox,
                         mailbox_key=bob.card.mailbox_key,

@@ -16,7 +16,7 @@ from client.messenger.messenger import Envelope, Messenger
 from client.storage import KdfParams, Store
 from client.transport_db import TransportDB
 
-FAST = KdfParams.fast_for_tests()
+FAST = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
 TEXT = b"MEET AT THE OLD MILL AT NINE"
 
 

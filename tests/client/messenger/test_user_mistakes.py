@@ -22,6 +22,9 @@ from client.messenger.errors import MessengerError
 from client.messenger.messenger import Envelope, Messenger
 from client.storage import KdfParams, Store
 
+#: Argon2id far below the floor the store enforces; only tests may ask for it.
+FAST_KDF = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
+
 
 class Users:
     def __init__(self, root: Path) -> None:
@@ -31,7 +34,7 @@ class Users:
         self.outbox: list[Envelope] = []
 
     def add(self, name: str) -> Messenger:
-        store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
+        store = Store.create(self.root / f"{name}.db", "pw", kdf=FAST_KDF)
         store.save_identity(UserIdentity.generate())  # what `mixnet client init` does
         m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
                       mailbox_key=os.urandom(32))

@@ -23,7 +23,7 @@ from client.messenger.errors import MessengerError
 from client.messenger.messenger import Messenger
 from client.storage import KdfParams, Store, StoreCorrupted, StoreRolledBack
 
-FAST = KdfParams.fast_for_tests()
+FAST = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
 PASS = "integrity passphrase"
 TABLES_WITH_ROWS = ("identity", "contacts", "sessions", "verification", "settings", "messages")
 
@@ -223,3 +223,54 @@ def test_no_new_identity_over_a_store_without_one(tmp_path: Path) -> None:
             Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
                       mailbox_key=os.urandom(32))
         assert store.load_identity() is None  # nothing was created
+
+
+OLDER_TABLES = ("identity", "contacts", "sessions", "verification", "settings", "outbox",
+                "inbox", "replay")
+
+
+def older_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store as a version without the messenger's own tables made it."""
+    from client.storage import store as store_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "KV_TABLES", OLDER_TABLES)
+        patch.setattr(store_module, "TABLES", (*OLDER_TABLES, "messages"))
+        with Store.create(path, PASS, kdf=FAST) as store:
+            store.put("settings", "group:1", b"a group")
+            store.add_message("c:c1", b"first message")
+
+
+def test_a_store_older_than_a_table_gains_it_empty_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s" / "store.db"
+    older_store(path, monkeypatch)
+    with Store.open(path, PASS) as store:
+        assert store.items("groups") == []
+        store.put("groups", "g1", b"a group")
+        assert store.get("settings", "group:1") == b"a group"
+    with Store.open(path, PASS) as store:  # the new table is part of the integrity record
+        assert store.get("groups", "g1") == b"a group"
+        assert [body for _, body in store.messages("c:c1")] == [b"first message"]
+    flip(path, "groups", "sealed", row=0, offset=30, xor=1)
+    with pytest.raises(StoreCorrupted, match="'groups'"):
+        Store.open(path, PASS)
+
+
+def test_a_table_dropped_or_added_outside_the_program_is_refused(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = fresh(template, tmp_path / "d" / "store.db")
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE delivery")  # an empty table the record knows
+    conn.close()
+    with pytest.raises(StoreCorrupted, match=r"'delivery'.*dropped"):
+        Store.open(path, PASS)
+    older = tmp_path / "a" / "store.db"
+    older_store(older, monkeypatch)
+    conn = sqlite3.connect(older)
+    conn.execute("CREATE TABLE groups (key BLOB PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID")
+    conn.close()  # a table the record does not know, even empty, was not made by this program
+    with pytest.raises(StoreCorrupted, match="'groups'"):
+        Store.open(older, PASS)

@@ -16,7 +16,7 @@ from client.storage import KdfParams, Store, StoreCorrupted, StoreRolledBack, Wr
 from mixcore.params import NetworkParams
 from mixnet.cli import main
 
-FAST = KdfParams.fast_for_tests()
+FAST = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
 OLD, NEW = "the old passphrase", "the new passphrase"
 
 

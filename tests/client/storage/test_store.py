@@ -27,7 +27,7 @@ from client.storage import (
 )
 from mixcore.errors import MixnetError
 
-FAST = KdfParams.fast_for_tests()
+FAST = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
 PASS = "correct horse battery staple"
 
 

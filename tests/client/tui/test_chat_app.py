@@ -20,6 +20,9 @@ from client.messenger.messenger import Envelope, Messenger
 from client.storage import KdfParams, Store
 from client.tui.app import TIMER_ICON, ChatApp, render_message
 
+#: Argon2id far below the floor the store enforces; only tests may ask for it.
+FAST_KDF = KdfParams(memory_kib=32, iterations=1, insecure_for_tests=True)
+
 
 class Pair:
     """Alice (behind the fake API) and Bob; ``hold`` keeps envelopes in flight."""
@@ -34,7 +37,7 @@ class Pair:
         self.in_flight: list[Envelope] = []
 
     def user(self, name: str, **kw: Any) -> Messenger:
-        store = Store.create(self.root / f"{name}.db", "pw", kdf=KdfParams.fast_for_tests())
+        store = Store.create(self.root / f"{name}.db", "pw", kdf=FAST_KDF)
         store.save_identity(UserIdentity.generate())
         return Messenger(store, provider=kw.get("provider", os.urandom(32)),
                          mailbox=kw.get("mailbox", os.urandom(16)), mailbox_key=os.urandom(32))

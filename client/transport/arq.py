@@ -135,10 +135,6 @@ class OutgoingMessage:
     fragments: list[OutgoingFragment] = field(default_factory=list)
     state: MessageState = MessageState.PENDING
 
-    @property
-    def unfinished(self) -> int:
-        return sum(1 for f in self.fragments if not f.done)
-
 
 def extra_delay_mean(params: NetworkParams) -> float:
     """Default mean of the randomized extra delay ``X``."""

@@ -1,35 +1,33 @@
 """The sans-IO packet processor of a mix or provider: bytes and a time in, one event out.
 
 It peels one Sphinx layer with whichever live key fits, drops replays, checks the next hop
-against the consensus topology and the delay against the node's bound, and says what to do:
-hold and forward, store in a mailbox, or drop for a counted reason.
+against the consensus topology (:mod:`mixcore.topology`) and the delay against the node's bound,
+and says what to do: hold and forward, store in a mailbox, or drop for a counted reason.
 
 Where a packet came from matters at a provider: a packet from one of its *client* links may
 only enter layer 1 (a client cannot hand it a one-hop packet for a mailbox), and mail for a
 mailbox is stored only when it arrived from a node of the last mix layer — deliveries come from
-the network side, through the mixes, or not at all. It never sleeps, sends or
-logs; the trio server does the I/O and the delay pool does the waiting.
+the network side, through the mixes, or not at all. It never sleeps, sends or logs; the node's
+trio shell (``mixnode/runtime.py``) does the I/O and its delay pool does the waiting.
+
+It lives in ``mixcore`` (not in ``mixnode``) so that everything that models a node runs the
+same decisions: the mix node itself, and the client tests' in-memory network
+(``tests/client/conftest.py``). The peel (:func:`unwrap`) is a separate pure function because
+it is the node's costly step: ``mixnode/unwrap.py`` carries it to worker processes.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
-from mixcore.payload import DROP_MAILBOX, PAYLOAD_VERSION
-from mixcore.sphinx import Deliver, Relay, Sphinx
-from mixnode.keyring import KeyRing
-from mixnode.replay import ReplayFilter
-from mixnode.unwrap import Unwrapped, unwrap
-
-PROVIDER_LAYER = 0
-
-
-class Role(StrEnum):
-    MIX = "mix"
-    PROVIDER = "provider"
+from mixcore.errors import BodyMacError, HeaderMacError, PacketError, WrongSuitePacket
+from mixcore.payload import ACK_PAYLOAD, DROP_MAILBOX, PAYLOAD_VERSION
+from mixcore.sphinx import Deliver, MixPrivateKey, ProcessResult, Relay, Sphinx, Surb
+from mixcore.topology import NodeRole, Topology
 
 
 class DropReason(StrEnum):
@@ -118,32 +116,92 @@ class Dropped:
 Event = Forward | StoreMessage | StoreReply | AckDecoy | LoopReturned | Dropped
 
 
-@dataclass(frozen=True, slots=True)
-class Topology:
-    """Who is where in one epoch, from its consensus: node id -> layer (0 for providers).
+#: What peeling a packet gives: the epoch whose key opened it and the result, or why not.
+Unwrapped = tuple[int, ProcessResult] | DropReason
 
-    Layers are reassigned every epoch, so a packet is checked against the topology of the epoch
-    whose key opened it, not today's: packets in flight across a boundary stay valid.
-    """
+#: The drop reasons the peel itself decides (the rest need the node's state).
+HOP_REASONS = (
+    DropReason.MALFORMED,
+    DropReason.WRONG_SUITE,
+    DropReason.BAD_MAC,
+    DropReason.BAD_PAYLOAD,
+    DropReason.EXPIRED_KEY,
+)
 
-    layers: Mapping[bytes, int]
-    num_layers: int
 
-    def expected_next_layer(self, my_layer: int) -> int:
-        """Stratified order: provider -> 1 -> 2 -> ... -> L -> provider."""
-        if my_layer == PROVIDER_LAYER:
-            return 1
-        return my_layer + 1 if my_layer < self.num_layers else PROVIDER_LAYER
+class MixKeys(Protocol):
+    """The node's mix keys as of a time (``mixnode.keyring.KeyRing`` in a node)."""
+
+    def live(self, now: float) -> Sequence[tuple[int, MixPrivateKey]]:
+        """(epoch, key) pairs that may open a packet at ``now``, most likely first."""
+        ...
+
+    def retired(self, now: float) -> Sequence[tuple[int, MixPrivateKey]]:
+        """Keys past their grace period, tried only to tell ``expired_key`` from ``bad_mac``."""
+        ...
+
+
+class ReplayCheck(Protocol):
+    """One epoch's replay filter (``mixnode.replay.ReplayFilter`` in a node)."""
+
+    def check_and_add(self, tag: bytes) -> bool:
+        """True for a tag not seen before (and remember it); False for a replay."""
+        ...
+
+
+def _try(sphinx: Sphinx, key: MixPrivateKey, parsed: object) -> ProcessResult | DropReason | None:
+    """The result under ``key``; None when the header is not for this key."""
+    try:
+        return sphinx.process_parsed(key, parsed)  # type: ignore[arg-type]
+    except HeaderMacError:
+        return None
+    except BodyMacError:
+        return DropReason.BAD_PAYLOAD
+    except PacketError:
+        return DropReason.MALFORMED
+
+
+def unwrap(
+    sphinx: Sphinx,
+    live: Sequence[tuple[int, MixPrivateKey]],
+    retired: Sequence[MixPrivateKey],
+    packet: bytes,
+) -> Unwrapped:
+    """Peel a layer with the first live key whose header MAC verifies (keys most likely first);
+    a packet only a retired key opens is ``expired_key``.
+
+    A pure function of its arguments, so a node's worker processes can run it on copies of the
+    keys while the processor, with the replay filter, stays in the node process."""
+    try:
+        parsed = sphinx.parse(packet)  # once, however many keys are tried
+    except WrongSuitePacket:
+        return DropReason.WRONG_SUITE
+    except PacketError:
+        return DropReason.MALFORMED
+    for epoch, key in live:
+        result = _try(sphinx, key, parsed)
+        if result is not None:
+            return result if isinstance(result, DropReason) else (epoch, result)
+    for key in retired:
+        if _try(sphinx, key, parsed) is not None:
+            return DropReason.EXPIRED_KEY
+    return DropReason.BAD_MAC
 
 
 class PacketProcessor:
+    """One node's decisions on the packets it receives, with counts of every outcome.
+
+    Everything stateful it needs comes in as callables (the replay filter and topology of an
+    epoch, whether a mailbox is hosted here), so the same object runs in a node and in a test's
+    model of a network."""
+
     def __init__(
         self,
         *,
         sphinx: Sphinx,
-        keyring: KeyRing,
-        replay_filter: Callable[[int], ReplayFilter],
-        role: Role,
+        keyring: MixKeys,
+        replay_filter: Callable[[int], ReplayCheck],
+        role: NodeRole,
         node_id: bytes,
         topology: Callable[[int], Topology | None],
         max_hop_delay: float,
@@ -207,8 +265,8 @@ class PacketProcessor:
     def _decide(
         self, unwrapped: Unwrapped, now: float, arrival: Arrival, previous_node: bytes | None
     ) -> Event:
-        if isinstance(unwrapped, str):
-            return Dropped(DropReason(unwrapped))
+        if isinstance(unwrapped, DropReason):
+            return Dropped(unwrapped)
         epoch, result = unwrapped
         if not self._replay_filter(epoch).check_and_add(result.replay_tag):
             return Dropped(DropReason.REPLAY)
@@ -231,12 +289,12 @@ class PacketProcessor:
             return LoopReturned(result.payload)
         decoy = result.mailbox == DROP_MAILBOX
         if decoy and not (
-            self.role is Role.PROVIDER
+            self.role is NodeRole.PROVIDER
             and isinstance(result, Deliver)
             and result.payload[:1] == bytes([PAYLOAD_VERSION])
         ):
             return Dropped(DropReason.COVER)  # drop-stream cover: nothing to acknowledge
-        hosted = self.role is Role.PROVIDER and self._hosts_mailbox(result.mailbox)
+        hosted = self.role is NodeRole.PROVIDER and self._hosts_mailbox(result.mailbox)
         if not decoy and not hosted:
             return Dropped(DropReason.UNKNOWN_MAILBOX)
         if arrival is Arrival.NETWORK and previous_node is not None:
@@ -256,3 +314,13 @@ class PacketProcessor:
             "outcomes": dict(self.outcomes),
             "dropped": {reason.value: n for reason, n in self.drops.items()},
         }
+
+
+def surb_ack(sphinx: Sphinx, surb: Surb, now: float, hold: Callable[[], float]) -> Forward:
+    """The SURB-ACK an exit provider sends for a stored item or a payload-stream decoy: the
+    acknowledgement packet, held ``hold()`` seconds from ``now`` (an exponential draw in a
+    node; leaving at once it would tell an observer of the provider's links which arrivals
+    were mail), then sent to the SURB's first hop. Raises ``PacketError`` for a SURB that does
+    not fit the geometry."""
+    packet = sphinx.package_reply(surb, ACK_PAYLOAD)
+    return Forward(surb.first_hop, now + hold(), packet)

@@ -7,7 +7,9 @@ import statistics
 
 import pytest
 
-from client.arq import (
+from client.errors import ArqProtocolError
+from client.paths import PathSelector
+from client.transport.arq import (
     TRANSITIONS,
     ArqInput,
     FragmentState,
@@ -15,8 +17,6 @@ from client.arq import (
     next_state,
     retransmit_timeout,
 )
-from client.errors import ArqProtocolError
-from client.paths import PathSelector
 
 
 def test_every_pair_outside_the_table_is_a_protocol_error() -> None:

@@ -1,4 +1,5 @@
-"""The sans-IO processor along a real stratified path, and every drop reason it counts."""
+"""The sans-IO packet processor (mixcore/hop.py) along a real stratified path, with a node's
+real key ring and replay filter, and every drop reason it counts."""
 
 from __future__ import annotations
 
@@ -7,21 +8,20 @@ import os
 import pytest
 
 from mixcore.epochs import EpochClock
-from mixcore.params import SPHINX_SUITE_V1
-from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry
-from mixnode.keyring import KeyRing
-from mixnode.processor import (
+from mixcore.hop import (
     Arrival,
     Dropped,
     DropReason,
     Forward,
     LoopReturned,
     PacketProcessor,
-    Role,
     StoreMessage,
     StoreReply,
-    Topology,
 )
+from mixcore.params import SPHINX_SUITE_V1
+from mixcore.sphinx import MixPrivateKey, PathHop, Sphinx, SphinxGeometry
+from mixcore.topology import NodeRole, Topology
+from mixnode.keyring import KeyRing
 from mixnode.replay import ReplayFilter
 
 CLOCK = EpochClock(genesis_time=0.0, epoch_length=1000.0)
@@ -47,7 +47,7 @@ class Node:
             sphinx=SX,
             keyring=ring,
             replay_filter=lambda e: self.filters.setdefault(e, ReplayFilter(10_000)),
-            role=Role.PROVIDER if LAYERS[name] == 0 else Role.MIX,
+            role=NodeRole.PROVIDER if LAYERS[name] == 0 else NodeRole.MIX,
             node_id=IDS[name],
             topology=lambda _epoch: TOPOLOGY,
             max_hop_delay=60.0,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from client.fragments import Fragment, new_message_id, split_message
-from client.reassembly import Outcome, Reassembler
+from client.transport.reassembly import Outcome, Reassembler
 
 SIZE = 40  # 17 bytes per chunk: small fragments make many of them
 
