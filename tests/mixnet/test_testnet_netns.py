@@ -116,6 +116,7 @@ def test_a_faulty_netns_testnet_delivers_each_message_once_and_leaves_nothing(
                 4 * parse_faults(FAULTS).expected_delay())
             assert any("mix1 cut off" in e for e in summary["events"])
             assert names_with(prefix)  # up while it runs
+            assert len(_relays_of(prefix)) == 4  # one per host that accepts connections
 
             proc.send_signal(signal.SIGINT)
             assert proc.wait(120) == 130
@@ -134,3 +135,16 @@ def test_a_faulty_netns_testnet_delivers_each_message_once_and_leaves_nothing(
     while [p for p in summary["pids"] if pid_alive(p)] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in summary["pids"] if pid_alive(p)], "a process survived"
+    assert not _relays_of(prefix), "a relay survived"
+
+
+def _relays_of(prefix: str) -> list[int]:
+    """Processes whose command line names the run's relay folder (its relays)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"{prefix}.d".encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
