@@ -292,6 +292,7 @@ class NetnsHosts:
         self.state_dir = state_dir
         self.seed = seed
         self.relays: dict[str, subprocess.Popen[str]] = {}
+        self._starting: list[str] = []
         self.prefix = ""
         self.subnet: ipaddress.IPv4Network | None = None
         self.hosts: dict[str, NetnsHost] = {}
@@ -377,7 +378,8 @@ class NetnsHosts:
         return Endpoint(host.private_ip, port, host.public_ip)
 
     def _start_relay(self, host: NetnsHost) -> None:
-        """The relay process of ``host``: listening on its public address when this returns."""
+        """Start the relay process of ``host`` (:meth:`_await_relays` waits until it listens:
+        the relays of a whole network start side by side)."""
         log = self.run_dir / f"relay-{host.name}.log"
         with open(log, "w") as err:
             proc = subprocess.Popen(  # noqa: S603  # our own interpreter and module
@@ -391,10 +393,18 @@ class NetnsHosts:
                 start_new_session=True,  # a Ctrl-C reaches the launcher, which stops it
             )
         self.relays[host.name] = proc
-        if '"serving"' not in self._line(proc):
-            proc.kill()
-            tail = " ".join(log.read_text(errors="replace").split()[-30:])
-            raise NetnsError(f"the relay of {host.name} did not start: {tail or 'no output'}")
+        self._starting.append(host.name)
+
+    def _await_relays(self) -> None:
+        """Until every relay started so far listens; one that does not is one line."""
+        while self._starting:
+            name = self._starting.pop(0)
+            proc = self.relays[name]
+            if '"serving"' not in self._line(proc):
+                proc.kill()
+                log = self.run_dir / f"relay-{name}.log"
+                tail = " ".join(log.read_text(errors="replace").split()[-30:])
+                raise NetnsError(f"the relay of {name} did not start: {tail or 'no output'}")
 
     def _line(self, proc: subprocess.Popen[str]) -> str:
         """The relay's next line on stdout ("" if it ended or said nothing in time)."""
@@ -417,11 +427,13 @@ class NetnsHosts:
     def command(self, name: str, argv: list[str]) -> list[str]:
         if name not in self.hosts:
             raise NetnsError(f"{name} has no namespace (no endpoint was made for it)")
+        self._await_relays()  # no process starts before every public address is served
         return ["ip", "netns", "exec", self.hosts[name].namespace, *argv]
 
     def begin(self, traffic_duration: float) -> list[dict[str, Any]]:
         """The traffic starts now: every relay places the partitions; returns them in seconds
         from now."""
+        self._await_relays()
         now = time.time()
         for proc in self.relays.values():
             self._tell(proc, f"begin {now!r} {traffic_duration!r}")
@@ -429,6 +441,7 @@ class NetnsHosts:
                 for w in FaultSchedule(self.spec).begin(0.0, traffic_duration)]
 
     def statistics(self) -> dict[str, Any]:
+        self._await_relays()
         parts = []
         for name, proc in self.relays.items():
             if self._tell(proc, "flush"):
