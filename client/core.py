@@ -127,7 +127,7 @@ class ClientStatistics:
     """Counts only: no addresses, ids or times (statistics are metadata too)."""
 
     packets_sent: dict[str, int]
-    """By :class:`PacketKind` value: real, drop, loop."""
+    """By :class:`PacketKind` value: real, decoy, drop, loop."""
     stream_events: dict[str, int]
     """Firings per :class:`StreamKind` (payload, loop, drop), whatever was sent."""
     retransmissions: int

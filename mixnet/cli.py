@@ -84,6 +84,8 @@ def _testnet_command(args: argparse.Namespace) -> int:
         resume=args.resume is not None,
         trace=args.trace,
         json=args.json,
+        soak=args.soak,
+        soak_interval=args.soak_interval,
         hosts=args.hosts,
         faults=parse_faults(args.faults) if args.faults is not None else None,
     )
@@ -133,6 +135,11 @@ def _register_testnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         "latency=40ms,jitter=10ms,loss=1%%,partition=mix2:30s[@10s] "
                         "(docs/testnet.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--soak", action="store_true",
+                   help="sample every process's RSS, descriptors and database sizes while the "
+                        "traffic runs; fail if one grows without bound (docs/testnet.md)")
+    p.add_argument("--soak-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between two soak samples (default 60)")
     p.set_defaults(func=_testnet_command)
 
 

@@ -46,6 +46,7 @@ from mixcore.net.directory_client import ConsensusUnavailable, fetch_network
 from mixcore.params import NetworkParams
 from mixnet.faults import FaultSpec
 from mixnet.network import BOOTSTRAP_NAME, MANIFEST_NAME, Hosts, LocalNetwork, NetworkError
+from mixnet.soak import Rule, Soak, brief, sample_network
 
 if TYPE_CHECKING:
     from mixnet.netns import NetnsHosts
@@ -96,6 +97,9 @@ class Options:
     """Print stages, progress and the summary (off for library callers like benchmarks)."""
     passphrase: str = "testnet"  # noqa: S105  # demo clients on a throwaway local network
     """The clients' message-store passphrase (they are demo clients)."""
+    soak: bool = False
+    """Sample every process's RSS, descriptors and databases; fail if one grows (soak.py)."""
+    soak_interval: float = 60.0
     hosts: str = "local"
     """``local``: every process on 127.0.0.1; ``netns``: each in its own network namespace."""
     faults: FaultSpec | None = None
@@ -324,6 +328,20 @@ async def _chaos(run: Run, duration: float) -> None:
     authority = net.of_kind("authority")[-1].name
     net.stop(authority)
     run.log(f"chaos: stopped {authority} (for the rest of the run)")
+
+
+async def _soak(run: Run, soak: Soak, until: float) -> None:
+    """Every ``soak_interval`` while the traffic runs: one sample of every process (soak.py)."""
+    t0 = time.time()
+    while time.time() < until:
+        procs = [(p.name, p.pid, p.data_dir) for p in run.net.processes.values()
+                 if p.running() and p.pid is not None]
+        usage = await trio.to_thread.run_sync(sample_network, procs)
+        for name, values in usage.items():
+            soak.add(time.time() - t0, name, values)
+        print(f"soak {(time.time() - t0) / 60:5.1f} min: {brief(usage)}", file=sys.stderr,
+              flush=True)
+        await trio.sleep(run.options.soak_interval)
 
 
 async def _states(run: Run) -> dict[bytes, str]:
@@ -627,6 +645,7 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
         reporter.line(f"join it:   mixnet client init --dir DIR --join {net.root / BOOTSTRAP_NAME}"
                       "  (docs/quickstart.md)")
     until = time.time() + options.duration
+    soak = Soak(Rule(warmup_s=0.2 * options.duration)) if options.soak else None
     netns = _netns_hosts(net)
     cuts = []
     if netns is not None and run.traffic:
@@ -636,6 +655,8 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
             nursery.start_soon(_log_cut, run, cut)
         if run.traffic:
             nursery.start_soon(_collect, run)
+            if soak is not None:
+                nursery.start_soon(_soak, run, soak, until)
             if options.report and not options.json:
                 nursery.start_soon(_progress, run)
             if options.chaos:
@@ -651,6 +672,13 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
         run.hosts_report = await trio.to_thread.run_sync(netns.statistics)
     summary = summarize(run)
     summary["verdict"] = verdict(summary)
+    if soak is not None:
+        judged = soak.verdict()
+        summary["soak"] = {"ok": judged.ok, "text": judged.text(), "rule": str(soak.rule),
+                           "series": [v.to_dict() for v in judged.series],
+                           "samples": {f"{p} {r}": pts for (p, r), pts in soak.series.items()}}
+        summary["verdict"]["ok"] = summary["verdict"]["ok"] and judged.ok
+        summary["verdict"]["text"] += f"; {judged.text()}"
     return summary
 
 
@@ -866,8 +894,8 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
                   f"mean {fmt(pred['mean'])}")
     if pred.get("link_delay"):
         table.add_row("  of which injected link delay", "", fmt(pred["link_delay"]))
-    if "retransmissions" in m:
-        table.add_row("client retransmissions (ARQ)", str(m["retransmissions"]), "")
+    if "hosts" in summary:  # what the faults cost; --hosts local keeps its table as it was
+        table.add_row("client retransmissions (ARQ)", str(m.get("retransmissions", 0)), "")
     kinds = summary["packets_by_kind"]
     table.add_row("client packets real / decoy / drop / loop",
                   f"{kinds.get('real', 0)} / {kinds.get('decoy', 0)} / {kinds.get('drop', 0)} / "

@@ -52,6 +52,12 @@ SMALL_NETWORK = ("--authorities 1 --layers 2 --mixes-per-layer 1 --clients 0 --d
                  "--epoch-length 8")
 PASSPHRASE = "correct horse battery staple"
 TIMER = 4  # seconds, for the page's "3600"
+#: Runs the rest of the command line with SIGINT at its default, as in a person's shell. A
+#: suite started in the background (``nohup ... &``, some CI runners) hands its children SIGINT
+#: ignored, which ``exec`` keeps and bash cannot undo: the testnet then never saw the walk's
+#: Ctrl-C, and the test waited for an exit that could not come.
+AT_A_TERMINAL = (sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, "
+                 "signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])")
 
 
 def doc_commands() -> list[str]:
@@ -207,7 +213,7 @@ class Walk:
         command = f"{self.line(text)} {extra}".strip()
         script = user.script(f"exec {command}") if user else f"exec {command}"
         proc = subprocess.Popen(
-            ["bash", "-c", script], cwd=user.home if user else None,
+            [*AT_A_TERMINAL, "bash", "-c", script], cwd=user.home if user else None,
             env=user.env if user else next(iter(self.users.values())).env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

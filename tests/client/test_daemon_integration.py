@@ -11,9 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+from client.messenger.commands import call
+from mixcore.errors import MixnetError
 from mixcore.params import NetworkParams
 from mixnet.network import LocalNetwork, pid_alive
 
@@ -78,7 +82,20 @@ def send(net: LocalNetwork, sender: str, recipient: str, text: str) -> str:
     return str(json.loads(result.stdout)["message_id"])
 
 
+def api(net: LocalNetwork, name: str, op: str, **args: object) -> Any:
+    """The daemon's API in-process: what the commands call, without starting an interpreter
+    per poll (the waits below poll often)."""
+    return trio.run(lambda: call(net.processes[name].data_dir, op, **args))
+
+
 def inbox(net: LocalNetwork, name: str) -> list[str]:
+    """Every raw payload's text, read through the API (polled)."""
+    rows = api(net, name, "inbox", unread_only=False, limit=1000)
+    return [r["data"].decode(errors="replace") for r in rows]
+
+
+def inbox_cli(net: LocalNetwork, name: str) -> list[str]:
+    """The same through ``mixnet client raw-inbox --all --json``, as a user reads it."""
     data_dir = str(net.processes[name].data_dir)
     result = mixnet("client", "raw-inbox", "--dir", data_dir, "--all", "--json")
     assert result.returncode == 0, result.stderr
@@ -86,15 +103,25 @@ def inbox(net: LocalNetwork, name: str) -> list[str]:
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> None:
+    """Poll until ``predicate()``; the timeout only bounds a failure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.5)
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except MixnetError:
+            pass  # a daemon between two states (restarting)
+        time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def states(net: LocalNetwork, name: str) -> dict[str, str]:
+def states(net: LocalNetwork, name: str) -> dict[str, Any]:
+    """The outbox counts of the daemon's status (through the API: polled)."""
+    return {k: v for k, v in api(net, name, "status").items() if k.startswith("outbox_")}
+
+
+def states_cli(net: LocalNetwork, name: str) -> dict[str, Any]:
+    """The same through ``mixnet client status --json``, as a user reads it."""
     result = mixnet("client", "status", "--dir", str(net.processes[name].data_dir), "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
@@ -109,11 +136,11 @@ def test_messages_both_ways_with_zero_loss(net: LocalNetwork) -> None:
         send(net, "bob", "alice", b)
     wait_for(lambda: set(sent_to_bob) <= set(inbox(net, "bob")), 90, "Bob's messages")
     wait_for(lambda: set(sent_to_alice) <= set(inbox(net, "alice")), 90, "Alice's messages")
-    bob_inbox = inbox(net, "bob")
+    bob_inbox = inbox_cli(net, "bob")
     assert sorted(m for m in bob_inbox if m.startswith("to bob")) == sorted(sent_to_bob)  # once
     wait_for(lambda: states(net, "alice").get("outbox_pending", 0) == 0, 60, "delivery acks")
-    assert states(net, "alice").get("outbox_delivered", 0) >= len(sent_to_bob)
-    assert states(net, "alice").get("outbox_undeliverable", 0) == 0
+    assert states_cli(net, "alice").get("outbox_delivered", 0) >= len(sent_to_bob)
+    assert states_cli(net, "alice").get("outbox_undeliverable", 0) == 0
 
 
 def test_zero_loss_when_a_mix_dies_mid_run(net: LocalNetwork) -> None:
@@ -133,7 +160,7 @@ def test_daemon_restart_keeps_unread_messages_and_queued_sends(net: LocalNetwork
     send(net, "alice", "bob", "read me after a restart")
     wait_for(lambda: "read me after a restart" in inbox(net, "bob"), 90, "the message")
     net.restart("bob", timeout=90)
-    assert "read me after a restart" in inbox(net, "bob")
+    assert "read me after a restart" in inbox_cli(net, "bob")
     send(net, "alice", "bob", "queued across a restart")
     net.restart("alice", timeout=90)  # at once: the message is most likely still in flight
     wait_for(lambda: "queued across a restart" in inbox(net, "bob"), 120, "the queued message")

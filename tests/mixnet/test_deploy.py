@@ -69,6 +69,9 @@ def test_each_units_command_exists_with_every_flag_it_passes(
 ) -> None:
     unit = units()[name]
     assert unit["Unit"]["Description"] and unit["Install"]["WantedBy"]
+    service = unit["Service"]
+    assert service["Type"] == ["simple"] and service["Restart"] == ["on-failure"]
+    assert service["UMask"] == ["0077"] and service["KillSignal"] == ["SIGTERM"]
     (exec_start,) = unit["Service"]["ExecStart"]
     argv = shlex.split(exec_start.replace("%h", str(tmp_path)))
     assert argv[0].endswith("/bin/mixnet") and argv[1:3] == list(UNITS[name]), argv
@@ -89,7 +92,7 @@ def test_each_units_command_exists_with_every_flag_it_passes(
 def test_system_units_run_as_mixnet_in_their_private_state_directory() -> None:
     for name in ("mixnet-authority.service", "mixnet-mixnode.service"):
         service = units()[name]["Service"]
-        assert service["User"] == ["mixnet"] and service["UMask"] == ["0077"]
+        assert service["User"] == ["mixnet"] and service["Group"] == ["mixnet"]
         assert service["StateDirectoryMode"] == ["0700"]
         (state,) = service["StateDirectory"]
         argv = shlex.split(service["ExecStart"][0])
@@ -103,8 +106,9 @@ def test_the_guide_names_every_unit_and_its_command() -> None:
     guide = (DEPLOY / "README.md").read_text()
     for name, words in UNITS.items():
         assert name in guide and f"mixnet {' '.join(words)}" in guide
-    for topic in ("public address", "Firewall", "backup", "File modes", "Upgrades"):
+    for topic in ("public address", "Firewall", "backup", "File modes", "Upgrades", "0600"):
         assert topic.lower() in guide.lower(), topic
+    assert "deploy/README.md" in (DEPLOY.parent / "README.md").read_text()
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from mixnet.cli import main
-from mixnet.faults import parse_faults
+from mixnet.faults import FaultSpecError, parse_faults
 from mixnet.netns import (
     ROOT_PREFIX,
     STATE_DIR,
@@ -28,6 +30,8 @@ from mixnet.netns import (
     probe,
     survey,
 )
+from mixnet.network import NetworkError
+from mixnet.testnet import Options, host_names, run_testnet
 
 
 def _unavailable() -> str | None:
@@ -67,6 +71,21 @@ def test_the_testnet_says_what_is_missing_in_one_line_without_a_traceback(
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 1
     assert len(lines) == 1 and lines[0].startswith("mixnet: error: --hosts netns needs"), lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to drop to an unprivileged user")
+def test_an_unprivileged_user_is_told_it_needs_root_in_one_line() -> None:
+    """As a real non-root user (nobody), not by pretending the euid."""
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+         "mixnet.cli", "testnet", "--hosts", "netns", "--duration", "0"],
+        capture_output=True, text=True, timeout=60, check=False, cwd="/",
+        env={**os.environ, "HOME": "/nonexistent"},
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("mixnet: error: --hosts netns needs root"), lines
 
 
 def names_with(prefix: str) -> list[str]:
@@ -181,3 +200,26 @@ def test_a_dead_launchers_leftovers_are_removed_and_a_live_ones_kept() -> None:
             subprocess.run(["ip", "link", "delete", link], check=False, capture_output=True)
         (STATE_DIR / f"{alive}.json").unlink(missing_ok=True)
     assert names_with(alive) == []
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"faults": parse_faults("latency=10ms")}, "--faults needs --hosts netns"),
+    ({"hosts": "netns", "resume": True}, "--resume restarts --hosts local networks only"),
+    ({"hosts": "cloud"}, "--hosts must be local or netns"),
+])
+def test_options_that_cannot_work_fail_before_anything_is_made(
+    tmp_path: Path, options: dict[str, object], says: str,
+) -> None:
+    root = tmp_path / "net"
+    with pytest.raises(NetworkError) as err:
+        run_testnet(Options(directory=root, report=False, **options))  # type: ignore[arg-type]
+    assert says in str(err.value) and "\n" not in str(err.value)
+    assert not root.exists()
+
+
+def test_host_names_are_the_networks_and_partitions_must_name_one() -> None:
+    options = Options(authorities=1, layers=1, mixes_per_layer=2, providers=1, clients=2)
+    assert host_names(options) == ["auth1", "mix1", "mix2", "provider1", "client1", "client2"]
+    parse_faults("partition=mix2:1s").check_hosts(host_names(options))
+    with pytest.raises(FaultSpecError, match="'mix3', which this testnet does not have"):
+        parse_faults("partition=mix3:1s").check_hosts(host_names(options))

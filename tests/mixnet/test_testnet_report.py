@@ -15,7 +15,6 @@ from mixnet.testnet import (
     _print,
     drain_seconds,
     fault_link_delay,
-    host_names,
     predicted_latency,
     verdict,
 )
@@ -82,29 +81,6 @@ def test_piped_stages_are_plain_lines_one_per_finished_stage(
     assert err[2] == "network up" and len(err) == 3
 
 
-def test_options_that_cannot_work_fail_before_anything_is_made() -> None:
-    from mixnet.faults import FaultSpecError, parse_faults
-    from mixnet.network import NetworkError
-    from mixnet.testnet import Options, _check_hosts
-
-    assert _check_hosts(Options()) is None  # the default: loopback, nothing to open
-    with pytest.raises(NetworkError, match="--faults needs --hosts netns"):
-        _check_hosts(Options(faults=parse_faults("latency=1ms")))
-    with pytest.raises(NetworkError, match="--resume restarts --hosts local"):
-        _check_hosts(Options(hosts="netns", resume=True))
-    with pytest.raises(NetworkError, match="--hosts must be local or netns"):
-        _check_hosts(Options(hosts="docker"))
-    spec = parse_faults("partition=client5:1s")
-    with pytest.raises(FaultSpecError, match="'client5', which this testnet does not have"):
-        spec.check_hosts(host_names(Options(clients=4)))
-
-
-def test_host_names_are_the_networks_own() -> None:
-    assert host_names(Options(authorities=1, layers=1, mixes_per_layer=2, providers=1,
-                              clients=2)) == ["auth1", "mix1", "mix2", "provider1", "client1",
-                                              "client2"]
-
-
 def test_the_model_adds_the_faults_link_delay_and_the_drain_outlasts_a_cut() -> None:
     from mixnet.faults import parse_faults
     from mixnet.testnet import testnet_params
@@ -146,4 +122,41 @@ def test_a_netns_summary_shows_what_the_faults_cost_per_link(
     assert "mix13>mix14" in out and "mix0>mix1" not in out  # the busiest 12 of 14
     assert "... 2 more links in --json" in out
     assert any("client retransmissions" in line and "7" in line for line in lines)
+    assert lines[-1].startswith("verdict: OK")
+def _link(segments: int, delay_max: float = 0.25) -> dict[str, Any]:
+    return {"connections": 1, "connections_held": 0, "connections_abandoned": 0, "segments":
+            segments, "bytes": segments * 1448, "retransmits": 2, "partition_stalls": 1,
+            "delay_total": segments * 0.05, "delay_max": delay_max, "delay_mean": 0.05,
+            "connect_failed": 0, "resets": 0, "errors": {}}
+
+
+def test_a_netns_summary_shows_what_the_faults_cost_and_a_local_one_does_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    local = summary()
+    local["verdict"] = verdict(local)
+    _print(local, as_json=False)
+    plain = capsys.readouterr().out
+    assert "links between hosts" not in plain and "retransmissions" not in plain
+
+    s = summary()
+    s["messages"]["retransmissions"] = 7
+    s["latency_s"]["predicted"]["link_delay"] = 0.25
+    s["hosts"] = {"bridge": "mxn1234br", "subnet": "10.150.0.0/16",
+                  "hosts": {"mix1": {}, "client1": {}},
+                  "faults": {"spec": "latency=40ms,jitter=0s,loss=1%", "partitions": [],
+                             "totals": _link(300, 10.0),
+                             "links": {"client1>mix1": _link(200), "mix1>client1": _link(100),
+                                       "mix1>-": _link(0)}}}
+    s["verdict"] = verdict(s)
+    _print(s, as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert any("client retransmissions (ARQ)" in line and " 7 " in line for line in lines)
+    assert any("of which injected link delay" in line and "0.25 s" in line for line in lines)
+    assert any(line.startswith("links between hosts (2 network namespaces on bridge mxn1234br")
+               for line in lines)
+    assert any("300 segments on 1 connections; 2 modeled TCP retransmissions" in line
+               and "max 10000 ms" in line for line in lines)
+    rows = [line for line in lines if ">" in line and "│" in line]
+    assert [r.split("│")[1].strip() for r in rows] == ["client1>mix1", "mix1>client1"]  # busiest
     assert lines[-1].startswith("verdict: OK")

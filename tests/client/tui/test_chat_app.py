@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,16 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     p.bob.store.close()
 
 
+async def until(pilot: Any, condition: Callable[[], bool], what: str) -> None:
+    """Let the app run until ``condition()`` holds: what the app's poller (every 0.05 s here)
+    picks up appears within some ticks, however slow the machine; the deadline only bounds a
+    hang (a fixed pause raced the poller on a loaded machine)."""
+    deadline = time.monotonic() + 60.0
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await pilot.pause(0.05)
+
+
 def test_open_send_and_see_delivered(pair: Pair) -> None:
     asyncio.run(_open_send_and_see_delivered(pair))
 
@@ -93,8 +104,7 @@ async def _open_send_and_see_delivered(pair: Pair) -> None:
         await pilot.pause()
         assert "hello" in app.conversation_text and "(queued)" in app.conversation_text
         pair.flush()  # bob's daemon stores it and answers with a receipt
-        await pilot.pause(0.2)
-        assert "(delivered)" in app.conversation_text
+        await until(pilot, lambda: "(delivered)" in app.conversation_text, "the receipt shown")
         assert app.query_one("#input").value == ""
 
 
@@ -113,8 +123,7 @@ async def _key_change_banner_appears(pair: Pair) -> None:
         # (changed: a key change is the user adding bob's new card under his name; a stranger
         # writing from bob's address is a separate message request and shows no banner here)
         pair.alice.add_contact(bob2.card.to_text(), "bob")
-        await pilot.pause(0.2)
-        assert "safety number changed" in app.banner_text
+        await until(pilot, lambda: "safety number changed" in app.banner_text, "the banner")
         assert app.query_one("#banner").has_class("shown")
         await pilot.press(*"hi", "enter")
         await pilot.pause()
@@ -244,5 +253,4 @@ async def _header(pair: Pair) -> None:
         assert "alice" in app.header_text and "connected" in app.header_text
         assert "epoch 7" in app.header_text and "provider1" in app.header_text
         api.status = {**api.status, "connected": False}
-        await pilot.pause(0.2)
-        assert "not connected" in app.header_text
+        await until(pilot, lambda: "not connected" in app.header_text, "the header's change")
