@@ -261,6 +261,12 @@ class LinkCounters:
     """Segments sent into a cut and held until it healed."""
     delay_total: float = 0.0
     delay_max: float = 0.0
+    chunks: int = 0
+    """Reads the relay passed on whole (each one or more segments)."""
+    lag_total: float = 0.0
+    lag_max: float = 0.0
+    """Seconds the relay wrote a chunk after its decided time: its own queueing, which must
+    stay small beside the faults, or the relay is the bottleneck (a loaded machine)."""
     errors: dict[str, int] = field(default_factory=dict)
     """Failed set-ups and resets by kind (``connect: ConnectionRefusedError``)."""
 
@@ -271,12 +277,20 @@ class LinkCounters:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["errors"] = dict(self.errors)
         out["delay_mean"] = self.delay_total / self.segments if self.segments else 0.0
+        out["lag_mean"] = self.lag_total / self.chunks if self.chunks else 0.0
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LinkCounters:
+        """The counters :meth:`to_dict` wrote (derived means are dropped)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (dict(v) if k == "errors" else v) for k, v in data.items()
+                      if k in names})
 
     def add(self, other: LinkCounters) -> None:
         for name in (f.name for f in fields(self)):
-            if name == "delay_max":
-                self.delay_max = max(self.delay_max, other.delay_max)
+            if name in ("delay_max", "lag_max"):
+                setattr(self, name, max(getattr(self, name), getattr(other, name)))
             elif name == "errors":
                 for kind, n in other.errors.items():
                     self.errors[kind] = self.errors.get(kind, 0) + n
@@ -339,6 +353,20 @@ class LinkShaper:
         c.delay_total += t - now
         c.delay_max = max(c.delay_max, t - now)
         return Decision(t, losses, cut)
+
+    def chunk(self, now: float, nbytes: int) -> Decision:
+        """A read of ``nbytes`` at ``now``, cut into segments each decided as
+        :meth:`segment` does; the read goes on whole when its last segment may (a cell is of
+        use only once all of it arrived, so holding its first segments for the last costs the
+        receiver nothing, and the relay one write per read instead of one per segment)."""
+        decision = Decision(now)
+        losses, cut = 0, False
+        for offset in range(0, nbytes, MSS):
+            decision = self.segment(now, min(MSS, nbytes - offset))
+            losses += decision.retransmits
+            cut = cut or decision.cut
+        self.counters.chunks += 1
+        return Decision(decision.release_at, losses, cut)
 
     def connect(self, now: float) -> Decision:
         """A connection set up at ``now``: when the relay may open its other side."""

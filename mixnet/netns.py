@@ -12,11 +12,13 @@ two runs, or a run and a crashed one's leftovers, never collide:
   the host's *private* address ``SUBNET.0.<i+1>``, where its process listens (authorities on
   :data:`AUTHORITY_PORT`, mixes and providers on :data:`NODE_PORT`, as on real machines);
 * the host's *public* address ``SUBNET.1.<i+1>``, on the bridge: what its descriptor or URL
-  advertises, served by the relay, which opens the other side from the initiator's own public
-  address. Links cross two veth pairs and the bridge, through the relay's shapers.
+  advertises, served by the host's relay process (``python -m mixnet.relay``, in the
+  launcher's namespace), which opens the other side from the initiator's own public address.
+  Links cross two veth pairs and the bridge, through the relay's shapers.
 
 ``/run/mixnet-netns/mxnXXXX.json`` records each run's owner (PID and start time) before
-anything is created. A run starts by removing what runs whose owner is gone left behind (their
+anything is created; ``/run/mixnet-netns/mxnXXXX.d/`` holds the relays' hosts file,
+statistics and logs. A run starts by removing what runs whose owner is gone left behind (their
 processes, namespaces and links), and says so; it removes its own on every exit (the end,
 Ctrl-C, SIGTERM, a failure). Should removing fail, the error names what is left and the
 commands that remove it. Needs root and iproute2's ``ip``; without them, one line says which.
@@ -30,6 +32,7 @@ import json
 import os
 import random
 import re
+import selectors
 import shutil
 import signal
 import subprocess
@@ -40,15 +43,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixnet.faults import FaultSpec
+from mixnet.faults import FaultSchedule, FaultSpec
 from mixnet.network import Endpoint, NetworkError
-from mixnet.relay import HostAddress, Relay, RelayThread
+from mixnet.relay import HostAddress, merge_statistics, write_hosts_file
 
 ROOT_PREFIX = "mxn"
 STATE_DIR = Path("/run/mixnet-netns")
 AUTHORITY_PORT = 8000
 NODE_PORT = 9000
 MAX_HOSTS = 250
+#: Seconds a relay process may take to listen, or to answer a command, on a loaded machine.
+RELAY_TIMEOUT = 60.0
 _RUN_NAME = re.compile(rf"^({ROOT_PREFIX}[0-9a-f]{{4}})(?:-.+|br|v\d+|p\d+)$")
 _PREFIX = re.compile(rf"^{ROOT_PREFIX}[0-9a-f]{{4}}$")
 _CANDIDATE_NETS = [f"10.{n}.0.0/16" for n in range(100, 255)] + [
@@ -140,6 +145,11 @@ def _state_path(prefix: str, state_dir: Path) -> Path:
     return state_dir / f"{prefix}.json"
 
 
+def _run_dir(prefix: str, state_dir: Path) -> Path:
+    """The run's relay files: the hosts file, each relay's statistics and log."""
+    return state_dir / f"{prefix}.d"
+
+
 def survey(state_dir: Path = STATE_DIR) -> dict[str, RunResidue]:
     """Every run prefix with a namespace, a link or a state file on this machine."""
     runs: dict[str, RunResidue] = {}
@@ -206,6 +216,7 @@ def remove_residue(run: RunResidue, state_dir: Path = STATE_DIR) -> None:
             f"could not remove the testnet namespaces and links of run {left.describe()} "
             f"({'; '.join(problems) or 'still there'}); remove them with: {'; '.join(commands)}"
         )
+    shutil.rmtree(_run_dir(run.prefix, state_dir), ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         _state_path(run.prefix, state_dir).unlink()
 
@@ -279,8 +290,9 @@ class NetnsHosts:
     ) -> None:
         self.spec = spec
         self.state_dir = state_dir
-        self.relay = Relay(spec, seed=seed)
-        self._thread: RelayThread | None = None
+        self.seed = seed
+        self.relays: dict[str, subprocess.Popen[str]] = {}
+        self._starting: list[str] = []
         self.prefix = ""
         self.subnet: ipaddress.IPv4Network | None = None
         self.hosts: dict[str, NetnsHost] = {}
@@ -289,6 +301,10 @@ class NetnsHosts:
     @property
     def bridge(self) -> str:
         return f"{self.prefix}br"
+
+    @property
+    def run_dir(self) -> Path:
+        return _run_dir(self.prefix, self.state_dir)
 
     def open(self, say: Callable[[str], None] = lambda _line: None) -> None:
         """Remove dead runs' leftovers, claim a prefix and a subnet, make the bridge, start the
@@ -310,16 +326,20 @@ class NetnsHosts:
         with os.fdopen(fd, "w") as f:
             json.dump(state, f)
         gateway = self.subnet.network_address + 1
-        ip("link", "add", self.bridge, "type", "bridge")
+        # A bridge takes the lowest MAC of its ports unless it has its own: every host added
+        # later could change it under the neighbour caches of the hosts already running, whose
+        # replies to public addresses then went nowhere (SYN-ACKs lost, set-ups timing out).
+        suffix = prefix[len(ROOT_PREFIX):]
+        mac = f"02:6d:78:{suffix[:2]}:{suffix[2:]}:01"
+        ip("link", "add", self.bridge, "address", mac, "type", "bridge")
         ip("address", "add", f"{gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
-        self._thread = RelayThread(self.relay)
-        self._thread.start()
+        self.run_dir.mkdir(mode=0o700)
 
     def endpoint(self, name: str, kind: str) -> Endpoint:
         """Make ``name``'s namespace, link and addresses; the relay listens on its public
         address from now on."""
-        if self.subnet is None or self._thread is None:
+        if self.subnet is None:
             raise NetnsError("NetnsHosts.open first")
         if name in self.hosts:
             host = self.hosts[name]
@@ -350,22 +370,85 @@ class NetnsHosts:
             f"address add {host.private_ip}/{self.subnet.prefixlen} dev eth0",
             "link set eth0 up",
         ]) + "\n")
-        self._thread.call(self.relay.add_host,
-                          HostAddress(name, host.private_ip, host.public_ip, port))
+        write_hosts_file(self.run_dir / "hosts.json", (
+            HostAddress(h.name, h.private_ip, h.public_ip, h.port) for h in self.hosts.values()
+        ))
+        if port:
+            self._start_relay(host)
         return Endpoint(host.private_ip, port, host.public_ip)
+
+    def _start_relay(self, host: NetnsHost) -> None:
+        """Start the relay process of ``host`` (:meth:`_await_relays` waits until it listens:
+        the relays of a whole network start side by side)."""
+        log = self.run_dir / f"relay-{host.name}.log"
+        with open(log, "w") as err:
+            proc = subprocess.Popen(  # noqa: S603  # our own interpreter and module
+                [sys.executable, "-m", "mixnet.relay", "--host", host.name,
+                 "--private", host.private_ip, "--public", host.public_ip,
+                 "--port", str(host.port), "--faults", self.spec.text() if self.spec.active
+                 else "", *(["--seed", str(self.seed)] if self.seed is not None else []),
+                 "--hosts-file", str(self.run_dir / "hosts.json"),
+                 "--stats", str(self.run_dir / f"relay-{host.name}.json")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                start_new_session=True,  # a Ctrl-C reaches the launcher, which stops it
+            )
+        self.relays[host.name] = proc
+        self._starting.append(host.name)
+
+    def _await_relays(self) -> None:
+        """Until every relay started so far listens; one that does not is one line."""
+        while self._starting:
+            name = self._starting.pop(0)
+            proc = self.relays[name]
+            if '"serving"' not in self._line(proc):
+                proc.kill()
+                log = self.run_dir / f"relay-{name}.log"
+                tail = " ".join(log.read_text(errors="replace").split()[-30:])
+                raise NetnsError(f"the relay of {name} did not start: {tail or 'no output'}")
+
+    def _line(self, proc: subprocess.Popen[str]) -> str:
+        """The relay's next line on stdout ("" if it ended or said nothing in time)."""
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            if not sel.select(RELAY_TIMEOUT):
+                return ""
+        return proc.stdout.readline()
+
+    def _tell(self, proc: subprocess.Popen[str], line: str) -> bool:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # it ended
+            return False
+        return True
 
     def command(self, name: str, argv: list[str]) -> list[str]:
         if name not in self.hosts:
             raise NetnsError(f"{name} has no namespace (no endpoint was made for it)")
+        self._await_relays()  # no process starts before every public address is served
         return ["ip", "netns", "exec", self.hosts[name].namespace, *argv]
 
     def begin(self, traffic_duration: float) -> list[dict[str, Any]]:
-        """The traffic starts now: place the partitions (as seconds from now)."""
-        assert self._thread is not None
-        return list(self._thread.call_sync(self.relay.begin, traffic_duration))
+        """The traffic starts now: every relay places the partitions; returns them in seconds
+        from now."""
+        self._await_relays()
+        now = time.time()
+        for proc in self.relays.values():
+            self._tell(proc, f"begin {now!r} {traffic_duration!r}")
+        return [{"host": w.host, "start_s": w.start, "end_s": w.end}
+                for w in FaultSchedule(self.spec).begin(0.0, traffic_duration)]
 
     def statistics(self) -> dict[str, Any]:
-        faults = self._thread.call_sync(self.relay.statistics) if self._thread else {}
+        self._await_relays()
+        parts = []
+        for name, proc in self.relays.items():
+            if self._tell(proc, "flush"):
+                self._line(proc)  # "flushed": its file is current
+            with contextlib.suppress(OSError, ValueError):
+                parts.append(json.loads((self.run_dir / f"relay-{name}.json").read_text()))
+        faults = merge_statistics(parts)
         return {
             "mode": self.mode,
             "prefix": self.prefix,
@@ -380,10 +463,20 @@ class NetnsHosts:
         }
 
     def close(self) -> None:
-        """Stop the relay; kill, delete and forget everything of this run. Idempotent."""
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+        """Stop the relays; kill, delete and forget everything of this run. Idempotent."""
+        for proc in self.relays.values():
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    proc.stdin.close()  # its end of input: it stops
+        for proc in self.relays.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self.relays = {}
         if not self.prefix:
             return
         run = survey(self.state_dir).get(self.prefix)

@@ -1,4 +1,7 @@
-"""A whole mix network of real OS processes on loopback: create, start, watch, kill, stop.
+"""A whole mix network of real OS processes: create, start, watch, kill, stop.
+
+Where each process runs is a :class:`Hosts` choice: on loopback with free ports by default
+(:class:`LoopbackHosts`), or each in its own network namespace (``mixnet.netns``).
 
 The harness behind ``mixnet testnet`` and every integration test that needs real nodes: each
 authority, mix and provider is a separate ``python -m mixnet.cli ...`` process with its own data

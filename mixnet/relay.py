@@ -9,40 +9,53 @@ address) and opens the other side *from the initiator's public address*, so the 
 process sees the same peer address that the consensus lists (the per-source limits and the
 consensus-node exemptions of :mod:`mixnode` work as on separate machines). Each direction of
 the connection then flows through a :class:`~mixnet.faults.LinkShaper`, which decides when
-each segment may go on; this module only reads, waits and writes.
+each read may go on; this module only reads, waits and writes.
+
+Every host that accepts connections gets a relay process of its own (``python -m
+mixnet.relay``, started by :mod:`mixnet.netns`): like a host's own network card, its capacity
+grows with the network, and on a loaded machine the scheduler gives each its share (one relay
+thread carrying a whole testnet fell behind by seconds when the machine ran 20 processes per
+core, and its lag became the run's latency). A relay process listens on its host's public
+address, learns the other hosts from a JSON file (private address -> name and public address)
+that the launcher rewrites as hosts are added, and reads commands on stdin, one per line:
+``begin WALL_TIME DURATION`` (the traffic began then: place the partitions), ``flush`` (write
+the statistics file now, then say ``flushed`` on stdout). End of stdin (the launcher closed it,
+or died) ends the relay.
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
+import json
 import math
-import threading
-from collections.abc import Awaitable, Callable
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from mixcore.files import write_atomic
 from mixnet.faults import (
     OUTSIDE,
     FaultSchedule,
     FaultSpec,
+    FaultSpecError,
     LinkCounters,
     LinkShaper,
     link_seed,
-    segments,
+    parse_faults,
 )
 
 CONNECT_TIMEOUT = 10.0
-#: Writes one direction may hold (what a stalled link buffers before the relay stops reading
-#: and TCP's own flow control pushes back on the sender); each is at most one read.
-QUEUE_WRITES = 256
+#: Reads one direction may hold (what a stalled link buffers before the relay stops reading and
+#: TCP's own flow control pushes back on the sender).
+QUEUE_CHUNKS = 256
 MAX_READ = 65536
-#: Consecutive segments whose release times lie within this many seconds of the first one's go
-#: out in one write at the last one's time: the decisions stay per segment, but a run of them
-#: costs one sleep and one write, not one each (the relay is Python in the launcher's process,
-#: sharing a loaded machine's CPU with every node it carries).
-COALESCE = 0.001
+STATS_INTERVAL = 1.0
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -54,34 +67,50 @@ async def _read(
     eof: trio.Event,
     not_before: float = -math.inf,
 ) -> None:
-    """Cut what ``src`` sends into segments and queue each with its release time. Nothing is
-    sent before ``not_before``, when the connection's far side is set up."""
+    """Queue each read of ``src`` with its release time. Nothing is sent before
+    ``not_before``, when the connection's far side is set up."""
     async with channel:
         while data := await src.receive_some(MAX_READ):
             now = max(trio.current_time(), not_before)
-            group: list[bytes] = []
-            first = release = -math.inf
-            for piece in segments(data):
-                decision = shaper.segment(now, len(piece))
-                if group and decision.release_at - first > COALESCE:
-                    await channel.send((release, b"".join(group)))
-                    group = []
-                    now = max(trio.current_time(), not_before)
-                if not group:
-                    first = decision.release_at
-                group.append(piece)
-                release = decision.release_at  # never earlier than the one before: in order
-            await channel.send((release, b"".join(group)))
+            await channel.send((shaper.chunk(now, len(data)).release_at, data))
     eof.set()
 
 
 async def _write(
-    channel: trio.MemoryReceiveChannel[tuple[float, bytes]], dst: trio.abc.HalfCloseableStream
+    channel: trio.MemoryReceiveChannel[tuple[float, bytes]],
+    dst: trio.abc.HalfCloseableStream,
+    shaper: LinkShaper,
 ) -> None:
+    """Write each queued read at its release time; reads already due by then go in the same
+    write. Counts how late the relay itself was (``lag``)."""
+    pending: tuple[float, bytes] | None = None
+    counters = shaper.counters
     async with channel:
-        async for release_at, piece in channel:
+        while True:
+            if pending is None:
+                try:
+                    pending = await channel.receive()
+                except trio.EndOfChannel:
+                    break
+            release_at, data = pending
+            pending = None
             await trio.sleep_until(release_at)
-            await dst.send_all(piece)
+            now = trio.current_time()
+            parts = [data]
+            late = [now - release_at]
+            while True:
+                try:
+                    item = channel.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if item[0] > now:
+                    pending = item
+                    break
+                parts.append(item[1])
+                late.append(now - item[0])
+            counters.lag_total += sum(late)
+            counters.lag_max = max(counters.lag_max, *late)
+            await dst.send_all(parts[0] if len(parts) == 1 else b"".join(parts))
     await dst.send_eof()
 
 
@@ -110,7 +139,7 @@ async def relay_connection(
     try:
         async with trio.open_nursery() as nursery:
             setup = forward.connect(trio.current_time())
-            fwd_send, fwd_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_WRITES)
+            fwd_send, fwd_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_CHUNKS)
             inbound_eof = trio.Event()
             nursery.start_soon(_read, inbound, forward, fwd_send, inbound_eof, setup.release_at)
             if setup.cut:
@@ -130,10 +159,10 @@ async def relay_connection(
                 forward.counters.note(f"connect: {_reason(exc)}")
                 nursery.cancel_scope.cancel()
                 return
-            back_send, back_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_WRITES)
-            nursery.start_soon(_write, fwd_recv, outbound)
+            back_send, back_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_CHUNKS)
+            nursery.start_soon(_write, fwd_recv, outbound, forward)
             nursery.start_soon(_read, outbound, backward, back_send, trio.Event())
-            nursery.start_soon(_write, back_recv, inbound)
+            nursery.start_soon(_write, back_recv, inbound, backward)
     except* _STREAM_ERRORS as group:
         forward.counters.resets += 1
         forward.counters.note(f"reset: {_reason(group.exceptions[0])}")
@@ -149,17 +178,37 @@ class HostAddress:
     private_ip: str
     public_ip: str
     port: int = 0
-    """Where its process listens (0: a client, which accepts no connections)."""
+    """Where its process listens (0: a host that accepts no connections, like a client)."""
+
+
+def write_hosts_file(path: Path, hosts: Iterable[HostAddress]) -> None:
+    """The hosts a relay knows connections' sources by (the launcher rewrites it whole)."""
+    body = {h.private_ip: {"name": h.name, "public": h.public_ip, "port": h.port}
+            for h in hosts}
+    write_atomic(path, json.dumps(body).encode(), durable=False)
+
+
+def read_hosts_file(path: Path) -> list[HostAddress]:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [HostAddress(v["name"], ip, v["public"], int(v.get("port", 0)))
+            for ip, v in body.items()]
 
 
 class Relay:
-    """Listens on every host's public address and carries each connection to the host's
-    private one, through the shapers of its two directions (made on first use, one per directed
-    link, with the run's seed)."""
+    """Listens on hosts' public addresses and carries each connection to the host's private
+    one, through the shapers of its two directions (made on first use, one per directed link,
+    from the run's seed). A source it does not know sends it to ``hosts_file`` first; one
+    still unknown is "outside" (the launcher), whose links are never faulted."""
 
-    def __init__(self, spec: FaultSpec, *, seed: int | None = None) -> None:
+    def __init__(
+        self, spec: FaultSpec, *, seed: int | None = None, hosts_file: Path | None = None,
+    ) -> None:
         self.spec = spec
         self.seed = seed
+        self.hosts_file = hosts_file
         self.schedule = FaultSchedule(spec)
         self.hosts: dict[str, HostAddress] = {}
         self._by_private: dict[str, str] = {}
@@ -168,6 +217,17 @@ class Relay:
         self.errors = 0
         """Connections that ended on an error the relay did not expect (a bug: counted, and
         only that connection is lost, never the relay)."""
+
+    def know(self, host: HostAddress) -> None:
+        self.hosts[host.name] = host
+        self._by_private[host.private_ip] = host.name
+
+    def source(self, ip: str) -> str:
+        """The host a connection from ``ip`` comes from, or :data:`OUTSIDE`."""
+        if ip not in self._by_private and self.hosts_file is not None:
+            for host in read_hosts_file(self.hosts_file):
+                self.know(host)
+        return self._by_private.get(ip, OUTSIDE)
 
     def shaper(self, src: str, dst: str) -> LinkShaper:
         key = (src, dst)
@@ -189,16 +249,16 @@ class Relay:
     async def add_host(self, host: HostAddress) -> None:
         """Know ``host`` by its private address; listen on its public one if it serves."""
         assert self._nursery is not None, "Relay.run first"
-        self.hosts[host.name] = host
-        self._by_private[host.private_ip] = host.name
+        self.know(host)
         if host.port:
             listeners = await trio.open_tcp_listeners(host.port, host=host.public_ip)
             for listener in listeners:
                 self._nursery.start_soon(self._accept, listener, host)
 
-    def begin(self, traffic_duration: float) -> list[dict[str, Any]]:
-        """The traffic starts now: place the partitions; returns them in seconds from now."""
-        self.schedule.begin(trio.current_time(), traffic_duration)
+    def begin(self, traffic_duration: float, *, ago: float = 0.0) -> list[dict[str, Any]]:
+        """The traffic started ``ago`` seconds before now: place the partitions; returns them
+        in seconds from the traffic's start."""
+        self.schedule.begin(trio.current_time() - ago, traffic_duration)
         return self._windows()
 
     def _windows(self) -> list[dict[str, Any]]:
@@ -230,7 +290,7 @@ class Relay:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        src = self._by_private.get(peer, OUTSIDE)
+        src = self.source(peer)
         source_ip = self.hosts[src].public_ip if src != OUTSIDE else None
 
         async def connect() -> trio.SocketStream:
@@ -250,67 +310,119 @@ class Relay:
     def statistics(self) -> dict[str, Any]:
         """Counters per directed link ("src>dst") and their totals over the testnet's own
         links (those from outside, the launcher's, are listed but not in the totals)."""
-        links = {f"{s}>{d}": shaper.counters.to_dict()
-                 for (s, d), shaper in sorted(self.links.items())}
-        total = LinkCounters()
-        for (s, d), shaper in self.links.items():
-            if OUTSIDE not in (s, d):
-                total.add(shaper.counters)
-        return {
+        return merge_statistics([{
             "spec": self.spec.text(),
             "partitions": self._windows(),
-            "totals": total.to_dict(),
+            "links": {f"{s}>{d}": shaper.counters.to_dict()
+                      for (s, d), shaper in sorted(self.links.items())},
             "relay_errors": self.errors,
-            "links": links,
-        }
+        }])
 
 
-class RelayThread:
-    """A :class:`Relay` on its own trio loop in a thread of the launcher, so it keeps carrying
-    traffic while the launcher blocks (start-up in worker threads, ``--keep-running``) and
-    dies with the launcher whatever kills it. Every call crosses into the relay's loop."""
+def merge_statistics(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several relays' (each carries the links into its own host): links side
+    by side, totals over the testnet's own links, partitions and errors from all."""
+    links: dict[str, dict[str, Any]] = {}
+    partitions: dict[str, dict[str, Any]] = {}
+    errors = 0
+    for part in parts:
+        for name, counters in part.get("links", {}).items():
+            if name in links:  # two relays never share a link; merge all the same
+                merged = LinkCounters.from_dict(links[name])
+                merged.add(LinkCounters.from_dict(counters))
+                links[name] = merged.to_dict()
+            else:
+                links[name] = counters
+        for window in part.get("partitions", []):
+            partitions[window["host"]] = window
+        errors += part.get("relay_errors", 0)
+    total = LinkCounters()
+    for name, counters in links.items():
+        if OUTSIDE not in name.split(">"):
+            total.add(LinkCounters.from_dict(counters))
+    return {
+        "spec": parts[0]["spec"] if parts else FaultSpec().text(),
+        "partitions": sorted(partitions.values(), key=lambda w: (w["start_s"], w["host"])),
+        "totals": total.to_dict(),
+        "relay_errors": errors,
+        "links": dict(sorted(links.items())),
+    }
 
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._cancel: trio.CancelScope | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="mixnet-relay", daemon=True)
 
-    def _main(self) -> None:
-        async def main() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            with trio.CancelScope() as scope:
-                self._cancel = scope
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.relay.run)
-                    self._ready.set()
+# -- the relay process -------------------------------------------------------------------------
 
-        try:
-            trio.run(main)
-        except BaseException as exc:  # handed to the launcher's thread
-            self._error = exc
-        finally:
-            self._ready.set()
 
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout) or self._token is None:
-            raise RuntimeError(f"the relay did not start: {self._error!r}")
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mixnet.relay",
+                                description="One host's relay of a --hosts netns testnet.")
+    p.add_argument("--host", required=True, help="the host's name")
+    p.add_argument("--private", required=True, help="where its process listens")
+    p.add_argument("--public", required=True, help="the address it is reached at")
+    p.add_argument("--port", type=int, required=True, help="its port")
+    p.add_argument("--faults", default="", help="the --faults spec ('' for none)")
+    p.add_argument("--seed", type=int, default=None, help="the run's seed")
+    p.add_argument("--hosts-file", type=Path, required=True, help="the other hosts (JSON)")
+    p.add_argument("--stats", type=Path, required=True, help="where to write its counters")
+    return p
 
-    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        assert self._token is not None
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
 
-    def call_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
-        assert self._token is not None
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+async def _serve(args: argparse.Namespace, spec: FaultSpec) -> None:
+    relay = Relay(spec, seed=args.seed, hosts_file=args.hosts_file)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Close every listener and connection; idempotent."""
-        if self._token is not None and self._thread.is_alive() and self._cancel is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def write_stats() -> None:
+        write_atomic(args.stats, json.dumps(relay.statistics()).encode(), durable=False)
+
+    async def control(cancel: trio.CancelScope) -> None:
+        stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
+        buffered = b""
+        while chunk := await stdin.receive_some():
+            buffered += chunk
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                words = line.decode().split()
+                if words[:1] == ["begin"]:
+                    wall, duration = float(words[1]), float(words[2])
+                    relay.begin(duration, ago=max(0.0, time.time() - wall))
+                elif words[:1] == ["flush"]:
+                    write_stats()
+                    print("flushed", flush=True)
+        cancel.cancel()  # the launcher closed our stdin, or is gone
+
+    async def stats_loop() -> None:
+        while True:
+            await trio.sleep(STATS_INTERVAL)
+            write_stats()
+
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(relay.run)
+                await relay.add_host(HostAddress(args.host, args.private, args.public,
+                                                 args.port))
+                print(json.dumps({"status": "serving", "host": args.host}), flush=True)
+                nursery.start_soon(control, nursery.cancel_scope)
+                nursery.start_soon(stats_loop)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+    finally:
+        write_stats()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        spec = parse_faults(args.faults) if args.faults else FaultSpec()
+    except FaultSpecError as exc:
+        print(f"mixnet.relay: error: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    try:
+        trio.run(_serve, args, spec)
+    except* OSError as group:  # the public address cannot be listened on
+        print(f"mixnet.relay: error: {args.host}: {group.exceptions[0]}", file=sys.stderr)
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,10 @@ clients join with; during the traffic a live table (terminal) or a plain line ev
 :data:`PIPED_PROGRESS_INTERVAL` seconds (piped); then, on stdout, the summary and a one-line
 verdict. ``--resume DIR`` restarts a network kept in ``DIR`` (``testnet.json``) with its keys and
 ports, so clients made against it (``mixnet client init --join DIR/bootstrap.txt``) keep working.
+
+``--hosts netns`` runs every process in its own network namespace (:mod:`mixnet.netns`) with
+every link through the fault injector (:mod:`mixnet.relay`, :mod:`mixnet.faults`), which
+``--faults`` configures; the summary then says what the faults cost, per link.
 """
 
 from __future__ import annotations
@@ -351,9 +355,21 @@ async def _states(run: Run) -> dict[bytes, str]:
     return states
 
 
+#: With ``--faults partition=...`` the wait after the traffic grows by this many times the
+#: longest cut: a sender's retransmission backoff doubles through a cut (1 s, 2 s, 4 s, ...),
+#: so its next attempt may come well after the cut healed.
+PARTITION_DRAIN_FACTOR = 3.0
+
+
+def drain_seconds(options: Options) -> float:
+    """How long the run waits after the traffic for the last messages."""
+    cuts = [p.duration for p in options.faults.partitions] if options.faults else []
+    return options.drain + PARTITION_DRAIN_FACTOR * max(cuts, default=0.0)
+
+
 async def _drain(run: Run) -> None:
     """After the traffic stops: wait until every message is received or given up."""
-    deadline = time.time() + run.options.drain
+    deadline = time.time() + drain_seconds(run.options)
     while time.time() < deadline:
         states = await _states(run)
         pending = [
@@ -493,6 +509,7 @@ def summarize(run: Run) -> dict[str, Any]:
             "duration": run.options.duration,
             "traffic": run.traffic,
             "message_interval": run.options.message_interval,
+            "drain": drain_seconds(run.options),
             "chaos": run.options.chaos,
             "seed": run.options.seed,
         },
@@ -929,7 +946,9 @@ def _print_links(console: Any, summary: dict[str, Any]) -> None:
         f"{total['retransmits']} modeled TCP retransmissions; {total['partition_stalls']} "
         f"segments and {total['connections_held']} set-ups held by a partition "
         f"({total['connections_abandoned']} abandoned); added delay mean "
-        f"{total['delay_mean'] * 1000:.1f} ms, max {total['delay_max'] * 1000:.0f} ms",
+        f"{total['delay_mean'] * 1000:.1f} ms, max {total['delay_max'] * 1000:.0f} ms; the "
+        f"relays' own lag mean {total.get('lag_mean', 0.0) * 1000:.1f} ms, max "
+        f"{total.get('lag_max', 0.0) * 1000:.0f} ms",
         markup=False, soft_wrap=True,
     )
     links = Table()

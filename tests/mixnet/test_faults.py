@@ -19,6 +19,7 @@ from mixnet.faults import (
     FaultSchedule,
     FaultSpec,
     FaultSpecError,
+    LinkCounters,
     LinkShaper,
     Partition,
     link_seed,
@@ -51,8 +52,7 @@ def test_the_spec_of_the_issue_parses() -> None:
 
 def test_units_partitions_with_a_start_and_spaces_around_items() -> None:
     spec = parse_faults(
-        " latency=1.5s , jitter=250us,partition=auth1:2m@10s,partition=client2:500ms"
-    )
+        " latency=1.5s , jitter=250us,partition=auth1:2m@10s,partition=client2:500ms")
     assert spec.latency == 1.5 and spec.jitter == pytest.approx(250e-6)
     assert spec.partitions == (Partition("auth1", 120.0, 10.0), Partition("client2", 0.5, None))
     assert parse_faults(spec.text()) == spec
@@ -231,3 +231,25 @@ def test_counters_add_up_and_keep_the_largest_delay() -> None:
     assert a.counters.segments == 2 and a.counters.bytes == 30
     assert a.counters.delay_max == pytest.approx(0.03)
     assert statistics.fmean([0.01, 0.03]) == pytest.approx(a.counters.to_dict()["delay_mean"])
+
+
+def test_a_read_goes_on_whole_when_its_last_segment_may() -> None:
+    link = shaper("latency=10ms,jitter=5ms,loss=30%", seed=9)
+    twin = shaper("latency=10ms,jitter=5ms,loss=30%", seed=9)
+    decision = link.chunk(1.0, 2 * MSS + 100)  # three segments
+    alone = [twin.segment(1.0, n) for n in (MSS, MSS, 100)]
+    assert decision.release_at == alone[-1].release_at == max(d.release_at for d in alone)
+    assert decision.retransmits == sum(d.retransmits for d in alone)
+    assert link.counters.segments == 3 and link.counters.chunks == 1
+    assert link.counters.bytes == 2 * MSS + 100
+
+
+def test_counters_survive_their_json_form() -> None:
+    link = shaper("latency=10ms,loss=20%", seed=2)
+    for t in range(50):
+        link.chunk(float(t), 3000)
+    link.counters.note("connect: TooSlowError")
+    link.counters.lag_total, link.counters.lag_max = 0.5, 0.1
+    data = link.counters.to_dict()
+    assert LinkCounters.from_dict(data) == link.counters
+    assert data["lag_mean"] == pytest.approx(0.5 / 50)

@@ -6,23 +6,29 @@ that host's public address."""
 
 from __future__ import annotations
 
+import json
 import random
+import selectors
+import subprocess
+import sys
+import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from mixnet.faults import FaultSchedule, FaultSpec, LinkShaper, parse_faults, segments
+from mixnet.faults import FaultSchedule, FaultSpec, LinkShaper, parse_faults
 from mixnet.relay import (
-    COALESCE,
-    QUEUE_WRITES,
     HostAddress,
     Relay,
-    RelayThread,
-    _read,
+    merge_statistics,
+    read_hosts_file,
     relay_connection,
+    write_hosts_file,
 )
+from mixnet.relay import main as relay_main
 
 
 def pair(text: str, schedule: FaultSchedule | None = None) -> tuple[LinkShaper, LinkShaper]:
@@ -226,40 +232,91 @@ async def test_the_relay_on_loopback_knows_each_source_and_connects_from_its_add
     assert stats["relay_errors"] == 0
 
 
-def test_the_relay_thread_runs_its_own_loop_and_stops() -> None:
-    thread = RelayThread(Relay(FaultSpec()))
-    thread.start()
-    thread.call(thread.relay.add_host, HostAddress("a", "127.0.0.2", "127.0.1.2"))
-    assert thread.call_sync(thread.relay.statistics)["links"] == {}
-    thread.stop()
-    thread.stop()  # idempotent
-    assert not thread._thread.is_alive()
+def test_reports_of_several_relays_merge_into_one() -> None:
+    a, b = Relay(parse_faults("latency=1ms,partition=b:2s@1s")), Relay(FaultSpec())
+    a.shaper("a", "b").segment(0.0, 100)
+    a.shaper("-", "b").segment(0.0, 7)  # the launcher's: listed, not in the totals
+    b.shaper("b", "a").segment(0.0, 50)
+    b.shaper("b", "a").counters.note("reset: BrokenResourceError")
+    a.schedule.begin(10.0, 6.0)
+    merged = merge_statistics([a.statistics(), b.statistics()])
+    assert set(merged["links"]) == {"a>b", "->b", "b>a"}
+    assert merged["totals"]["bytes"] == 150 and merged["totals"]["segments"] == 2
+    assert merged["totals"]["errors"] == {"reset: BrokenResourceError": 1}
+    assert merged["partitions"] == [{"host": "b", "start_s": 1.0, "end_s": 3.0}]
+    assert merged["spec"].startswith("latency=1ms")
+    assert merge_statistics([])["totals"]["segments"] == 0
 
 
-@pytest.mark.parametrize(("text", "one_write"), [("", True), ("latency=40ms", True),
-                                                  ("latency=40ms,jitter=10ms", False)])
-async def test_a_run_of_segments_due_together_goes_out_in_one_write_never_early(
-    autojump_clock: trio.testing.MockClock, text: str, one_write: bool,
+def test_the_hosts_file_round_trips_and_teaches_a_relay_its_sources(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.json"
+    hosts = [HostAddress("a", "10.9.0.2", "10.9.1.2"),
+             HostAddress("b", "10.9.0.3", "10.9.1.3", 9000)]
+    write_hosts_file(path, hosts)
+    assert read_hosts_file(path) == hosts
+    assert read_hosts_file(tmp_path / "missing.json") == []
+    relay = Relay(FaultSpec(), hosts_file=path)
+    assert relay.source("10.9.0.3") == "b" and relay.source("10.9.0.9") == "-"
+    write_hosts_file(path, [*hosts, HostAddress("c", "10.9.0.9", "10.9.1.9")])
+    assert relay.source("10.9.0.9") == "c"  # learnt when first seen
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(60), "the relay said nothing"
+    return proc.stdout.readline()
+
+
+async def test_the_relay_process_serves_counts_flushes_and_ends_with_its_input(
+    tmp_path: Path,
 ) -> None:
-    """A read of many segments costs one write when they are due within COALESCE of each
-    other; jittered ones are grouped only that closely, and no byte leaves before its own
-    decided time."""
-    forward, _ = pair(text)
-    twin, _ = pair(text)  # same seed: the decisions _read will make, one by one
-    src, feed = trio.testing.memory_stream_pair()
-    send, recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_WRITES)
-    data = bytes(range(256)) * 200  # 51,200 bytes: 36 segments
-    await feed.send_all(data)
-    await feed.send_eof()
-    await _read(src, forward, send, trio.Event())
-    writes = [item async for item in recv]
-    assert b"".join(piece for _, piece in writes) == data
-    assert (len(writes) == 1) is one_write
-    due = [twin.segment(0.0, len(p)).release_at for p in segments(data)]
-    offset = 0
-    for release, piece in writes:
-        n = len(segments(piece))
-        group = due[offset : offset + n]
-        assert release >= max(group) and release - min(group) <= COALESCE
-        offset += n
-    assert forward.counters.segments == len(due)
+    async def echo(stream: trio.SocketStream) -> None:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.5"))
+        port = listeners[0].socket.getsockname()[1]
+        write_hosts_file(tmp_path / "hosts.json", [HostAddress("a", "127.0.0.4", "127.0.1.4")])
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mixnet.relay", "--host", "b", "--private", "127.0.0.5",
+             "--public", "127.0.1.5", "--port", str(port), "--faults",
+             "latency=2ms,partition=b:60s@0s", "--seed", "3",
+             "--hosts-file", str(tmp_path / "hosts.json"), "--stats", str(tmp_path / "b.json")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert proc.stdin is not None
+        try:
+            assert json.loads(await trio.to_thread.run_sync(_line, proc))["status"] == "serving"
+            sock = trio.socket.socket()
+            await sock.bind(("127.0.0.4", 0))
+            await sock.connect(("127.0.1.5", port))
+            stream = trio.SocketStream(sock)
+            await stream.send_all(b"hello")
+            assert await stream.receive_some() == b"hello"
+            await stream.aclose()
+            proc.stdin.write(f"begin {time.time()!r} 60.0\nflush\n")
+            proc.stdin.flush()
+            assert await trio.to_thread.run_sync(_line, proc) == "flushed\n"
+            stats = json.loads((tmp_path / "b.json").read_text())
+            assert stats["links"]["a>b"]["bytes"] == 5 and stats["links"]["b>a"]["bytes"] == 5
+            assert stats["partitions"] == [{"host": "b", "start_s": 0.0, "end_s": 60.0}]
+            proc.stdin.close()  # the launcher is done (or gone): the relay ends
+            assert await trio.to_thread.run_sync(partial(proc.wait, 60)) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            nursery.cancel_scope.cancel()
+
+
+def test_the_relay_process_refuses_a_bad_spec_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert relay_main(["--host", "b", "--private", "127.0.0.5", "--public", "127.0.1.5",
+                       "--port", "1", "--faults", "loss=2", "--hosts-file", "x",
+                       "--stats", "y"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mixnet.relay: error: --faults loss: expected a percentage like 1%, got '2'"]

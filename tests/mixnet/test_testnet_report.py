@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from mixnet.testnet import LATENCY_FACTOR, Reporter, _print, verdict
+from mixnet.testnet import (
+    LATENCY_FACTOR,
+    Options,
+    Reporter,
+    _print,
+    drain_seconds,
+    fault_link_delay,
+    predicted_latency,
+    verdict,
+)
 
 
 def summary(sent: int = 10, delivered: int = 10, failed: int = 0, p50: float | None = 0.8,
@@ -72,6 +81,48 @@ def test_piped_stages_are_plain_lines_one_per_finished_stage(
     assert err[2] == "network up" and len(err) == 3
 
 
+def test_the_model_adds_the_faults_link_delay_and_the_drain_outlasts_a_cut() -> None:
+    from mixnet.faults import parse_faults
+    from mixnet.testnet import testnet_params
+
+    params = testnet_params(Options())
+    spec = parse_faults("latency=40ms,loss=1%,partition=mix2:30s")
+    delay = fault_link_delay(params, spec)
+    assert delay == pytest.approx(6 * spec.expected_delay())  # 3 layers: 6 link crossings
+    assert fault_link_delay(params, None) == 0.0
+    plain, faulty = predicted_latency(params), predicted_latency(params, link_delay=delay)
+    assert "link_delay" not in plain and faulty["link_delay"] == delay
+    assert faulty["p50"] == pytest.approx(plain["p50"] + delay)
+    assert drain_seconds(Options()) == 60.0
+    assert drain_seconds(Options(faults=spec)) == 60.0 + 3 * 30.0
+
+
+def test_a_netns_summary_shows_what_the_faults_cost_per_link(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s = summary()
+    link = {"connections": 1, "segments": 100, "retransmits": 3, "partition_stalls": 2,
+            "connections_held": 0, "delay_mean": 0.05, "delay_max": 0.6}
+    s["hosts"] = {
+        "mode": "netns", "prefix": "mxn1234", "subnet": "10.200.0.0/16", "bridge": "mxn1234br",
+        "hosts": {"mix1": {}, "mix2": {}},
+        "faults": {
+            "spec": "latency=40ms,jitter=0s,loss=1%",
+            "totals": {**link, "connections_abandoned": 0, "segments": 100 * 14},
+            "links": {f"mix{i}>mix{i + 1}": {**link, "segments": 100 + i} for i in range(14)},
+        },
+    }
+    s["messages"]["retransmissions"] = 7
+    s["verdict"] = verdict(s)
+    _print(s, as_json=False)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any(line.startswith("links between hosts (2 network namespaces") for line in lines)
+    assert "1400 segments on 1 connections; 3 modeled TCP retransmissions" in out
+    assert "mix13>mix14" in out and "mix0>mix1" not in out  # the busiest 12 of 14
+    assert "... 2 more links in --json" in out
+    assert any("client retransmissions" in line and "7" in line for line in lines)
+    assert lines[-1].startswith("verdict: OK")
 def _link(segments: int, delay_max: float = 0.25) -> dict[str, Any]:
     return {"connections": 1, "connections_held": 0, "connections_abandoned": 0, "segments":
             segments, "bytes": segments * 1448, "retransmits": 2, "partition_stalls": 1,
