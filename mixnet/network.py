@@ -357,6 +357,8 @@ class LocalNetwork:
         if proc.running():
             raise NetworkError(f"{name} is already running")
         env = {**os.environ, **proc.env}
+        # The last run's statistics must not pass for this one's until it writes its own.
+        (proc.data_dir / "stats.json").unlink(missing_ok=True)
         if self.trace and proc.kind in ("mix", "provider"):
             env["MIXNET_TRACE"] = str(proc.data_dir / "trace.jsonl")
         with _private_open(proc.log_path, "ab") as log, _private_open(proc.out_path, "wb") as out:
