@@ -21,6 +21,10 @@ packet builder, so each room keeps one concern and its own tests.
 
 Nothing here raises on input from the network: malformed cells, forged fragments, unknown or
 bad ACKs are dropped and counted by reason in :meth:`ClientCore.statistics`.
+
+**Why one module of ~680 lines:** a coordinator: about twenty short handlers that route timers
+and inputs between the rooms of client/transport/ and the packet builder; the rooms hold the
+state.
 """
 
 from __future__ import annotations

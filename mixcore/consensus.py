@@ -21,6 +21,10 @@ identity_key)`` and dealt round-robin into layers ``1..params.layers``, so layer
 at most one and every layer is non-empty once there are at least ``layers`` mixes. The layer a
 mix *requested* in its descriptor is ignored: letting operators choose would let one operator
 with many nodes pack a whole layer. Including the epoch reshuffles the layers every epoch.
+
+**Why one module of ~620 lines:** building and verifying the document are one contract
+(build_consensus must produce exactly the bytes verify_consensus checks); they are kept side by
+side with the codec so a change to one is seen against the other.
 """
 
 from __future__ import annotations

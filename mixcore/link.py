@@ -24,6 +24,10 @@ sequential.
 
 This module does no I/O (a test scans its imports): :class:`LinkConnection` takes bytes in and
 returns events and bytes out; :mod:`mixcore.net.link` moves them over a trio stream.
+
+**Why one module of ~600 lines:** one state machine (the handshake's and the cells' transition
+table, the receive buffer and the frame layout) that only makes sense read whole; it is the
+model the other sans-IO cores follow.
 """
 
 from __future__ import annotations

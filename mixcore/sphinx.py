@@ -38,6 +38,11 @@ The forward body, as the exit hop sees it after the last layer is removed, is
 Sphinx secret, so tampering with any body byte anywhere on the path fails at delivery. A SURB
 reply body has the same layout under the SURB creator's keys and is checked when the creator
 decodes it.
+
+**Why one module of ~930 lines:** one place holds every use of sphinxmix and petlib (the
+architecture test forbids them elsewhere), so both suites' packet code, the reference-identical
+v1 hop and the shared AES/HMAC helpers stay together rather than spreading those imports over
+modules.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ that the launcher rewrites as hosts are added, and reads commands on stdin, one 
 ``begin WALL_TIME DURATION`` (the traffic began then: place the partitions), ``flush`` (write
 the statistics file now, then say ``flushed`` on stdout). End of stdin (the launcher closed it,
 or died) ends the relay.
+
+**Why one module of ~430 lines:** one relay process: its accept loop, the per-connection pumps
+and the shaper's glue; the shaping decisions themselves are the sans-IO mixnet/faults.py.
 """
 
 from __future__ import annotations

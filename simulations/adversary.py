@@ -12,6 +12,9 @@ adversary takes whichever is cheaper, and both give the same posteriors.
 Mass that reaches a row no real packet could be on (a node's returning loop, a relay, cover a
 corrupt provider recognized, a path that skips or repeats a layer) is dropped: the posterior is
 conditioned on the target being a real packet, and ``shannon_bits`` renormalizes.
+
+**Why one module of ~460 lines:** the forward and backward walks and the entropy/epsilon figures
+read the same batches and tables; they are one adversary.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ could show (a sender near zero, a near tie, almost no mass), so the figures agre
 It needs a layered network (``node_layer``), so that every real-shaped row depends only on rows
 of earlier stages, and a horizon that excludes nothing above ``FLOOR``; ``OriginSweep.usable``
 says whether both hold, and the adversary walks otherwise.
+
+**Why one module of ~430 lines:** one sweep and the cost model that decides when it is worth
+running, with the row tables only it uses.
 """
 
 from __future__ import annotations

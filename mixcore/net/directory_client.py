@@ -13,6 +13,9 @@ whole exchange (connect, headers and body together): httpx's own timeouts bound 
 server answering one byte every few seconds would otherwise hold a request for as long as it
 likes. Nothing here logs per request: which authority a client asked when is metadata;
 :meth:`ConsensusFetcher.statistics` has counts instead.
+
+**Why one module of ~450 lines:** uploads and fetches share the deadline, racing and refusal-
+counting logic that keeps one slow or lying authority from stalling a node or a client.
 """
 
 from __future__ import annotations
