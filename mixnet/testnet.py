@@ -644,12 +644,14 @@ async def _main(run: Run, reporter: Reporter) -> dict[str, Any]:
         reporter.line(f"bootstrap: {net.bootstrap().to_text()}")
         reporter.line(f"join it:   mixnet client init --dir DIR --join {net.root / BOOTSTRAP_NAME}"
                       "  (docs/quickstart.md)")
-    until = time.time() + options.duration
     soak = Soak(Rule(warmup_s=0.2 * options.duration)) if options.soak else None
     netns = _netns_hosts(net)
     cuts = []
     if netns is not None and run.traffic:
         cuts = await trio.to_thread.run_sync(netns.begin, options.duration)
+    # The traffic's window opens once the faults' clock has started: taken before, a loaded
+    # machine's slow start of the relays' schedule ate the whole window (nothing was sent).
+    until = time.time() + options.duration
     async with trio.open_nursery() as nursery:
         for cut in cuts:
             nursery.start_soon(_log_cut, run, cut)
