@@ -131,7 +131,8 @@ async def pull(link: Link, seq: int) -> list[PullItem]:
     return items
 
 
-async def pull_until(link: Link, want: ItemType, timeout: float = 60.0) -> list[PullItem]:
+async def pull_until(link: Link, want: ItemType, timeout: float = 240.0) -> list[PullItem]:
+    """Pull until an item of ``want`` arrives; the timeout only bounds a hung run."""
     deadline = trio.current_time() + timeout
     seq = 0
     while trio.current_time() < deadline:
