@@ -29,9 +29,7 @@ def record_of(message: inner.Content, direction: str, sender: str, at: float,
     match message:
         case inner.Text(text=text) | inner.GroupText(text=text):
             return MessageRecord(message.uid, direction, sender, "text", text, at, expires_at)
-        case inner.File(name=name, data=data, sha256=digest) | inner.GroupFile(
-            name=name, data=data, sha256=digest
-        ):
+        case inner.File(name=name, data=data, sha256=digest):
             return MessageRecord(message.uid, direction, sender, "file", name, at, expires_at,
                                  name, data, digest)
 
@@ -42,9 +40,6 @@ def rebuilt(record: MessageRecord, conv: str) -> inner.Content:
     uid = record.uid
     if conv.startswith("g:"):
         gid = bytes.fromhex(conv[2:])
-        if record.kind == "file":
-            return inner.GroupFile(gid=gid, name=record.file_name, data=record.file_data,
-                                   sha256=record.file_sha256, uid=uid, ttl=ttl)
         return inner.GroupText(gid=gid, text=record.text, uid=uid, ttl=ttl)
     if record.kind == "file":
         return inner.File(name=record.file_name, data=record.file_data,

@@ -125,7 +125,7 @@ class Groups:
     # -- what members send ---------------------------------------------------------------------
 
     def conversation_for(self, sender: ContactRecord,
-                         message: inner.GroupText | inner.GroupFile) -> str | None:
+                         message: inner.GroupText) -> str | None:
         """Where a member's group message goes; None (counted) if the sender is not a member
         of a group we are in."""
         g = self.by_id(message.gid)

@@ -18,7 +18,6 @@ disappearing timer for this message (0: keep). ``body`` by kind:
 ``gupdate``   :class:`GroupUpdate` ``[group_id(16), name, [[name_hint, card], ...]]``: the full
                                   member list
 ``gtext``     :class:`GroupText`  ``[group_id(16), text]``
-``gfile``     :class:`GroupFile`  ``[group_id(16), name, data, sha256(32)]``
 ============  ==================  ===============================================================
 
 The group id exists only here, inside the ciphertext: providers never see it. Everything is
@@ -130,20 +129,9 @@ class GroupText(_Kind):
     ttl: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GroupFile(_Kind):
-    kind: ClassVar[str] = "gfile"
-    gid: bytes
-    name: str
-    data: bytes = field(repr=False)
-    sha256: bytes
-    uid: bytes = field(default_factory=new_uid)
-    ttl: int = 0
-
-
-Inner = Text | File | Receipt | Timer | GroupUpdate | GroupText | GroupFile
+Inner = Text | File | Receipt | Timer | GroupUpdate | GroupText
 """Any inner message."""
-Content = Text | File | GroupText | GroupFile
+Content = Text | File | GroupText
 """The kinds that a conversation stores (the others are control messages)."""
 
 
@@ -174,10 +162,6 @@ def group_text(group_id: bytes, body: str, ttl: int = 0) -> GroupText:
     return GroupText(gid=group_id, text=body, ttl=ttl)
 
 
-def group_file(group_id: bytes, name: str, data: bytes, ttl: int = 0) -> GroupFile:
-    return GroupFile(gid=group_id, name=name, data=data, sha256=_digest(data), ttl=ttl)
-
-
 # -- the bytes ---------------------------------------------------------------------------------
 
 
@@ -197,8 +181,6 @@ def encode(message: Inner) -> bytes:
             body = [gid, name, [[hint, card] for hint, card in members]]
         case GroupText(gid=gid, text=t):
             body = [gid, t]
-        case GroupFile(gid=gid, name=name, data=data, sha256=digest):
-            body = [gid, name, data, digest]
     return pack([INNER_VERSION, message.kind, message.uid, message.ttl, body])
 
 
@@ -251,11 +233,6 @@ def _body(kind: Any, uid: bytes, ttl: int, body: list[Any]) -> Inner:
             gid, t = expect_list(body, 2, "group text")
             return GroupText(gid=_gid(gid), text=expect_str(t, "text", max_len=MAX_TEXT),
                              uid=uid, ttl=ttl)
-        case "gfile":
-            items = expect_list(body, 4, "group file")
-            gid = _gid(items[0])
-            name, data, digest = _file_body(items[1:])
-            return GroupFile(gid=gid, name=name, data=data, sha256=digest, uid=uid, ttl=ttl)
     raise DecodeError("unknown inner message kind")
 
 
@@ -277,7 +254,7 @@ def decode(data: bytes) -> Inner:
         raise InnerFormatError(f"malformed inner message: {exc}") from None
 
 
-KINDS = tuple(k.kind for k in (Text, File, Receipt, Timer, GroupUpdate, GroupText, GroupFile))
+KINDS = tuple(k.kind for k in (Text, File, Receipt, Timer, GroupUpdate, GroupText))
 
 
 def check_acceptable(message: Inner) -> None:

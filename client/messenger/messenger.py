@@ -338,7 +338,7 @@ class Messenger:
                 return []
             case inner.Text() | inner.File():
                 conv = of_contact(c.cid)
-            case inner.GroupText() | inner.GroupFile():
+            case inner.GroupText():
                 conv = self._groups.conversation_for(c, m)
                 if conv is None:
                     return []

@@ -26,7 +26,6 @@ from mixcore.encoding import pack
         inner.timer(3600, True),
         inner.group_update(os.urandom(16), "team", [["bob", b"card"]]),
         inner.group_text(os.urandom(16), "hi"),
-        inner.group_file(os.urandom(16), "f", b"\x00" * 10),
     ],
 )
 def test_round_trip(message: inner.Inner) -> None:
@@ -51,8 +50,6 @@ def test_the_bytes_are_those_of_the_untyped_format() -> None:
         (inner.GroupUpdate(gid=gid, name="team", members=(("", card), ("bob", card)), uid=uid),
          ["gupdate", 0, [gid, "team", [["", card], ["bob", card]]]]),
         (inner.GroupText(gid=gid, text="all", uid=uid, ttl=5), ["gtext", 5, [gid, "all"]]),
-        (inner.GroupFile(gid=gid, name="f", data=data, sha256=digest, uid=uid),
-         ["gfile", 0, [gid, "f", data, digest]]),
     ]
     assert sorted(c[1][0] for c in cases) == sorted(inner.KINDS)
     for message, (kind, ttl, body) in cases:
@@ -71,6 +68,9 @@ def test_attachment_hash_is_checked() -> None:
 def test_unknown_kind_and_wrong_types() -> None:
     for bad in (
         pack([1, "nope", os.urandom(16), 0, []]),
+        # the never-sent group attachment kind is no longer in the format
+        pack([1, "gfile", os.urandom(16), 0, [os.urandom(16), "f", b"x",
+                                               hashlib.sha256(b"x").digest()]]),
         pack([2, "text", os.urandom(16), 0, ["x"]]),
         pack([1, "text", os.urandom(15), 0, ["x"]]),
         pack([1, "timer", os.urandom(16), 0, [5, 1]]),
