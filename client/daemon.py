@@ -28,6 +28,12 @@ received payload goes through it first (decrypted and stored, a receipt queued i
 payloads it cannot decrypt (raw ``mixnet client send`` traffic, garbage) are counted and kept in
 the raw inbox as before. Transport events move the messages' delivery states. The passphrase is
 never logged or kept beyond the unlock.
+
+**Why one module of ~570 lines:** it is the one place where the client touches the world (the
+provider link, the consensus watch, the API socket, the stats file), and these tasks share one
+lifetime and one ``ClientCore``; each task is a short loop that only carries out the core's
+actions. The API's handlers live in :mod:`client.daemon_ops`, the lock in
+:mod:`client.daemon_lock`, the settings in :mod:`client.daemon_config`.
 """
 
 from __future__ import annotations
