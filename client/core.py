@@ -35,7 +35,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from secrets import token_bytes
-from typing import Any
 
 from client.actions import (
     Action,
@@ -95,6 +94,7 @@ from mixcore.payload import ACK_PAYLOAD, data_capacity
 from mixcore.poisson import fork_rng
 from mixcore.routing import MAILBOX_LEN, NODE_ID_LEN
 from mixcore.sphinx import Sphinx, SphinxGeometry
+from mixcore.statistics import Statistics
 
 __all__ = ["ClientCore", "ClientStatistics", "DropReason"]
 
@@ -127,7 +127,7 @@ _REASSEMBLY_DROPS = {
 
 
 @dataclass(frozen=True, slots=True)
-class ClientStatistics:
+class ClientStatistics(Statistics):
     """Counts only: no addresses, ids or times (statistics are metadata too)."""
 
     packets_sent: dict[str, int]
@@ -159,8 +159,6 @@ class ClientStatistics:
     """Stream events not sent because the shell woke more than ``max_catch_up`` late."""
     drops: dict[str, int]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 class ClientCore:

@@ -392,7 +392,7 @@ class ClientDaemon:
             meter = meter_for(core.consensus)
             out["anonymity"] = meter.to_dict() if meter is not None else None
             stats = core.statistics()
-            out["transport"] = stats.to_dict()
+            out["transport"] = stats.as_dict()
             out["acks_pending"] = stats.acks_pending
             out["fragments_queued"] = stats.fragments_queued
             out["max_message_len"] = core.max_message_len

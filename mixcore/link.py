@@ -48,6 +48,7 @@ from mixcore.errors import (
     ParamsError,
 )
 from mixcore.keys import PUBLIC_KEY_LEN, LinkKey, short_id
+from mixcore.statistics import Statistics
 
 NOISE_PROTOCOL_NAME: Final = b"Noise_XK_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE_PREFIX: Final = b"mixnet-link-v1"
@@ -185,7 +186,7 @@ LinkEvent = SendData | HandshakeComplete | CellReceived | PeerClosed
 
 
 @dataclass(frozen=True, slots=True)
-class LinkStatistics:
+class LinkStatistics(Statistics):
     """Counts only (no sizes, times or addresses): cells include packets, dummies and control."""
 
     cells_sent: int = 0

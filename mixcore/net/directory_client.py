@@ -37,6 +37,7 @@ from mixcore.consensus import AuthoritySet, VerifiedConsensus, verify_consensus
 from mixcore.encoding import MAX_DOCUMENT_BYTES
 from mixcore.epochs import EpochClock
 from mixcore.errors import ConsensusError
+from mixcore.statistics import Statistics, Tally
 
 API_PREFIX = "/v1"
 DEFAULT_TIMEOUT = 10.0
@@ -199,6 +200,20 @@ async def upload_descriptor(
     return tuple(o for o in outcomes if o is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class FetcherStatistics(Statistics):
+    """What the consensus fetcher did, in counts."""
+
+    fetched: int = 0
+    rejected: int = 0
+    """Documents that failed verification (signatures, threshold, epoch, parameters)."""
+    unreachable: int = 0
+    not_published: int = 0
+    """Authorities that answered but had no document for the epoch yet."""
+    cached: int = 0
+    """Verified documents held now (a size, not a count of events)."""
+
+
 class ConsensusFetcher:
     """Fetches, verifies and caches the consensus per epoch from any reachable authority.
 
@@ -245,13 +260,13 @@ class ConsensusFetcher:
         self._now = now
         self._on_consensus = on_consensus
         self._cache: OrderedDict[int, VerifiedConsensus] = OrderedDict()
-        self._stats = {"fetched": 0, "rejected": 0, "unreachable": 0, "not_published": 0}
+        self._stats = Tally(FetcherStatistics)
 
     def cached(self, epoch: int) -> VerifiedConsensus | None:
         return self._cache.get(epoch)
 
-    def statistics(self) -> dict[str, int]:
-        return {**self._stats, "cached": len(self._cache)}
+    def statistics(self) -> FetcherStatistics:
+        return FetcherStatistics(**{**self._stats.counts(), "cached": len(self._cache)})
 
     def _remember(self, verified: VerifiedConsensus) -> None:
         self._cache[verified.epoch] = verified

@@ -263,7 +263,7 @@ def test_no_input_makes_the_core_raise(kit, kind: int, body: bytes, item: bool) 
         body = PullItem(seq, 0, batch, ItemType(body[0] % 3 if body else 1), 1,
                         (body + bytes(16))[:16], body).encode()
     core.receive_control(kind, body, t)
-    json.dumps(core.statistics().to_dict())
+    json.dumps(core.statistics().as_dict())
 
 
 # -- ARQ through the core -------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_statistics_are_counts_only(kit) -> None:
     for _ in range(50):
         pulls += sum(isinstance(a, SendControl) and a.kind is ControlKind.PULL_REQUEST
                      for a in core.poll(core.next_deadline()))
-    stats = core.statistics().to_dict()
+    stats = core.statistics().as_dict()
     text = json.dumps(stats)
     assert stats["packets_sent"]["drop"] + stats["packets_sent"]["loop"] > 0
     assert pulls > 0 and stats["pulls_sent"] == pulls  # every pull request it sent, counted

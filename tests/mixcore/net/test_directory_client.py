@@ -86,7 +86,7 @@ async def test_skips_down_and_non_verifying_authorities_and_caches() -> None:
         before = len(log)
         assert await fetcher.fetch(4) is verified
         assert len(log) == before  # cached
-        assert fetcher.statistics()["fetched"] == 1
+        assert fetcher.statistics().fetched == 1
 
 
 async def test_authorities_are_tried_in_random_order() -> None:
@@ -107,7 +107,7 @@ async def test_a_document_with_too_few_signatures_is_rejected() -> None:
     with pytest.raises(ConsensusUnavailable, match="1 valid signature from configured"):
         await fetcher.fetch(4)
     assert fetcher.cached(4) is None
-    assert fetcher.statistics()["rejected"] == 3
+    assert fetcher.statistics().rejected == 3
 
 
 async def test_only_the_majority_document_is_accepted() -> None:
@@ -176,7 +176,7 @@ async def test_run_keeps_the_current_and_next_documents(autojump_clock) -> None:
     for epoch, when in seen[1:]:
         # Fetched once published, before the epoch began.
         assert published[epoch] <= when < CLOCK.start(epoch)
-    assert fetcher.statistics()["cached"] == 4
+    assert fetcher.statistics().cached == 4
 
 
 async def test_upload_reports_each_authority() -> None:
@@ -216,7 +216,7 @@ async def test_run_starts_without_a_document_and_keeps_trying(autojump_clock) ->
     async with trio.open_nursery() as nursery:
         await nursery.start(fetcher.run)
         assert fetcher.cached(0) is None
-        assert fetcher.statistics()["not_published"] >= 3
+        assert fetcher.statistics().not_published >= 3
         await trio.sleep(4.0)
         assert fetcher.cached(0) is not None
         nursery.cancel_scope.cancel()
