@@ -153,7 +153,7 @@ class Authority:
         }
 
     def statistics(self) -> dict[str, Any]:
-        return {"registry": self.registry.statistics(), "voting": self.core.statistics()}
+        return {"registry": self.registry.statistics(), "voting": self.core.statistics().as_dict()}
 
     # -- persisting the core's events -------------------------------------------------------
 

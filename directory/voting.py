@@ -65,6 +65,7 @@ from mixcore.epochs import EpochClock
 from mixcore.errors import ConsensusError, DescriptorError, ParamsError, SignatureError
 from mixcore.keys import IdentityKey, short_id
 from mixcore.params import NetworkParams
+from mixcore.statistics import Statistics, Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,21 @@ class _EpochState:
         return self.body is not None
 
 
+@dataclass(frozen=True, slots=True)
+class VotingStatistics(Statistics):
+    """What an authority's voting did, in counts (the health page shows them)."""
+
+    votes_cast: int = 0
+    signing_refused: int = 0
+    """Times a second, different body for an already signed epoch was not signed."""
+    documents_published: int = 0
+    documents_updated: int = 0
+    """A published document re-assembled with more signatures."""
+    peer_disagreements: int = 0
+    documents_adopted: int = 0
+    """Peers' verified documents taken over, this authority holding none for the epoch."""
+
+
 class VotingCore:
     """One authority's voting for the current and next epoch. Not thread-safe; no I/O."""
 
@@ -220,7 +236,7 @@ class VotingCore:
         self._epochs: dict[int, _EpochState] = {}
         self._signed: dict[int, tuple[bytes, bytes]] = {}  # epoch -> (body, signature), forever
         self._documents: dict[int, bytes] = {}
-        self._stats: Counter[str] = Counter()
+        self._stats = Tally(VotingStatistics)
 
     # -- restart ----------------------------------------------------------------------------
 
@@ -277,8 +293,8 @@ class VotingCore:
     def latest_published(self) -> int | None:
         return max(self._documents, default=None)
 
-    def statistics(self) -> dict[str, int]:
-        return dict(self._stats)
+    def statistics(self) -> VotingStatistics:
+        return VotingStatistics(**self._stats.counts())
 
     # -- the clock --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.core import ClientStatistics
+from directory.voting import VotingStatistics
 from mixcore.link import LinkStatistics
 from mixcore.net.directory_client import FetcherStatistics
 from mixcore.statistics import Statistics, StatisticsError, Tally
@@ -95,6 +96,7 @@ def test_the_roles_snapshots_are_statistics() -> None:
     # The client's and the fetcher's counts go through the same reader as everything else.
     assert FetcherStatistics.from_dict(FetcherStatistics(fetched=2).as_dict()).fetched == 2
     assert issubclass(ClientStatistics, Statistics)
+    assert VotingStatistics.from_dict(VotingStatistics(votes_cast=1).as_dict()).votes_cast == 1
 
 
 @given(st.dictionaries(st.text(max_size=12), st.integers() | st.text(max_size=4), max_size=8))
