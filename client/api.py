@@ -46,7 +46,7 @@ class DaemonNotRunning(ApiError):
 
 
 def encode_frame(message: dict[str, Any]) -> bytes:
-    body = msgpack.packb(message, use_bin_type=True)
+    body: bytes = msgpack.packb(message, use_bin_type=True)
     if len(body) > MAX_FRAME:
         raise DecodeError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
     return _LEN.pack(len(body)) + body

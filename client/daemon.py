@@ -95,11 +95,11 @@ def format_address(provider: bytes, mailbox: bytes, mailbox_key: bytes) -> str:
 
 def parse_address(text: str) -> tuple[bytes, bytes, bytes]:
     parts = text.strip().split(":")
-    try:
-        provider, mailbox, key = (bytes.fromhex(p) for p in parts) if len(parts) == 3 else ()
-    except ValueError:
-        provider = mailbox = key = b""
-    if len(parts) != 3 or (len(provider), len(mailbox), len(key)) != (32, 16, 32):
+    provider = mailbox = key = b""
+    if len(parts) == 3:
+        with suppress(ValueError):
+            provider, mailbox, key = (bytes.fromhex(p) for p in parts)
+    if (len(provider), len(mailbox), len(key)) != (32, 16, 32):
         raise ClientError("an address is PROVIDER_HEX:MAILBOX_HEX:MAILBOX_KEY_HEX (64, 32 and 64 "
                           "hex digits; mixnet client address prints yours)")
     return provider, mailbox, key

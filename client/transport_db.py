@@ -253,7 +253,7 @@ class TransportDB:
                     self.store.put(OUTBOX, message_id.hex(), pack(
                         [provider, mailbox, b"", data, "pending", "", created, created]))
             for message_id, data, received_at in incoming:
-                self.add_incoming(message_id, data, float(received_at))  # type: ignore[arg-type]
+                self.add_incoming(message_id, data, float(received_at))
 
 
 def _device_key(path: Path) -> str:

@@ -20,9 +20,9 @@ from pathlib import Path
 from directory.admission import Approval
 from directory.errors import DirectoryConfigError
 from mixcore.consensus import MAX_NODES
-from mixcore.descriptor import MAX_LAYERS
 from mixcore.files import write_atomic
 from mixcore.keys import PUBLIC_KEY_LEN
+from mixcore.params import MAX_LAYERS
 from mixcore.topology import NodeRole
 
 APPROVALS_VERSION = 1

@@ -17,12 +17,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import ASGIFramework
 
 from directory.app import create_app
 from directory.authority import Authority
@@ -167,8 +169,10 @@ async def serve(
         async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
 
             async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                # GuardedApp is an ASGI 3 app typed with starlette's (looser) scope types.
                 await hypercorn_serve(
-                    app, hc, shutdown_trigger=shutdown.wait, task_status=task_status
+                    cast(ASGIFramework, app), hc, shutdown_trigger=shutdown.wait,
+                    task_status=task_status,
                 )
                 # hypercorn returns after its graceful shutdown: stop voting too.
                 nursery.cancel_scope.cancel()

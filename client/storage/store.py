@@ -68,7 +68,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -918,7 +918,9 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _parse(fn: Callable[[bytes], Any], data: bytes, what: str) -> Any:
+T = TypeVar("T")
+
+def _parse(fn: Callable[[bytes], T], data: bytes, what: str) -> T:
     try:
         return fn(data)
     except MixnetError as exc:

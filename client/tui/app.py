@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
@@ -88,7 +88,7 @@ class ChatApp(App[None]):
     #conversation { height: 1fr; padding: 0 1; }
     #error { color: $error; height: auto; }
     """
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit"),
         Binding("ctrl+n", "move(1)", "Next chat", priority=True),
         Binding("ctrl+p", "move(-1)", "Previous chat", priority=True),
