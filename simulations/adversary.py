@@ -451,7 +451,8 @@ def _merge(tgt: IntArray, keys: IntArray, p: FloatArray, *, n_tgt: int) -> EndBl
 def _posterior(tgt: IntArray, keys: IntArray, p: FloatArray) -> Posterior:
     del tgt
     uniq, inverse = np.unique(keys, return_inverse=True)
-    return Posterior(uniq.astype(np.int64), np.bincount(inverse, weights=p))
+    return Posterior(uniq.astype(np.int64),
+                     np.bincount(inverse, weights=p).astype(np.float64, copy=False))
 
 
 def default_horizon(mean_hop_delay: float) -> float:

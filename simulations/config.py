@@ -120,7 +120,7 @@ def coerce(name: str, text: str) -> int | float | None:
     if name not in kinds:
         raise ParamsError(name, "unknown simulation parameter")
     if "None" in str(kinds[name]) and text.strip().lower() in ("none", "default"):
-        return None  # type: ignore[return-value]
+        return None
     try:
         return int(text) if kinds[name] == "int" else float(text)
     except ValueError:

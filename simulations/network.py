@@ -32,6 +32,7 @@ drawn as arrays in one pass, so that each column's meaning is stated once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -181,7 +182,7 @@ def simulate_network(cfg: SimConfig, rng: np.random.Generator) -> NetworkRun:
     next_row[:, -1] = -1
     prev_row = rows - 1
     prev_row[:, 0] = -1
-    parts = {
+    parts: dict[str, list[npt.NDArray[Any]]] = {
         "t_dep": [t_dep.ravel()], "t_arr": [t_arr.ravel()], "src": [path[:, :-1].ravel()],
         "dst": [path[:, 1:].ravel()], "next_row": [next_row.ravel()],
         "prev_row": [prev_row.ravel()],
@@ -334,10 +335,10 @@ def mix_loops(cfg: SimConfig, total_time: float, row0: int,
     origin = np.repeat(np.array(origins, dtype=np.int64), counts)
     plan = np.repeat(np.array(plans, dtype=np.int64), counts, axis=0)
     t0 = rng.uniform(0.0, total_time, n)
-    visit = np.where(plan > 0,
-                     first_mix + (plan - 1) * cfg.width + rng.integers(0, cfg.width, (n, m)),
-                     first_provider + rng.integers(0, max(cfg.providers, 1), (n, m)))
-    nodes = np.concatenate([origin[:, None], visit, origin[:, None]], axis=1)
+    hops = np.where(plan > 0,
+                    first_mix + (plan - 1) * cfg.width + rng.integers(0, cfg.width, (n, m)),
+                    first_provider + rng.integers(0, max(cfg.providers, 1), (n, m)))
+    nodes = np.concatenate([origin[:, None], hops, origin[:, None]], axis=1)
     hold = np.where(plan > 0, 1.0, 0.0) * (rng.exponential(cfg.mean_hop_delay, (n, m))
                                            if cfg.mean_hop_delay > 0 else 0.0)
     links = m + 1

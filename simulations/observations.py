@@ -92,12 +92,16 @@ class Observations:
     def mixing_in(self) -> BoolArray:
         """Rows that enter a pool: into a mix, or from a client into its (entry) provider."""
         src_role, dst_role = self.roles()
-        return (dst_role == Role.MIX) | ((dst_role == Role.PROVIDER) & (src_role == Role.CLIENT))
+        from_client = (dst_role == Role.PROVIDER) & (src_role == Role.CLIENT)
+        rows: BoolArray = (dst_role == Role.MIX) | from_client
+        return rows
 
     def mixing_out(self) -> BoolArray:
         """Rows that leave a pool: out of a mix, or from a provider into the first mix layer."""
         src_role, dst_role = self.roles()
-        return (src_role == Role.MIX) | ((src_role == Role.PROVIDER) & (dst_role == Role.MIX))
+        into_mixes = (src_role == Role.PROVIDER) & (dst_role == Role.MIX)
+        rows: BoolArray = (src_role == Role.MIX) | into_mixes
+        return rows
 
     def delivered(self) -> BoolArray:
         """Rows that end a packet's visible journey: a mix handing it to the exit provider (or,
@@ -105,7 +109,8 @@ class Observations:
         batches at fixed times, so they carry no per-packet signal and end the adversary's view.
         """
         src_role, dst_role = self.roles()
-        return (src_role == Role.MIX) & (dst_role != Role.MIX)
+        rows: BoolArray = (src_role == Role.MIX) & (dst_role != Role.MIX)
+        return rows
 
     def flag(self, name: str) -> BoolArray:
         """One of the optional per-row flags, all False when the run did not set it."""
@@ -149,9 +154,11 @@ class Observations:
         step = (dst_l == src_l + 1) & (dst_role != Role.CLIENT)
         from_client = src_role == Role.CLIENT
         exits = (src_role == Role.MIX) & (src_l == last) & (dst_role != Role.MIX)
-        return ok & (step | from_client | exits)
+        rows: BoolArray = ok & (step | from_client | exits)
+        return rows
 
     def injected(self) -> BoolArray:
         """Rows that start a packet: a client sending into the network."""
         src_role, dst_role = self.roles()
-        return (src_role == Role.CLIENT) & (dst_role != Role.CLIENT)
+        rows: BoolArray = (src_role == Role.CLIENT) & (dst_role != Role.CLIENT)
+        return rows

@@ -27,7 +27,7 @@ from simulations.sweeps import connect, run_points, write_table
 from simulations.trace import read_trace, write_trace
 
 
-def parse_sweep(text: str) -> tuple[str, list[int | float]]:
+def parse_sweep(text: str) -> tuple[str, list[int | float | None]]:
     """``mean-hop-delay=0.1,0.2`` -> ("mean_hop_delay", [0.1, 0.2]), typed like the field."""
     if "=" not in text:
         raise ParamsError("sweep", "expected PARAM=V1,V2,...")
@@ -74,6 +74,9 @@ def run(args: argparse.Namespace, cfg: SimConfig) -> int:
 def _sweep(args: argparse.Namespace, cfg: SimConfig, run: Any) -> int:
     del run  # the points run by name (simulations.sweeps), wherever they run
     name, values = parse_sweep(args.sweep)
+    numbers = [v for v in values if v is not None]
+    if args.plot and len(numbers) != len(values):
+        raise ParamsError("plot", f"a sweep of {name} over 'none' has no number axis to plot")
     points = [cfg.replace(**{name: value}) for value in values]
     results: list[dict[str, Any]] = []
     curves: list[tuple[str, Curve]] = []
@@ -105,7 +108,7 @@ def _sweep(args: argparse.Namespace, cfg: SimConfig, run: Any) -> int:
     _emit(args, data)
     if args.plot:
         _plot(args.plot, f"{args.scenario}: sweep of {name}", curves,
-              (name, [float(v) for v in values], heads, HEADLINE_LABELS[args.scenario]))
+              (name, [float(v) for v in numbers], heads, HEADLINE_LABELS[args.scenario]))
     return 0
 
 

@@ -69,7 +69,9 @@ def connect(address: str | None) -> Any:
     from distributed import Client  # noqa: PLC0415
 
     try:
-        return Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+        # distributed publishes types, but Client.__init__ is not annotated.
+        return Client(  # type: ignore[no-untyped-call]
+            address, set_as_default=False, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         raise MixnetError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 

@@ -198,4 +198,4 @@ def estimate_mean_delay(obs: Observations) -> float:
     if rows.size == 0:
         return 1.0
     dwell = obs.t_dep[obs.next_row[rows]] - obs.t_arr[rows]
-    return float(max(np.mean(dwell), 0.0))
+    return max(float(np.mean(dwell)), 0.0)

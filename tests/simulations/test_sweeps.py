@@ -49,3 +49,16 @@ def test_unreachable_scheduler_is_a_one_line_error(capsys: pytest.CaptureFixture
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("mixnet: error:") and err.count("\n") == 1
+
+
+def test_plotting_a_sweep_over_none_is_refused_before_anything_runs(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # "none" means "the default" for an optional field: it has no place on a number axis, and
+    # finding that out after the whole sweep ran (a TypeError in the plot) lost the sweep.
+    plot = tmp_path / "sweep.png"
+    code = main(["simulate", "network", *SMALL, "--sweep", "provider-delay=none,0.1",
+                 "--plot", str(plot)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no number axis" in err and err.count("\n") == 1
+    assert not plot.exists()
