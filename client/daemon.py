@@ -385,7 +385,8 @@ class ClientDaemon:
             "daemon": dict(self.counts),
             **self.db.counts(),
             "messenger": (
-                self.messenger.statistics() if self.messenger is not None else "no store"
+                self.messenger.statistics().as_dict() if self.messenger is not None
+                else "no store"
             ),
         }
         if core is not None:

@@ -33,7 +33,6 @@ states: "at provider" is the transport's SURB-ACK (stored in the recipient's mai
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, assert_never
 
@@ -45,7 +44,7 @@ from client.e2e.safety import SafetyNumber
 from client.fragments import max_message_len
 from client.messenger import attachments, inner, prekeys, views
 from client.messenger.contacts import MAX_NAME_LEN, Contacts
-from client.messenger.context import Context
+from client.messenger.context import Context, MessengerStatistics
 from client.messenger.conversations import (
     Conversations,
     of_contact,
@@ -64,6 +63,7 @@ from client.storage import Store
 from mixcore.errors import DecodeError, MixnetError
 from mixcore.payload import data_capacity
 from mixcore.sphinx import SphinxGeometry
+from mixcore.statistics import Tally
 
 #: The transport's limit with the default geometry and client configuration (64 fragments of
 #: 1660 bytes with suite v2); the daemon passes its own core's figure.
@@ -121,7 +121,7 @@ class Messenger:
         return self.ctx.clock
 
     @property
-    def counts(self) -> Counter[str]:
+    def counts(self) -> Tally[MessengerStatistics]:
         return self.ctx.counts
 
     @property
@@ -397,8 +397,8 @@ class Messenger:
         prekeys.upkeep(self.ctx, self._address)
         return expired
 
-    def statistics(self) -> dict[str, int]:
-        return dict(self.counts)
+    def statistics(self) -> MessengerStatistics:
+        return MessengerStatistics(**self.counts.counts())
 
 
 __all__ = ["DEFAULT_MAX_MESSAGE_LEN", "MAX_NAME_LEN", "Envelope", "Messenger", "MixnetError",

@@ -262,7 +262,7 @@ def test_bad_input_unknown_contact_and_garbage(world: World) -> None:
         alice.add_contact(alice.card.to_text(), "me")
     for junk in (b"", b"hello raw testnet", os.urandom(600), os.urandom(2000)):
         assert alice.receive(junk) is None
-    assert alice.statistics()["undecryptable"] == 4
+    assert alice.statistics().undecryptable == 4
 
 
 def test_card_round_trip_from_store(world: World) -> None:
