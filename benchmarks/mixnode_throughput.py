@@ -60,10 +60,11 @@ from mixcore.consensus import AuthoritySet
 from mixcore.epochs import EpochClock
 from mixcore.errors import ConsensusError
 from mixcore.keys import LinkKey, load_link_key
+from mixcore.loading import load_mix_key
 from mixcore.net.directory_client import ConsensusFetcher
 from mixcore.net.link import Link, accept_link, connect_link
 from mixcore.params import SPHINX_SUITE_V1, SPHINX_SUITES, NetworkParams
-from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry, load_mix_key
+from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry
 from mixnet.network import LocalNetwork, Process
 from mixnode.view import EpochView
 

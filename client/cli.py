@@ -36,6 +36,7 @@ from client.messenger import command_line as messenger_command_line
 from client.messenger import commands as messenger_commands
 from client.messenger.commands import DIR_ENV, data_dir
 from mixcore.errors import MixnetError
+from mixcore.loading import load_params
 from mixcore.params import NetworkParams
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _network(args: argparse.Namespace) -> tuple[tuple[AuthorityRef, ...], int, N
         )
     if not args.provider:
         raise ClientConfigError("--provider NAME is needed without --join")
-    params = NetworkParams.load(args.params)
+    params = load_params(args.params)
     threshold = args.threshold or len(args.authority) // 2 + 1
     return tuple(args.authority), threshold, params, args.provider, args.provider
 

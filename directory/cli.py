@@ -54,6 +54,7 @@ from mixcore.bootstrap import Bootstrap
 from mixcore.consensus import AuthorityRef
 from mixcore.errors import MixnetError
 from mixcore.keys import IdentityKey, load_identity_key, save_identity_key
+from mixcore.loading import load_params
 from mixcore.params import NetworkParams
 
 
@@ -106,7 +107,7 @@ def _init(args: argparse.Namespace) -> int:
         listen_port=port,
         url=url,
         data_dir=directory.resolve(),
-        params=NetworkParams.load(args.params) if args.params else NetworkParams(),
+        params=load_params(args.params) if args.params else NetworkParams(),
         peers=tuple(PeerConfig.parse(spec) for spec in args.peer or ()),
         threshold=args.threshold,
         admission=AdmissionSettings(

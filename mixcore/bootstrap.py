@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mixcore.consensus import AuthorityRef, AuthoritySet
@@ -101,27 +100,16 @@ class Bootstrap:
         return cls(refs, threshold)
 
     @classmethod
-    def load(cls, value: str) -> Bootstrap:
-        """A bootstrap line, or the path of a file holding one (text or JSON)."""
-        if value.strip().startswith(PREFIX):
-            return cls.parse(value)
-        path = Path(value)
-        try:
-            with path.open("rb") as f:
-                raw = f.read(MAX_BOOTSTRAP_BYTES + 1)
-        except FileNotFoundError:
-            raise BootstrapError(
-                f"{value[:80]!r} is neither a bootstrap line ({PREFIX}...) nor a file"
-            ) from None
-        except OSError as exc:
-            raise BootstrapError(f"cannot read bootstrap file {path}: {exc.strerror}") from None
+    def from_file_bytes(cls, raw: bytes, name: str) -> Bootstrap:
+        """A bootstrap file's contents (a line, or the JSON object); ``name`` says which file
+        in errors. The file is read by :func:`mixcore.loading.load_bootstrap`."""
         if len(raw) > MAX_BOOTSTRAP_BYTES:
-            raise BootstrapError(f"bootstrap file {path} is over {MAX_BOOTSTRAP_BYTES} bytes")
+            raise BootstrapError(f"bootstrap file {name} is over {MAX_BOOTSTRAP_BYTES} bytes")
         text = raw.decode("utf-8", errors="replace").strip()
         if text.startswith("{"):
             try:
                 data = json.loads(text)
             except ValueError as exc:
-                raise BootstrapError(f"bootstrap file {path}: not JSON ({exc})") from None
+                raise BootstrapError(f"bootstrap file {name}: not JSON ({exc})") from None
             return cls.from_json(data)
         return cls.parse(text)

@@ -12,10 +12,8 @@ Loopix paper's lambda (rates) and 1/mu (mean delay) appear only here in prose:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mixcore.encoding import (
@@ -26,7 +24,7 @@ from mixcore.encoding import (
     pack,
     unpack_canonical,
 )
-from mixcore.errors import DecodeError, ParamsError, ParamsFileError
+from mixcore.errors import DecodeError, ParamsError
 
 PARAMS_VERSION = 2
 """2 added ``sphinx_suite`` (the last element); a version-1 array no longer decodes."""
@@ -156,21 +154,6 @@ class NetworkParams:
         if unknown:
             raise ParamsError(unknown[0], "unknown parameter")
         return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> NetworkParams:
-        """Read a JSON params file (as ``mixnet params --json`` prints); every role's ``init``
-        takes one with ``--params``. Any problem is a :class:`ParamsFileError` naming the file."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ParamsFileError(f"params file {path} does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise ParamsFileError(f"params file {path} is not readable JSON: {exc}") from None
-        try:
-            return cls.from_dict(data)
-        except (ParamsError, TypeError) as exc:
-            raise ParamsFileError(f"params file {path}: {exc}") from None
 
     def encode(self) -> bytes:
         """Canonical bytes, as embedded in the consensus document."""

@@ -54,7 +54,6 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from secrets import token_bytes
 from typing import Any
 
@@ -76,7 +75,7 @@ from mixcore.errors import (
     SurbError,
     WrongSuitePacket,
 )
-from mixcore.keys import StoredKey, load_secret, save_secret, short_id
+from mixcore.keys import StoredKey, short_id
 from mixcore.params import DEFAULT_SPHINX_SUITE, SPHINX_SUITE_V1, SPHINX_SUITE_V2, NetworkParams
 from mixcore.routing import (
     MAILBOX_LEN,
@@ -424,19 +423,23 @@ class MixPrivateKey:
         return f"MixPrivateKey({self.suite}, {short_id(self.public)}…)"
 
 
-def save_mix_key(path: str | Path, key: MixPrivateKey, epoch: int) -> None:
-    save_secret(path, StoredKey(SUITES[key.suite].key_kind, key.secret_bytes(), epoch))
+def mix_key_record(key: MixPrivateKey, epoch: int) -> StoredKey:
+    """What a mix key file holds (written by :func:`mixcore.loading.save_mix_key`)."""
+    return StoredKey(SUITES[key.suite].key_kind, key.secret_bytes(), epoch)
 
 
-def load_mix_key(path: str | Path) -> tuple[int, MixPrivateKey]:
-    """Return ``(epoch, key)`` from a mix key file (of either suite: the file's kind says)."""
-    stored = load_secret(path, tuple(_SUITE_BY_KIND))
+#: The key-file kinds a mix key may have, one per suite.
+MIX_KEY_KINDS = tuple(_SUITE_BY_KIND)
+
+
+def mix_key_from_record(stored: StoredKey, name: str) -> tuple[int, MixPrivateKey]:
+    """``(epoch, key)`` from a mix key file's record (of either suite: its kind says)."""
     if stored.epoch is None:
-        raise KeyFileError(f"mix key file {path} does not say which epoch it is for")
+        raise KeyFileError(f"mix key file {name} does not say which epoch it is for")
     try:
         return stored.epoch, MixPrivateKey.from_secret(stored.secret, _SUITE_BY_KIND[stored.kind])
     except PacketError:
-        raise KeyFileError(f"mix key file {path} holds an invalid key") from None
+        raise KeyFileError(f"mix key file {name} holds an invalid key") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -916,6 +919,7 @@ __all__ = [
     "ALPHA_LEN",
     "GROUP_NID",
     "MAILBOX_LEN",
+    "MIX_KEY_KINDS",
     "MIX_PUBLIC_KEY_LEN",
     "SUITES",
     "Deliver",
@@ -931,7 +935,7 @@ __all__ = [
     "SurbKeys",
     "SurbReply",
     "is_valid_mix_public_key",
-    "load_mix_key",
+    "mix_key_from_record",
+    "mix_key_record",
     "mix_key_suite",
-    "save_mix_key",
 ]

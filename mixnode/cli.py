@@ -18,6 +18,7 @@ import trio
 
 from mixcore.consensus import AuthorityRef
 from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
+from mixcore.loading import load_params
 from mixcore.params import NetworkParams
 from mixcore.topology import NodeRole
 from mixnode.config import CONFIG_NAME, MAX_WORKERS, ConfigError, NodeConfig
@@ -53,7 +54,7 @@ def _network(args: argparse.Namespace) -> tuple[tuple[AuthorityRef, ...], int, N
             "it), or both --authority KEYHEX@URL and --params FILE"
         )
     threshold = args.threshold or len(args.authority) // 2 + 1
-    return tuple(args.authority), threshold, NetworkParams.load(args.params)
+    return tuple(args.authority), threshold, load_params(args.params)
 WORKERS_HELP = (
     "worker processes for the Sphinx hop (default: cores minus one, at least one; 0: in the "
     "node process)"

@@ -50,11 +50,12 @@ from mixcore.files import write_atomic
 from mixcore.hop import Arrival
 from mixcore.keys import IdentityKey, LinkKey, load_identity_key, load_link_key
 from mixcore.link import CellKind, cell_size
+from mixcore.loading import load_mix_key, save_mix_key
 from mixcore.net.directory_client import ConsensusFetcher, upload_descriptor
 from mixcore.net.link import Link, accept_link
 from mixcore.process import nofile_limit
 from mixcore.ratelog import RateLimitedLog
-from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry, load_mix_key, save_mix_key
+from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry
 from mixcore.topology import NodeRole
 from mixnode.config import NodeConfig
 from mixnode.figures import EpochFigures

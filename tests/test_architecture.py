@@ -3,9 +3,9 @@
 One scanner (``ast``, no imports executed) reads every module of every package, so a violation
 fails here even in a module no other test imports. The sans-IO cores of every package are
 declared below (``CORES``, see docs/architecture.md): bytes, time and randomness come in as
-arguments, so a core may not import ``os``, ``time``, ``sqlite3``, ``socket``, ``trio`` or any
-other I/O library, nor call the builtin ``open``. The same list is what ``mypy --strict``
-checks (``[tool.mypy] files`` in pyproject.toml).
+arguments, so a core may not import ``os``, ``pathlib``, ``time``, ``sqlite3``, ``socket``,
+``trio`` or any other I/O library, nor call the builtin ``open``. The same list is what
+``mypy --strict`` checks (``[tool.mypy] files`` in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ PACKAGES = ("mixcore", "mixnet", *ROLES)
 NET_FRAMEWORKS = {"trio", "socket", "asyncio", "httpx", "hypercorn", "anyio", "selectors",
                   "starlette"}
 #: What no core may import: the OS, clocks, storage, sockets, event loops, processes.
-CORE_FORBIDDEN = NET_FRAMEWORKS | {"os", "time", "sqlite3", "subprocess", "ssl", "shutil",
-                                   "tempfile"}
+CORE_FORBIDDEN = NET_FRAMEWORKS | {"os", "pathlib", "time", "sqlite3", "subprocess", "ssl",
+                                   "shutil", "tempfile"}
 SPHINX_LIBS = {"sphinxmix", "petlib"}
 
 #: mixcore is the core floor: every module of it is a core except these shells, which read and
@@ -33,6 +33,7 @@ MIXCORE_SHELLS = {
     "mixcore/net",  # the trio adapters every role shares (links, the consensus fetcher)
     "mixcore/files.py",  # atomic file replacement, owner-only checks
     "mixcore/keys.py",  # key files (the keys themselves are pure)
+    "mixcore/loading.py",  # the params, bootstrap and mix key files
     "mixcore/lockfile.py",
     "mixcore/process.py",
     "mixcore/ratelog.py",  # rate-limited logging on the wall clock

@@ -17,6 +17,7 @@ import trio
 from mixcore.bootstrap import Bootstrap
 from mixcore.consensus import VerifiedConsensus
 from mixcore.errors import MixnetError
+from mixcore.loading import load_bootstrap
 from mixcore.net.directory_client import ConsensusUnavailable, fetch_network
 
 RETRY_INTERVAL = 1.0
@@ -33,7 +34,7 @@ def join_network(
     notify: Callable[[str], None] | None = None,
 ) -> tuple[Bootstrap, VerifiedConsensus]:
     """``(bootstrap, verified current consensus)`` from a bootstrap line or file."""
-    bootstrap = Bootstrap.load(value)
+    bootstrap = load_bootstrap(value)
 
     async def main() -> VerifiedConsensus:
         deadline = trio.current_time() + wait

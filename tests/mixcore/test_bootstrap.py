@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mixcore.bootstrap import MAX_BOOTSTRAP_BYTES, PREFIX, Bootstrap, BootstrapError
 from mixcore.consensus import AuthorityRef
 from mixcore.keys import IdentityKey
+from mixcore.loading import load_bootstrap
 
 KEYS = [IdentityKey.generate().public for _ in range(3)]
 #: Fixed keys for parametrized ids (xdist workers must collect the same ids).
@@ -26,11 +27,11 @@ def test_line_and_files_round_trip(tmp_path: Path) -> None:
     line = b.to_text()
     assert line.startswith(PREFIX + "2:") and " " not in line and "\n" not in line
     assert Bootstrap.parse(line) == b
-    assert Bootstrap.load(line) == b
+    assert load_bootstrap(line) == b
     (tmp_path / "b.txt").write_text(line + "\n")
-    assert Bootstrap.load(str(tmp_path / "b.txt")) == b
+    assert load_bootstrap(str(tmp_path / "b.txt")) == b
     (tmp_path / "b.json").write_text(json.dumps(b.to_json()))
-    assert Bootstrap.load(str(tmp_path / "b.json")) == b
+    assert load_bootstrap(str(tmp_path / "b.json")) == b
     assert b.authority_set.threshold == 2 and set(b.urls) == {r.url for r in REFS}
 
 
@@ -51,17 +52,17 @@ def test_malformed_lines_say_what_is_wrong(text: str, says: str) -> None:
 
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(BootstrapError, match="neither a bootstrap line"):
-        Bootstrap.load(str(tmp_path / "missing.txt"))
+        load_bootstrap(str(tmp_path / "missing.txt"))
     big = tmp_path / "big"
     big.write_bytes(b"x" * (MAX_BOOTSTRAP_BYTES + 1))
     with pytest.raises(BootstrapError, match="over"):
-        Bootstrap.load(str(big))
+        load_bootstrap(str(big))
     for body, says in (("{nope", "not JSON"), ('{"version": 2}', "version"),
                        ('{"version": 1, "threshold": "2", "authorities": []}', "integer"),
                        ('{"version": 1}', "malformed")):
         (tmp_path / "f.json").write_text(body)
         with pytest.raises(BootstrapError, match=says):
-            Bootstrap.load(str(tmp_path / "f.json"))
+            load_bootstrap(str(tmp_path / "f.json"))
 
 
 @given(st.text(max_size=300))

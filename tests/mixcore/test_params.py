@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mixcore.errors import DecodeError, MixnetError, ParamsError, ParamsFileError
+from mixcore.loading import load_params
 from mixcore.params import NetworkParams
 
 
@@ -110,7 +111,7 @@ def test_load_reads_what_params_json_prints_and_names_the_file_on_any_problem(
     good = tmp_path / "params.json"
     custom = NetworkParams().replace(mean_hop_delay=0.25)
     good.write_text(json.dumps(custom.to_dict()))
-    assert NetworkParams.load(good) == custom
+    assert load_params(good) == custom
     cases = {
         "absent.json": None,
         "broken.json": "{not json",
@@ -124,4 +125,4 @@ def test_load_reads_what_params_json_prints_and_names_the_file_on_any_problem(
         if body is not None:
             path.write_text(body)
         with pytest.raises(ParamsFileError, match=f"params file {path}"):
-            NetworkParams.load(path)
+            load_params(path)

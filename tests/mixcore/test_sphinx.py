@@ -18,6 +18,7 @@ from mixcore.errors import (
     SurbError,
     WrongSuitePacket,
 )
+from mixcore.loading import load_mix_key, save_mix_key
 from mixcore.params import SPHINX_SUITE_V1, SPHINX_SUITE_V2, NetworkParams
 from mixcore.sphinx import (
     Deliver,
@@ -30,8 +31,6 @@ from mixcore.sphinx import (
     SurbKeys,
     SurbReply,
     is_valid_mix_public_key,
-    load_mix_key,
-    save_mix_key,
 )
 
 SX = Sphinx(SphinxGeometry.from_params(NetworkParams()))
