@@ -45,13 +45,16 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 import trio
 
 from client import daemon_lock, daemon_ops
 from client.actions import (
+    Action,
     MessageDelivered,
     MessageReceived,
     MessageUndeliverable,
@@ -322,38 +325,37 @@ class ClientDaemon:
                         await self._execute(self.core.cancel_message(transport_id, self.now()))
             await trio.sleep(EXPIRY_INTERVAL)
 
-    async def _execute(self, actions: list[Any]) -> None:
+    async def _execute(self, actions: Sequence[Action]) -> None:
         """Carry out the core's actions in order (a received message is committed before the
         acknowledgement that follows it)."""
         now = self.now()
         for action in actions:
-            if isinstance(action, SendPacket):
-                await self._send(lambda link, a=action: link.send_packet(a.packet), "packets")
-                self.counts[f"sent_{action.kind.value}"] += 1
-            elif isinstance(action, SendControl):
-                await self._send(
-                    lambda link, a=action: link.send_cell(a.kind, a.body), "controls"
-                )
-            elif isinstance(action, MessageReceived):
-                replies = None
-                if self.messenger is not None:
-                    replies = self.messenger.receive(action.data)
-                if replies is not None:  # decrypted and stored in the encrypted store
-                    self.counts["messenger_received"] += 1
-                    self.send_envelopes(replies)
-                elif self.db.add_incoming(action.message_id, action.data, action.received_at):
-                    self.counts["messages_received"] += 1
-            elif isinstance(action, MessageDelivered):
-                self.db.set_state(action.message_id, "delivered", "", now)
-                if self.messenger is not None:
-                    self.messenger.ledger.on_at_provider(action.message_id)
-            elif isinstance(action, MessageUndeliverable):
-                reason = f"{action.reason.value}: {action.detail}"
-                self.db.set_state(action.message_id, "undeliverable", reason, now)
-                if self.messenger is not None:
-                    self.messenger.ledger.on_failed(action.message_id, reason)
+            match action:
+                case SendPacket(packet=packet, kind=kind):
+                    await self._send(partial(Link.send_packet, packet=packet), "packets")
+                    self.counts[f"sent_{kind.value}"] += 1
+                case SendControl(kind=cell_kind, body=body):
+                    await self._send(partial(Link.send_cell, kind=cell_kind, body=body), "controls")
+                case MessageReceived():
+                    replies = None
+                    if self.messenger is not None:
+                        replies = self.messenger.receive(action.data)
+                    if replies is not None:  # decrypted and stored in the encrypted store
+                        self.counts["messenger_received"] += 1
+                        self.send_envelopes(replies)
+                    elif self.db.add_incoming(action.message_id, action.data, action.received_at):
+                        self.counts["messages_received"] += 1
+                case MessageDelivered(message_id=message_id):
+                    self.db.set_state(message_id, "delivered", "", now)
+                    if self.messenger is not None:
+                        self.messenger.ledger.on_at_provider(message_id)
+                case MessageUndeliverable(message_id=message_id):
+                    reason = f"{action.reason.value}: {action.detail}"
+                    self.db.set_state(message_id, "undeliverable", reason, now)
+                    if self.messenger is not None:
+                        self.messenger.ledger.on_failed(message_id, reason)
 
-    async def _send(self, op: Any, what: str) -> None:
+    async def _send(self, op: Callable[[Link], Awaitable[None]], what: str) -> None:
         link = self.link
         if link is None:
             self.counts[f"{what}_unsent_link_down"] += 1
