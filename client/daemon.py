@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -79,6 +80,7 @@ from mixcore.net.directory_client import ConsensusFetcher, ConsensusUnavailable,
 from mixcore.net.link import Link, connect_link
 from mixcore.routing import mailbox_address
 from mixcore.sphinx import SphinxGeometry
+from mixcore.statistics import Statistics, Tally
 
 log = logging.getLogger("mixnet.client")
 
@@ -106,6 +108,28 @@ def parse_address(text: str) -> tuple[bytes, bytes, bytes]:
         raise ClientError("an address is PROVIDER_HEX:MAILBOX_HEX:MAILBOX_KEY_HEX (64, 32 and 64 "
                           "hex digits; mixnet client address prints yours)")
     return provider, mailbox, key
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatistics(Statistics):
+    """What the shell did, in counts (``mixnet client status --json`` shows them as "daemon")."""
+
+    connected: int = 0
+    connect_failed: int = 0
+    link_lost: int = 0
+    messenger_received: int = 0
+    """Payloads the messenger decrypted and stored."""
+    messages_received: int = 0
+    """Payloads it could not (raw traffic), kept in the raw inbox."""
+    api_oversized: int = 0
+    """API connections closed for a frame over the size limit."""
+    api_errors: int = 0
+    """API requests answered with an error."""
+    sent: dict[str, int] = field(default_factory=dict)
+    """Packets onto the link, by kind (real, decoy, drop, loop)."""
+    unsent_link_down: dict[str, int] = field(default_factory=dict)
+    """Packets and control cells due while no link was up: dropped, never sent in a burst."""
+    unsent_link_broke: dict[str, int] = field(default_factory=dict)
 
 
 class ClientDaemon:
@@ -137,7 +161,10 @@ class ClientDaemon:
         self.provider_name = ""
         self.link: Link | None = None
         self.time_offset = time.time() - trio.current_time()
-        self.counts: Counter[str] = Counter()
+        self.counts = Tally(DaemonStatistics)
+        self.sent: Counter[str] = Counter()  # by PacketKind value
+        self.unsent_link_down: Counter[str] = Counter()  # packets / controls
+        self.unsent_link_broke: Counter[str] = Counter()
         self._wake = trio.Event()
         self._link_up = trio.Event()
         self._geometry = SphinxGeometry.from_params(config.params)
@@ -333,7 +360,7 @@ class ClientDaemon:
             match action:
                 case SendPacket(packet=packet, kind=kind):
                     await self._send(partial(Link.send_packet, packet=packet), "packets")
-                    self.counts[f"sent_{kind.value}"] += 1
+                    self.sent[kind.value] += 1
                 case SendControl(kind=cell_kind, body=body):
                     await self._send(partial(Link.send_cell, kind=cell_kind, body=body), "controls")
                 case MessageReceived():
@@ -358,14 +385,21 @@ class ClientDaemon:
     async def _send(self, op: Callable[[Link], Awaitable[None]], what: str) -> None:
         link = self.link
         if link is None:
-            self.counts[f"{what}_unsent_link_down"] += 1
+            self.unsent_link_down[what] += 1
             return
         try:
             await op(link)
         except LinkError:
-            self.counts[f"{what}_unsent_link_broke"] += 1
+            self.unsent_link_broke[what] += 1
 
     # -- the API ----------------------------------------------------------------
+
+    def statistics(self) -> DaemonStatistics:
+        return DaemonStatistics(
+            **self.counts.counts(), sent=dict(self.sent),
+            unsent_link_down=dict(self.unsent_link_down),
+            unsent_link_broke=dict(self.unsent_link_broke),
+        )
 
     def status(self) -> dict[str, Any]:
         core = self.core
@@ -384,7 +418,7 @@ class ClientDaemon:
                 "loop": params.loop_rate,
                 "drop": params.drop_rate,
             },
-            "daemon": dict(self.counts),
+            "daemon": self.statistics().as_dict(),
             **self.db.counts(),
             "messenger": (
                 self.messenger.statistics().as_dict() if self.messenger is not None

@@ -180,11 +180,13 @@ def test_api_errors_are_replies_and_the_daemon_keeps_running(net: LocalNetwork) 
         "    n = struct.unpack('>I', s.recv(4))[0]; data = b''\n"
         "    while len(data) < n: data += s.recv(n - len(data))\n"
         "    return msgpack.unpackb(data)\n"
+        "before = call({'id': 0, 'op': 'status'})['result']['daemon']['api_errors']\n"
         "print(call({'id': 1, 'op': 'no-such-op'}))\n"
         "print(call({'id': 2, 'op': 'send', 'provider': 'x'}))\n"
         "body = b'\\xc1garbage'; s.sendall(struct.pack('>I', len(body)) + body)\n"
         "n = struct.unpack('>I', s.recv(4))[0]; print(msgpack.unpackb(s.recv(n)))\n"
-        "print(call({'id': 3, 'op': 'status'})['ok'])\n"
+        "after = call({'id': 3, 'op': 'status'})\n"
+        "print(after['ok'], after['result']['daemon']['api_errors'] - before)\n"
     )
     sock = str(Path(bob_dir) / "api.sock")
     result = subprocess.run(
@@ -196,7 +198,7 @@ def test_api_errors_are_replies_and_the_daemon_keeps_running(net: LocalNetwork) 
     assert "unknown operation" in lines[0] and "'ok': False" in lines[0]
     assert "'ok': False" in lines[1]
     assert "'ok': False" in lines[2]
-    assert lines[3] == "True"
+    assert lines[3] == "True 3"  # each refused request counted, by name
     assert net.processes["bob"].running()
 
 
