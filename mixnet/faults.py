@@ -284,8 +284,9 @@ class LinkCounters:
     def from_dict(cls, data: dict[str, Any]) -> LinkCounters:
         """The counters :meth:`to_dict` wrote (derived means are dropped)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: (dict(v) if k == "errors" else v) for k, v in data.items()
-                      if k in names})
+        values: dict[str, Any] = {k: (dict(v) if k == "errors" else v)
+                                  for k, v in data.items() if k in names}
+        return cls(**values)
 
     def add(self, other: LinkCounters) -> None:
         for name in (f.name for f in fields(self)):

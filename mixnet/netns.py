@@ -244,16 +244,16 @@ def _networks_in_use(runs: dict[str, RunResidue]) -> list[ipaddress.IPv4Network]
     for line in ip("-o", "-4", "address", "show").splitlines():
         words = line.split()
         if "inet" in words:
-            used.append(ipaddress.ip_interface(words[words.index("inet") + 1]).network)
+            used.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
     for line in ip("-4", "route", "show", "table", "all").splitlines():
         first = line.split(" ", 1)[0]
         if first in ("default", "broadcast", "local", "unreachable", "blackhole", "prohibit"):
             continue
         with contextlib.suppress(ValueError):
-            used.append(ipaddress.ip_network(first, strict=False))
+            used.append(ipaddress.IPv4Network(first, strict=False))
     for run in runs.values():
         with contextlib.suppress(TypeError, ValueError):
-            used.append(ipaddress.ip_network((run.state or {})["subnet"]))
+            used.append(ipaddress.IPv4Network((run.state or {})["subnet"]))
     return used
 
 

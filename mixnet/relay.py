@@ -58,6 +58,8 @@ CONNECT_TIMEOUT = 10.0
 #: TCP's own flow control pushes back on the sender).
 QUEUE_CHUNKS = 256
 MAX_READ = 65536
+#: A read and the time it may leave the relay (the fault schedule's release time).
+Chunk = tuple[float, bytes | bytearray]
 STATS_INTERVAL = 1.0
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -66,7 +68,7 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 async def _read(
     src: trio.abc.ReceiveStream,
     shaper: LinkShaper,
-    channel: trio.MemorySendChannel[tuple[float, bytes]],
+    channel: trio.MemorySendChannel[Chunk],
     eof: trio.Event,
     not_before: float = -math.inf,
 ) -> None:
@@ -80,13 +82,13 @@ async def _read(
 
 
 async def _write(
-    channel: trio.MemoryReceiveChannel[tuple[float, bytes]],
+    channel: trio.MemoryReceiveChannel[Chunk],
     dst: trio.abc.HalfCloseableStream,
     shaper: LinkShaper,
 ) -> None:
     """Write each queued read at its release time; reads already due by then go in the same
     write. Counts how late the relay itself was (``lag``)."""
-    pending: tuple[float, bytes] | None = None
+    pending: Chunk | None = None
     counters = shaper.counters
     async with channel:
         while True:
@@ -142,7 +144,7 @@ async def relay_connection(
     try:
         async with trio.open_nursery() as nursery:
             setup = forward.connect(trio.current_time())
-            fwd_send, fwd_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_CHUNKS)
+            fwd_send, fwd_recv = trio.open_memory_channel[Chunk](QUEUE_CHUNKS)
             inbound_eof = trio.Event()
             nursery.start_soon(_read, inbound, forward, fwd_send, inbound_eof, setup.release_at)
             if setup.cut:
@@ -162,7 +164,7 @@ async def relay_connection(
                 forward.counters.note(f"connect: {_reason(exc)}")
                 nursery.cancel_scope.cancel()
                 return
-            back_send, back_recv = trio.open_memory_channel[tuple[float, bytes]](QUEUE_CHUNKS)
+            back_send, back_recv = trio.open_memory_channel[Chunk](QUEUE_CHUNKS)
             nursery.start_soon(_write, fwd_recv, outbound, forward)
             nursery.start_soon(_read, outbound, backward, back_send, trio.Event())
             nursery.start_soon(_write, back_recv, inbound, backward)
