@@ -24,6 +24,12 @@ carries out the actions it returns:
 The replay filters themselves are loaded by the shell (one file per mix key) and installed with
 :meth:`NodeCore.install_filter`; the core uses only their in-memory check, so the per-packet path
 never opens or writes a file.
+
+**Why one module of ~550 lines:** a coordinator. The state lives in its rooms (the processor in
+``mixcore/hop.py``, ``pool.py``, ``loops.py``, ``limits.py``, ``view.py``); this module holds the
+actions, the statistics record and short handlers that route packets, timers and the shell's
+answers between those rooms, and the staging that orders a tag before its packet, which must
+see every output path at once.
 """
 
 from __future__ import annotations
