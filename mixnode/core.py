@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -543,11 +543,3 @@ class NodeCore:
             mix_key_epochs=self.keyring.epochs(),
         )
 
-
-def tags_by_epoch(actions: Sequence[Action]) -> dict[int, list[bytes]]:
-    """The :class:`RecordReplayTag` actions of a batch, grouped for one write per journal."""
-    out: dict[int, list[bytes]] = {}
-    for action in actions:
-        if isinstance(action, RecordReplayTag):
-            out.setdefault(action.epoch, []).append(action.tag)
-    return out

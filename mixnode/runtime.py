@@ -44,9 +44,9 @@ from mixnode.core import (
     Forward,
     NodeCore,
     NodeSettings,
+    RecordReplayTag,
     StoreItem,
     TraceHop,
-    tags_by_epoch,
 )
 from mixnode.keyring import KeyRing
 from mixnode.mailbox import ItemKind, MailboxStore, StoreFailed
@@ -226,15 +226,22 @@ class NodeRuntime:
 
     def _carry_out(self, actions: list[Action]) -> None:
         """Journal the tags (one write per filter), then release what they guarded."""
+        others: list[Action] = []
         if actions:
+            tags: dict[int, list[bytes]] = {}
+            for action in actions:
+                if isinstance(action, RecordReplayTag):
+                    tags.setdefault(action.epoch, []).append(action.tag)
+                else:
+                    others.append(action)
             try:
-                for epoch, tags in tags_by_epoch(actions).items():
-                    self.filters[epoch].append_journal(tags)
+                for epoch, batch in tags.items():
+                    self.filters[epoch].append_journal(batch)
             except BaseException:
                 self.core.discard_unrecorded()  # not durable: none of it may leave
                 raise
         self.core.tags_recorded()
-        for action in actions:
+        for action in others:
             if isinstance(action, StoreItem):
                 self._stores.append(action)
             elif isinstance(action, TraceHop) and self._on_forward is not None:
