@@ -223,6 +223,12 @@ class _PendingStore:
 
 
 class NodeCore:
+    """One node's decisions and timers (see the module docstring for the shell's part).
+
+    ``rng`` draws the delays, loop paths and the loop schedule; ``randbytes`` whatever an
+    adversary sees (the loop mailbox and loop ids); ``hosts_mailbox`` (providers only) says
+    whether a mailbox is hosted here, from memory."""
+
     def __init__(
         self,
         *,
@@ -237,7 +243,6 @@ class NodeCore:
         self.sphinx = sphinx
         self.keyring = keyring
         self._rng = rng
-        self.provider = hosts_mailbox is not None
         self.views: dict[int, EpochView] = {}
         self._filters: dict[int, _Recording] = {}
         self._new_tags: list[RecordReplayTag] = []
