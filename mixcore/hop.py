@@ -8,7 +8,8 @@ Where a packet came from matters at a provider: a packet from one of its *client
 only enter layer 1 (a client cannot hand it a one-hop packet for a mailbox), and mail for a
 mailbox is stored only when it arrived from a node of the last mix layer — deliveries come from
 the network side, through the mixes, or not at all. It never sleeps, sends or logs; the node's
-trio shell (``mixnode/runtime.py``) does the I/O and its delay pool does the waiting.
+core (``mixnode/core.py``) runs it beside its delay pool, and the trio shell
+(``mixnode/runtime.py``) does the I/O.
 
 It lives in ``mixcore`` (not in ``mixnode``) so that everything that models a node runs the
 same decisions: the mix node itself, and the client tests' in-memory network

@@ -1,4 +1,5 @@
-"""The mix and provider roles: the node runtime around `mixcore.hop`'s packet processor, delay
-pool, replay filter, key ring, cover loops, mailboxes and the trio server."""
+"""The mix and provider roles: the sans-IO node core (`mixnode.core.NodeCore`, around
+`mixcore.hop`'s packet processor: delay pool, cover loops, ACKs, statistics), its trio shell
+(`mixnode.runtime`), the replay filters, key ring, mailboxes and the trio server."""
 
 from __future__ import annotations

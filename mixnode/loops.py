@@ -57,12 +57,21 @@ class LoopTracker:
         self.lost += len(gone)
         return len(gone)
 
-    def statistics(self) -> dict[str, float | int]:
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def return_share(self) -> float:
+        """Returned of the loops settled (returned or lost); 1.0 before any settled."""
         settled = self.returned + self.lost
+        return (self.returned / settled) if settled else 1.0
+
+    def statistics(self) -> dict[str, float | int]:
         return {
             "loops_sent": self.sent,
             "loops_returned": self.returned,
             "loops_lost": self.lost,
-            "loops_in_flight": len(self._in_flight),
-            "loop_return_share": (self.returned / settled) if settled else 1.0,
+            "loops_in_flight": self.in_flight,
+            "loop_return_share": self.return_share,
         }

@@ -22,8 +22,10 @@ This is the only module of the provider that speaks SQL.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -66,6 +68,10 @@ class MailboxItem:
 
 class MailboxFull(Exception):
     """The mailbox holds its maximum number of items; the payload is not stored."""
+
+
+class StoreFailed(Exception):
+    """The database refused a batch (a full or broken disk): nothing of it was stored."""
 
 
 class MailboxStore:
@@ -178,6 +184,41 @@ class MailboxStore:
         if len(surb_id) != SURB_ID_LEN:
             raise ValueError("bad SURB id length")
         return self._store(address, ItemKind.REPLY, surb_id, body, now)
+
+    def store_many(
+        self, items: Sequence[tuple[bytes, bytes | None, bytes, float]]
+    ) -> list[int | None]:
+        """Store ``(address, surb_id or None for a message, data, now)`` items in ONE
+        transaction (one commit, one fsync for the batch); returns each item's id, or None
+        where it was refused (the mailbox is full, or no longer hosted here). Returns once all
+        of them are on disk; raises :class:`StoreFailed` when nothing of the batch was."""
+        if not items:
+            return []
+        try:
+            return self._store_many(items)
+        except sqlite3.Error as exc:
+            raise StoreFailed(str(exc)) from exc
+
+    def _store_many(
+        self, items: Sequence[tuple[bytes, bytes | None, bytes, float]]
+    ) -> list[int | None]:
+        out: list[int | None] = []
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for address, surb_id, data, now in items:
+                try:
+                    if surb_id is None:
+                        out.append(self._store(address, ItemKind.MESSAGE, b"", data, now))
+                    else:
+                        out.append(self.store_reply(address, surb_id, data, now))
+                except (MailboxFull, KeyError, ValueError):
+                    out.append(None)
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # (no transaction left to roll back)
+                self._db.execute("ROLLBACK")
+            raise
+        return out
 
     # -- pulling -------------------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ Sizing: ``capacity`` tags at false-positive rate ``fp_rate`` (a false positive d
 packet, which ARQ resends).
 
 Persistence without a replay window: the whole filter is saved periodically and on shutdown, and
-every new tag is also appended (one unbuffered ``write``) to a journal beside it, which a save
-truncates. Loading reads the filter and replays the journal, so a node killed with SIGKILL
-between two saves still remembers every tag it acted on. (A power loss can lose the journal's
-unflushed tail; the operating system, not the process, holds it.) A corrupt file on load is an
-error the operator sees, never a silently empty filter.
+every new tag is also appended (one unbuffered ``write`` per batch of packets) to a journal
+beside it, which a save truncates. Loading reads the filter and replays the journal, so a node
+killed with SIGKILL between two saves still remembers every tag it acted on. (A power loss can
+lose the journal's unflushed tail; the operating system, not the process, holds it.) A corrupt
+file on load is an error the operator sees, never a silently empty filter.
 
 Tags are outputs of a keyed hash, already uniform, so the filter hashes a tag by taking its first
 16 bytes as an integer: deterministic across processes (Python's ``hash`` is salted) and free.
@@ -22,6 +22,7 @@ Tags are outputs of a keyed hash, already uniform, so the filter hashes a tag by
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from rbloom import Bloom
@@ -50,33 +51,33 @@ class ReplayFilter:
         self._bloom = Bloom(capacity, fp_rate, hash_func=_tag_hash)
         self.inserted = 0
         self._journal: int | None = None
-        self._deferred: bytearray | None = None
 
-    def check_and_add(self, tag: bytes) -> bool:
-        """True if ``tag`` is new (and now remembered); False if it was (probably) seen."""
+    def remember(self, tag: bytes) -> bool:
+        """True if ``tag`` is new (and now remembered in memory); False if it was (probably)
+        seen. Writes nothing: a node's core checks tags with this and its shell journals the
+        new ones with :meth:`append_journal`, a batch in one ``write``, before any packet of
+        the batch can leave."""
         if tag in self._bloom:
             return False
         self._bloom.add(tag)
         self.inserted += 1
-        if self._journal is not None:
-            if self._deferred is not None:
-                self._deferred += tag[:TAG_LEN]
-            else:
-                os.write(self._journal, tag[:TAG_LEN])
         return True
 
-    def defer_journal(self) -> None:
-        """Collect new tags until :meth:`flush_journal` writes them in one ``write``: a node
-        deciding on a batch of packets defers, and flushes before any of them is forwarded
-        (forwarding happens in another task, after the batch), so every tag it acted on is
-        still journaled first."""
-        if self._deferred is None:
-            self._deferred = bytearray()
+    def check_and_add(self, tag: bytes) -> bool:
+        """:meth:`remember`, and a new tag is journaled at once (when journaling is on)."""
+        if not self.remember(tag):
+            return False
+        self.append_journal((tag,))
+        return True
 
-    def flush_journal(self) -> None:
-        deferred, self._deferred = self._deferred, None
-        if deferred and self._journal is not None:
-            os.write(self._journal, deferred)
+    def append_journal(self, tags: Iterable[bytes]) -> None:
+        """Append ``tags`` (already remembered) to the journal in one unbuffered ``write``."""
+        if self._journal is None:
+            return
+        data = b"".join(tag[:TAG_LEN] for tag in tags)
+        view = memoryview(data)
+        while view:  # a regular file takes it whole; a short write is finished, not dropped
+            view = view[os.write(self._journal, view) :]
 
     @staticmethod
     def journal_path(path: str | os.PathLike[str]) -> Path:
@@ -100,7 +101,6 @@ class ReplayFilter:
         return instance
 
     def close(self) -> None:
-        self.flush_journal()
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None
@@ -115,7 +115,6 @@ class ReplayFilter:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (temp file, fsync, rename): a crash leaves the old or the new file."""
         path = Path(path)
-        self.flush_journal()
         path.parent.mkdir(parents=True, exist_ok=True)
         header = f"{self.capacity} {self.fp_rate!r} {self.inserted}\n".encode()
         write_atomic(path, header + self._bloom.save_bytes())

@@ -184,6 +184,7 @@ class MixNode:
                 key = MixPrivateKey.generate(suite)
                 save_mix_key(path, key, epoch)
             self.keyring.add(epoch, key)
+        self.runtime.sync_filters()  # each key's replay filter, loaded before any packet
 
     def erase_old_keys(self) -> None:
         for epoch in self.runtime.erase_expired_keys():
