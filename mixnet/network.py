@@ -5,11 +5,11 @@ Where each process runs is a :class:`Hosts` choice: on loopback with free ports 
 
 The harness behind ``mixnet testnet`` and every integration test that needs real nodes: each
 authority, mix and provider is a separate ``python -m mixnet.cli ...`` process with its own data
-directory, configured as the ``init`` commands an operator uses configure it. Processes are tracked
-by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so no test or run
-leaves one behind. Its authorities run in the default admission mode: each approves the nodes
-this harness created, as an operator would. Every file and folder it writes is owner-only
-(0600/0700), like those of the processes it starts.
+directory, configured exactly as an operator's ``init`` commands configure one. Processes are
+tracked by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so no
+test or run leaves one behind. Its authorities run in the default admission mode: each approves
+the nodes this harness created, as an operator would. Every file and folder it writes is
+owner-only (0600/0700), like those of the processes it starts.
 
 It composes the roles, it does not scrape them: keys and configs are written by the roles'
 setup functions (:func:`directory.setup.init_authority`, :func:`mixnode.setup.init_node`,
@@ -41,8 +41,7 @@ from typing import Any, Protocol
 
 from client.setup import init_client
 from directory.approvals import make_approval
-from directory.config import PeerConfig
-from directory.setup import add_peers, approve_nodes, init_authority
+from directory.setup import AuthorityInfo, add_peers, approve_nodes, init_authority
 from mixcore.bootstrap import Bootstrap
 from mixcore.consensus import AuthorityRef
 from mixcore.errors import MixnetError
@@ -197,7 +196,7 @@ class LocalNetwork:
         private_dir(self.root)
         write_atomic(self.root / "params.json", json.dumps(self.params.to_dict()).encode())
         params = self.params
-        auths: list[Process] = []
+        created: list[tuple[Process, AuthorityInfo]] = []
         for i in range(1, self.n_authorities + 1):
             name = f"auth{i}"
             ep = self.hosts.endpoint(name, "authority")
@@ -207,15 +206,13 @@ class LocalNetwork:
                 url=f"http://{ep.public_host}:{port}" if ep.public_host else None, params=params,
             )
             argv = self._mixnet("directory", "run", "--config", str(authority.config), "--json")
-            auths.append(Process(name, "authority", data, argv, port, authority.to_dict()))
-        peers = {p.name: PeerConfig.parse(p.info["peer_spec"]) for p in auths}
-        for auth in auths:
-            others = [peer for name, peer in peers.items() if name != auth.name]
-            if others:
-                auth.info = add_peers(Path(auth.info["config"]), others).to_dict()
-        authorities = tuple(
-            AuthorityRef(a.info["url"], bytes.fromhex(a.info["identity_key"])) for a in auths
-        )
+            created.append((Process(name, "authority", data, argv, port), authority))
+        auths: list[Process] = []
+        for proc, authority in created:
+            others = [a.peer for _, a in created if a is not authority]
+            proc.info = (add_peers(authority.config, others) if others else authority).to_dict()
+            auths.append(proc)
+        authorities = tuple(a.ref for _, a in created)
         nodes: list[tuple[str, str]] = [
             (f"mix{i}", "mix") for i in range(1, params.layers * self.mixes_per_layer + 1)
         ] + [(f"provider{i}", "provider") for i in range(1, self.n_providers + 1)]
@@ -236,7 +233,7 @@ class LocalNetwork:
             argv = self._mixnet("mixnode", "run", "--config", str(node.config), "--json")
             self.processes[name] = Process(name, role, data, argv, port, node.to_dict())
         for auth in auths:
-            approve_nodes(Path(auth.info["config"]), approvals)
+            approve_nodes(Path(auth.info["config"]), approvals)  # as its operator would
             self.processes[auth.name] = auth
         self.save_manifest()
 
@@ -247,10 +244,7 @@ class LocalNetwork:
         without, it is a transport-only client."""
         data = self.root / name
         self.hosts.endpoint(name, "client")
-        authorities = tuple(
-            AuthorityRef(p.info["url"], bytes.fromhex(p.info["identity_key"]))
-            for p in self.of_kind("authority")
-        )
+        authorities = self.authority_refs()
         info = init_client(
             data, provider=provider, authorities=authorities,
             threshold=len(authorities) // 2 + 1, params=self.params, passphrase=passphrase,
@@ -266,10 +260,7 @@ class LocalNetwork:
 
     def bootstrap(self) -> Bootstrap:
         """The line that clients and nodes join this network with."""
-        auths = self.of_kind("authority")
-        refs = tuple(
-            AuthorityRef(p.info["url"], bytes.fromhex(p.info["identity_key"])) for p in auths
-        )
+        refs = self.authority_refs()
         return Bootstrap(refs, len(refs) // 2 + 1)
 
     def save_manifest(self) -> None:
@@ -333,11 +324,13 @@ class LocalNetwork:
             raise NetworkError(f"{name} has not announced its address")
         return str(ready["address"])
 
-    def authority_args(self) -> list[str]:
-        args: list[str] = []
-        for p in self.of_kind("authority"):
-            args += ["--authority", f"{p.info['identity_key']}@{p.info['url']}"]
-        return args
+    def authority_refs(self) -> tuple[AuthorityRef, ...]:
+        """The network's authorities (their keys and URLs), as nodes and clients are given
+        them."""
+        return tuple(
+            AuthorityRef(p.info["url"], bytes.fromhex(p.info["identity_key"]))
+            for p in self.of_kind("authority")
+        )
 
     def of_kind(self, kind: str) -> list[Process]:
         return [p for p in self.processes.values() if p.kind == kind]
