@@ -35,9 +35,11 @@ from client.daemon_config import ClientConfigError, DaemonConfig
 from client.messenger import command_line as messenger_command_line
 from client.messenger import commands as messenger_commands
 from client.messenger.commands import DIR_ENV, data_dir
+from client.setup import STORE_NAME, init_client
 from mixcore.errors import MixnetError
 from mixcore.loading import load_params
 from mixcore.params import NetworkParams
+from mixcore.ready import clear_ready, ready_path, write_ready
 
 if TYPE_CHECKING:
     from mixcore.consensus import AuthorityRef, ConsensusDocument
@@ -83,7 +85,6 @@ def _request(data_dir: Path, op: str, **args: Any) -> Any:
 
 
 PASSPHRASE_ENV = "MIXNET_PASSPHRASE"  # noqa: S105  # a variable name, not a secret
-STORE_NAME = "messenger.db"
 PASSPHRASE_HELP = f"read the store passphrase from PATH (else ${PASSPHRASE_ENV} or a prompt)"
 
 
@@ -155,64 +156,26 @@ def _network(args: argparse.Namespace) -> tuple[tuple[AuthorityRef, ...], int, N
     return tuple(args.authority), threshold, params, args.provider, args.provider
 
 
-def _default_name(data: Path) -> str:
-    """The directory's name, or for a hidden one (``~/.mixnet``) its parent's: the user."""
-    return data.parent.name if data.name.startswith(".") else data.name
-
-
 def _init(args: argparse.Namespace) -> int:
-    # Creating a client needs keys, cards and the store's KDF; other commands do not.
-    from client.e2e.cards import ContactCard  # noqa: PLC0415
-    from client.e2e.identity import UserIdentity  # noqa: PLC0415
-    from client.mailbox_seal import MailboxKey  # noqa: PLC0415
-    from client.storage import Store  # noqa: PLC0415
-    from mixcore.keys import LinkKey, save_link_key  # noqa: PLC0415
-    from mixcore.routing import mailbox_address  # noqa: PLC0415
-
     data = data_dir(args).resolve()
     if (data / "client.json").exists() and not args.force:
         raise ClientConfigError(f"{data} already holds a client; use --force to overwrite")
     authorities, threshold, params, provider, label = _network(args)
-    config = DaemonConfig(
-        data_dir=data,
-        provider=provider,
-        authorities=authorities,
-        threshold=threshold,
-        params=params,
-        name=args.name or _default_name(data),
-    )
     passphrase = read_passphrase(args.passphrase_file, confirm=True)
-    path = config.save()
-    key = LinkKey.generate()
-    save_link_key(config.link_key_path, key)
-    mailbox = mailbox_address(key.public)
-    result: dict[str, Any] = {"config": str(path), "provider": provider,
-                              "mailbox": mailbox.hex(), "messenger": passphrase is not None}
+    info = init_client(
+        data, provider=provider, authorities=authorities, threshold=threshold, params=params,
+        passphrase=passphrase, name=args.name, force=args.force,
+    )
     human = f"client created in {data} (provider {label})"
-    store_path = data / STORE_NAME
-    if args.force:
-        store_path.unlink(missing_ok=True)
     if passphrase is None:
         print(f"mixnet: note: no passphrase (set {PASSPHRASE_ENV} or run in a terminal): "
               "created a transport-only client without the message store", file=sys.stderr)
+    elif info.card is not None:
+        human += f"\nyour contact card:\n{info.card.qr_text()}\n{info.card.to_text()}"
     else:
-        identity = UserIdentity.generate()
-        with Store.create(store_path, passphrase) as store:
-            store.save_identity(identity)
-        try:
-            provider_id = bytes.fromhex(provider)
-        except ValueError:
-            provider_id = b""
-        if len(provider_id) == 32:
-            card = ContactCard.create(
-                identity, provider_id, mailbox, MailboxKey.from_link_key(key).public
-            )
-            result["card"] = card.to_text()
-            human += f"\nyour contact card:\n{card.qr_text()}\n{card.to_text()}"
-        else:
-            human += "\nyour contact card: start the daemon, then run: mixnet contact card"
+        human += "\nyour contact card: start the daemon, then run: mixnet contact card"
     human += (f"\nnext: export {DIR_ENV}={data}; then run the daemon: mixnet client run")
-    _emit(result, args.json, human)
+    _emit(info.to_dict(), args.json, human)
     return 0
 
 
@@ -248,13 +211,18 @@ def _run(args: argparse.Namespace) -> int:
                 address = await nursery.start(
                     functools.partial(serve, config, passphrase=passphrase)
                 )
+                write_ready(ready, {"name": config.name, "address": address})
                 if args.json:
                     print(json.dumps({"status": "serving", "name": config.name,
                                       "address": address}), flush=True)
                 else:
                     print(f"client {config.name} serving; address {address}", flush=True)
 
-    _run_trio(main)
+    ready = ready_path(config.data_dir)
+    try:
+        _run_trio(main)
+    finally:
+        clear_ready(ready)
     if signal.SIGINT in received:
         raise KeyboardInterrupt
     return 0

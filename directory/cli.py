@@ -16,7 +16,9 @@ Commands after ``init`` take the authority's ``--dir DIR`` or, equally, ``--conf
 ``authority.json`` inside it), as in every role (``docs/cli.md``).
 
 Every command takes ``--json`` and then prints exactly one JSON object on stdout (``serve`` prints
-it once it is listening). Errors are one line on stderr via :mod:`mixnet.cli`.
+it once it is listening, and writes ``ready.json`` in the authority's folder, removed at a clean
+stop: :mod:`mixcore.ready`). Errors are one line on stderr via :mod:`mixnet.cli`. The work is
+done in :mod:`directory.setup`, which launchers call directly.
 """
 
 from __future__ import annotations
@@ -31,53 +33,27 @@ from typing import Any
 
 import trio
 
-from directory.admission import AdmissionMode, AdmissionSettings
-from directory.approvals import (
-    load_approvals,
-    make_approval,
-    parse_key,
-    parse_list,
-    parse_role,
-    save_approvals,
-)
+from directory.approvals import make_approval, parse_key, parse_list, parse_role
 from directory.config import (
     CONFIG_FILE_NAME,
-    IDENTITY_FILE_NAME,
     AuthorityConfig,
     PeerConfig,
     load_config,
     parse_listen,
-    save_config,
 )
 from directory.errors import DirectoryConfigError, DirectoryError
-from mixcore.bootstrap import Bootstrap
-from mixcore.consensus import AuthorityRef
+from directory.setup import (
+    ApprovalsInfo,
+    add_peers,
+    approve_nodes,
+    authority_info,
+    init_authority,
+    revoke_node,
+)
 from mixcore.errors import MixnetError
-from mixcore.keys import IdentityKey, load_identity_key, save_identity_key
 from mixcore.loading import load_params
 from mixcore.params import NetworkParams
-
-
-def bootstrap_of(config: AuthorityConfig, identity: IdentityKey) -> Bootstrap:
-    """The network as this authority knows it: itself and its peers, and the threshold."""
-    refs = [AuthorityRef(config.url, identity.public)]
-    refs += [AuthorityRef(peer.url, peer.identity_key) for peer in config.peers]
-    return Bootstrap(tuple(refs), config.effective_threshold)
-
-
-def _info(config: AuthorityConfig, identity: IdentityKey, config_path: Path) -> dict[str, Any]:
-    return {
-        "name": config.name,
-        "identity_key": identity.public.hex(),
-        "url": config.url,
-        "listen": f"{config.listen_host}:{config.listen_port}",
-        "config": str(config_path),
-        "threshold": config.effective_threshold,
-        "authorities": len(config.peers) + 1,
-        "peers": [p.to_dict() for p in config.peers],
-        "peer_spec": f"{config.name}={identity.public.hex()}@{config.url}",
-        "bootstrap": bootstrap_of(config, identity).to_text(),
-    }
+from mixcore.ready import clear_ready, ready_path, write_ready
 
 
 def _print(info: dict[str, Any], as_json: bool) -> None:
@@ -93,35 +69,16 @@ def _print(info: dict[str, Any], as_json: bool) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    directory = Path(args.dir)
-    config_path = directory / CONFIG_FILE_NAME
-    key_path = directory / IDENTITY_FILE_NAME
-    if config_path.exists() or key_path.exists():
-        raise DirectoryConfigError(f"{directory} already holds an authority; refusing to overwrite")
     host, port = parse_listen(args.listen)
-    url = args.url or f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    config = AuthorityConfig(
-        name=args.name,
-        identity_key_file=key_path.resolve(),
-        listen_host=host,
-        listen_port=port,
-        url=url,
-        data_dir=directory.resolve(),
-        params=load_params(args.params) if args.params else NetworkParams(),
-        peers=tuple(PeerConfig.parse(spec) for spec in args.peer or ()),
-        threshold=args.threshold,
-        admission=AdmissionSettings(
-            AdmissionMode.OPEN if args.open_admission else AdmissionMode.APPROVED
-        ),
+    info = init_authority(
+        Path(args.dir), name=args.name, listen_host=host, listen_port=port, url=args.url,
+        params=load_params(args.params) if args.params else None,
+        peers=[PeerConfig.parse(spec) for spec in args.peer or ()], threshold=args.threshold,
+        open_admission=args.open_admission,
     )
-    identity = IdentityKey.generate()
-    config.authority_set(identity.public)  # checks the threshold against the peers
-    directory.mkdir(parents=True, exist_ok=True)
-    save_identity_key(key_path, identity)
-    save_config(config_path, config)
     if not args.params:
-        _note_default_params(config.params)
-    _print(_info(config, identity, config_path.resolve()), args.json)
+        _note_default_params(NetworkParams())
+    _print(info.to_dict(), args.json)
     return 0
 
 
@@ -136,32 +93,18 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _add_peer(args: argparse.Namespace) -> int:
-    config_path = _config_path(args)
-    config = load_config(config_path)
-    identity = load_identity_key(config.identity_key_file)
-    for spec in args.peer:
-        config = config.with_peer(PeerConfig.parse(spec))
-    if args.threshold is not None:
-        values = {n: getattr(config, n) for n in AuthorityConfig.__dataclass_fields__}
-        values["threshold"] = args.threshold
-        config = AuthorityConfig(**values)
-    config.authority_set(identity.public)
-    save_config(config_path, config)
-    _print(_info(config, identity, config_path.resolve()), args.json)
+    info = add_peers(_config_path(args), [PeerConfig.parse(spec) for spec in args.peer],
+                     args.threshold)
+    _print(info.to_dict(), args.json)
     return 0
 
 
 def _show_info(args: argparse.Namespace) -> int:
-    config_path = _config_path(args)
-    config = load_config(config_path)
-    identity = load_identity_key(config.identity_key_file)
-    _print(_info(config, identity, config_path.resolve()), args.json)
+    _print(authority_info(_config_path(args)).to_dict(), args.json)
     return 0
 
 
 def _approve(args: argparse.Namespace) -> int:
-    config = load_config(_config_path(args))
-    approvals = {a.identity_key: a for a in load_approvals(config.approvals_path)}
     new = []
     if args.file:
         try:
@@ -173,44 +116,27 @@ def _approve(args: argparse.Namespace) -> int:
         if not args.role:
             raise DirectoryConfigError("approve: --role mix|provider is required with a key")
         new.append(make_approval(parse_key(args.key), parse_role(args.role), args.layer))
-    if not new:
-        raise DirectoryConfigError("approve: give a KEY with --role, or --file LIST")
-    for approval in new:
-        approvals[approval.identity_key] = approval
-    save_approvals(config.approvals_path, approvals.values())
-    _print_approvals(config, len(approvals), [a.identity_key.hex() for a in new], "approved",
-                     args.json)
+    _print_approvals(approve_nodes(_config_path(args), new), args.json)
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    config = load_config(_config_path(args))
-    key = parse_key(args.key)
-    approvals = [a for a in load_approvals(config.approvals_path) if a.identity_key != key]
-    save_approvals(config.approvals_path, approvals)
-    _print_approvals(config, len(approvals), [key.hex()], "revoked", args.json)
+    _print_approvals(revoke_node(_config_path(args), parse_key(args.key)), args.json)
     return 0
 
 
-def _print_approvals(
-    config: AuthorityConfig, total: int, changed: list[str], what: str, as_json: bool
-) -> None:
-    info = {
-        "name": config.name,
-        "admission": config.admission.mode.value,
-        "approvals_file": str(config.approvals_path),
-        what: changed,
-        "approved_nodes": total,
-    }
+def _print_approvals(info: ApprovalsInfo, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(info))
+        print(json.dumps(info.to_dict()))
     else:
-        for key in changed:
-            print(f"{what:14} {key}")
-        print(f"{'approved nodes':14} {total} ({config.approvals_path})")
+        for key in info.changed:
+            print(f"{info.what:14} {key.hex()}")
+        print(f"{'approved nodes':14} {info.approved_nodes} ({info.approvals_file})")
 
 
-async def _serve_until_signal(config: AuthorityConfig, announce: dict[str, Any] | None) -> None:
+async def _serve_until_signal(
+    config: AuthorityConfig, announce: dict[str, Any] | None, ready: Path
+) -> None:
     from directory.service import serve  # noqa: PLC0415  # hypercorn only needed to serve
 
     shutdown = trio.Event()
@@ -226,6 +152,8 @@ async def _serve_until_signal(config: AuthorityConfig, announce: dict[str, Any] 
         await nursery.start(
             lambda task_status: serve(config, shutdown=shutdown, task_status=task_status)
         )
+        write_ready(ready, {"name": config.name, "url": config.url,
+                            "listen": f"{config.listen_host}:{config.listen_port}"})
         if announce is not None:
             print(json.dumps({**announce, "status": "serving"}), flush=True)
         await shutdown.wait()
@@ -235,7 +163,7 @@ async def _serve_until_signal(config: AuthorityConfig, announce: dict[str, Any] 
 def _serve(args: argparse.Namespace) -> int:
     config_path = _config_path(args)
     config = load_config(config_path)
-    identity = load_identity_key(config.identity_key_file)
+    info = authority_info(config_path)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -244,9 +172,10 @@ def _serve(args: argparse.Namespace) -> int:
     # httpx logs every request at INFO: which peer was asked what, when. Metadata; keep it out.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    announce = _info(config, identity, config_path.resolve()) if args.json else None
+    announce = info.to_dict() if args.json else None
+    ready = ready_path(config.data_dir)
     try:
-        trio.run(_serve_until_signal, config, announce)
+        trio.run(_serve_until_signal, config, announce, ready)
     except BaseException as exc:
         inner = _single(exc)
         if isinstance(inner, OSError):
@@ -257,6 +186,8 @@ def _serve(args: argparse.Namespace) -> int:
         if isinstance(inner, MixnetError):
             raise inner from None
         raise
+    finally:
+        clear_ready(ready)
     return 0
 
 

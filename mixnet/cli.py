@@ -23,6 +23,7 @@ import mixcore
 from mixcore.errors import MixnetError
 from mixcore.params import NetworkParams
 from mixcore.process import prepare_process
+from mixnet.report import verdict_ok
 
 #: Role packages whose ``cli`` module is mounted when it exists, in help order.
 ROLE_CLIS = ("directory", "mixnode", "client", "simulations")
@@ -65,7 +66,7 @@ def _params_command(args: argparse.Namespace) -> int:
 
 def _testnet_command(args: argparse.Namespace) -> int:
     from mixnet.faults import parse_faults  # noqa: PLC0415
-    from mixnet.testnet import Options, run_testnet, verdict_ok  # noqa: PLC0415  # heavy imports
+    from mixnet.testnet import Options, run_testnet  # noqa: PLC0415  # heavy imports
 
     options = Options(
         duration=args.duration,

@@ -5,11 +5,19 @@ Where each process runs is a :class:`Hosts` choice: on loopback with free ports 
 
 The harness behind ``mixnet testnet`` and every integration test that needs real nodes: each
 authority, mix and provider is a separate ``python -m mixnet.cli ...`` process with its own data
-directory, configured through the same ``init`` commands an operator uses. Processes are tracked
-by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so no test or run
-leaves one behind. Its authorities run in the default admission mode: each approves the nodes
-this harness created (``mixnet directory approve --file``), as an operator would. Every file
-and folder it writes is owner-only (0600/0700), like those of the processes it starts.
+directory, configured exactly as an operator's ``init`` commands configure one. Processes are
+tracked by PID and always stopped (SIGTERM, then SIGKILL) when the network is closed, so no
+test or run leaves one behind. Its authorities run in the default admission mode: each approves
+the nodes this harness created, as an operator would. Every file and folder it writes is
+owner-only (0600/0700), like those of the processes it starts.
+
+It composes the roles, it does not scrape them: keys and configs are written by the roles'
+setup functions (:func:`directory.setup.init_authority`, :func:`mixnode.setup.init_node`,
+:func:`client.setup.init_client`, the same ones their ``init`` commands run), which return
+typed answers; a process is ready when it has written its ready file (:mod:`mixcore.ready`),
+not when its output shows some word; a client's store passphrase reaches its daemon through
+``--passphrase-file``, and a node's tracing through ``--trace``, never through the
+environment.
 
 A network is described by ``ROOT/testnet.json`` (its parameters and every process's command
 line), so :meth:`LocalNetwork.load` can restart a kept one with the same keys and ports, and
@@ -18,7 +26,6 @@ line), so :meth:`LocalNetwork.load` can restart a kept one with the same keys an
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -27,17 +34,22 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from client.setup import init_client
+from directory.approvals import make_approval
+from directory.setup import AuthorityInfo, add_peers, approve_nodes, init_authority
 from mixcore.bootstrap import Bootstrap
 from mixcore.consensus import AuthorityRef
 from mixcore.errors import MixnetError
 from mixcore.files import private_dir, write_atomic
 from mixcore.params import NetworkParams
-from mixnet.cli import run_command
+from mixcore.ready import clear_ready, read_ready, ready_path
+from mixcore.topology import NodeRole
+from mixnode.setup import init_node
 
 MANIFEST_NAME = "testnet.json"
 BOOTSTRAP_NAME = "bootstrap.txt"
@@ -46,21 +58,6 @@ MANIFEST_VERSION = 1
 
 class NetworkError(MixnetError):
     """A process of the local network failed to start or to become ready."""
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for an in-process command, then restore them exactly."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def free_port() -> int:
@@ -108,17 +105,6 @@ class LoopbackHosts:
         return argv
 
 
-def _cli_json(argv: list[str]) -> dict[str, Any]:
-    """Run an ``init``-like command in-process and return its JSON object. Its errors (and a
-    Ctrl-C) go through as they are, not as a vague "command failed"."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        status = run_command(argv)
-    if status != 0:
-        raise NetworkError(f"mixnet {' '.join(argv[:2])} exited with status {status}")
-    return json.loads(out.getvalue().strip().splitlines()[-1])
-
-
 @dataclass
 class Process:
     name: str
@@ -129,8 +115,9 @@ class Process:
     info: dict[str, Any] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-    """Extra environment for the process (e.g. a client's store passphrase)."""
+    passphrase: str | None = None
+    """A client's message-store passphrase (None: no store, or not given to :meth:`load`);
+    its daemon reads it from :attr:`passphrase_path`."""
 
     @property
     def log_path(self) -> Path:
@@ -143,6 +130,19 @@ class Process:
     @property
     def pid_path(self) -> Path:
         return self.data_dir / "process.pid"
+
+    @property
+    def ready_path(self) -> Path:
+        return ready_path(self.data_dir)
+
+    @property
+    def passphrase_path(self) -> Path:
+        """Beside the data directory, not in it: the store and its passphrase stay apart."""
+        return self.data_dir.parent / f"{self.name}.passphrase"
+
+    def ready(self) -> dict[str, Any] | None:
+        """What the process wrote in its ready file once it served (None before)."""
+        return read_ready(self.ready_path)
 
     @property
     def pid(self) -> int | None:
@@ -194,59 +194,46 @@ class LocalNetwork:
     def create(self) -> None:
         """Write every key and config (no process started)."""
         private_dir(self.root)
-        params_file = self.root / "params.json"
-        write_atomic(params_file, json.dumps(self.params.to_dict()).encode())
-        auths: list[Process] = []
+        write_atomic(self.root / "params.json", json.dumps(self.params.to_dict()).encode())
+        params = self.params
+        created: list[tuple[Process, AuthorityInfo]] = []
         for i in range(1, self.n_authorities + 1):
             name = f"auth{i}"
             ep = self.hosts.endpoint(name, "authority")
             port, data = ep.port, self.root / name
-            url = ["--url", f"http://{ep.public_host}:{port}"] if ep.public_host else []
-            info = _cli_json(
-                ["directory", "init", "--dir", str(data), "--name", name,
-                 "--listen", f"{ep.listen_host}:{port}", *url, "--params", str(params_file),
-                 "--json"]
+            authority = init_authority(
+                data, name=name, listen_host=ep.listen_host, listen_port=port,
+                url=f"http://{ep.public_host}:{port}" if ep.public_host else None, params=params,
             )
-            argv = self._mixnet("directory", "run", "--config", info["config"], "--json")
-            auths.append(Process(name, "authority", data, argv, port, info))
-        for auth in auths:
-            peers = [p.info["peer_spec"] for p in auths if p is not auth]
-            if peers:
-                args = ["directory", "add-peer", "--config", auth.info["config"], "--json"]
-                for spec in peers:
-                    args += ["--peer", spec]
-                auth.info = _cli_json(args)
-        authority_args: list[str] = []
-        for auth in auths:
-            authority_args += ["--authority", f"{auth.info['identity_key']}@{auth.info['url']}"]
+            argv = self._mixnet("directory", "run", "--config", str(authority.config), "--json")
+            created.append((Process(name, "authority", data, argv, port), authority))
+        auths: list[Process] = []
+        for proc, authority in created:
+            others = [a.peer for _, a in created if a is not authority]
+            proc.info = (add_peers(authority.config, others) if others else authority).to_dict()
+            auths.append(proc)
+        authorities = tuple(a.ref for _, a in created)
         nodes: list[tuple[str, str]] = [
-            (f"mix{i}", "mix") for i in range(1, self.params.layers * self.mixes_per_layer + 1)
+            (f"mix{i}", "mix") for i in range(1, params.layers * self.mixes_per_layer + 1)
         ] + [(f"provider{i}", "provider") for i in range(1, self.n_providers + 1)]
+        approvals = []
         for name, role in nodes:
             ep = self.hosts.endpoint(name, role)
             port, data = ep.port, self.root / name
-            info = _cli_json(
-                ["mixnode", "init", "--dir", str(data), "--role", role, "--name", name,
-                 "--listen", f"{ep.listen_host}:{port}", "--params", str(params_file), "--json",
-                 *authority_args,
-                 *(["--workers", str(self.workers)] if self.workers is not None else [])]
-            )
-            if ep.public_host:  # the address in its descriptor
-                _edit_json(Path(info["config"]), public_host=ep.public_host)
-            if role == "provider" and self.hosts.one_source:
+            node = init_node(
+                data, role=NodeRole(role), listen_host=ep.listen_host, listen_port=port,
+                authorities=authorities, threshold=len(authorities) // 2 + 1, params=params,
+                name=name, workers=self.workers,
+                public_host=ep.public_host,  # the address in its descriptor
                 # Every client of a local network connects from 127.0.0.1: one "source".
-                _edit_json(Path(info["config"]), registrations_per_source=1_000_000)
-            argv = self._mixnet("mixnode", "run", "--config", info["config"], "--json")
-            self.processes[name] = Process(name, role, data, argv, port, info)
-        approvals = self.root / "approved-nodes.txt"
-        write_atomic(approvals, "".join(
-            f"{info['identity_key']} {role}\n"
-            for (name, role) in nodes
-            for info in [self.processes[name].info]
-        ).encode())
+                registrations_per_source=(1_000_000 if role == "provider"
+                                          and self.hosts.one_source else None),
+            )
+            approvals.append(make_approval(node.identity_key, node.role, None))
+            argv = self._mixnet("mixnode", "run", "--config", str(node.config), "--json")
+            self.processes[name] = Process(name, role, data, argv, port, node.to_dict())
         for auth in auths:
-            _cli_json(["directory", "approve", "--config", auth.info["config"],
-                       "--file", str(approvals), "--json"])
+            approve_nodes(Path(auth.info["config"]), approvals)  # as its operator would
             self.processes[auth.name] = auth
         self.save_manifest()
 
@@ -256,16 +243,15 @@ class LocalNetwork:
         With a ``passphrase`` the client also gets its encrypted message store (the messenger);
         without, it is a transport-only client."""
         data = self.root / name
-        params_file = self.root / "params.json"
-        env = {"MIXNET_PASSPHRASE": passphrase} if passphrase else {}
         self.hosts.endpoint(name, "client")
-        with _environment(env):
-            info = _cli_json(
-                ["client", "init", "--dir", str(data), "--provider", provider, "--name", name,
-                 "--params", str(params_file), "--json", *self.authority_args()]
-            )
+        authorities = self.authority_refs()
+        info = init_client(
+            data, provider=provider, authorities=authorities,
+            threshold=len(authorities) // 2 + 1, params=self.params, passphrase=passphrase,
+            name=name,
+        ).to_dict()
         argv = self._mixnet("client", "run", "--dir", str(data), "--json")
-        proc = Process(name, "client", data, argv, 0, info, env=env)
+        proc = Process(name, "client", data, argv, 0, info, passphrase=passphrase)
         self.processes[name] = proc
         self.save_manifest()
         return proc
@@ -274,10 +260,7 @@ class LocalNetwork:
 
     def bootstrap(self) -> Bootstrap:
         """The line that clients and nodes join this network with."""
-        auths = self.of_kind("authority")
-        refs = tuple(
-            AuthorityRef(p.info["url"], bytes.fromhex(p.info["identity_key"])) for p in auths
-        )
+        refs = self.authority_refs()
         return Bootstrap(refs, len(refs) // 2 + 1)
 
     def save_manifest(self) -> None:
@@ -285,7 +268,8 @@ class LocalNetwork:
         client), so the network can be restarted as it was (:meth:`load`)."""
         processes = [
             {"name": p.name, "kind": p.kind, "dir": p.data_dir.name, "args": p.argv[3:],
-             "port": p.port, "info": p.info, "messenger": bool(p.env)}
+             "port": p.port, "info": p.info,
+             "messenger": p.kind == "client" and bool(p.info.get("messenger"))}
             for p in self.processes.values()
         ]
         manifest = {
@@ -322,11 +306,10 @@ class LocalNetwork:
                 providers=manifest["providers"], python=python, trace=trace,
             )
             for entry in manifest["processes"]:
-                env = ({"MIXNET_PASSPHRASE": passphrase}
-                       if entry["messenger"] and passphrase else {})
                 net.processes[entry["name"]] = Process(
                     entry["name"], entry["kind"], net.root / entry["dir"],
-                    net._mixnet(*entry["args"]), int(entry["port"]), entry["info"], env=env,
+                    net._mixnet(*entry["args"]), int(entry["port"]), entry["info"],
+                    passphrase=passphrase if entry["messenger"] else None,
                 )
         except FileNotFoundError:
             raise NetworkError(f"{root} holds no kept testnet (no {MANIFEST_NAME})") from None
@@ -335,17 +318,19 @@ class LocalNetwork:
         return net
 
     def address(self, name: str) -> str:
-        """A running client's address, from its "serving" line."""
-        for line in self.processes[name].out_path.read_text().splitlines():
-            if '"serving"' in line:
-                return str(json.loads(line)["address"])
-        raise NetworkError(f"{name} has not announced its address")
+        """A running client's address, from its ready file."""
+        ready = self.processes[name].ready()
+        if ready is None or "address" not in ready:
+            raise NetworkError(f"{name} has not announced its address")
+        return str(ready["address"])
 
-    def authority_args(self) -> list[str]:
-        args: list[str] = []
-        for p in self.of_kind("authority"):
-            args += ["--authority", f"{p.info['identity_key']}@{p.info['url']}"]
-        return args
+    def authority_refs(self) -> tuple[AuthorityRef, ...]:
+        """The network's authorities (their keys and URLs), as nodes and clients are given
+        them."""
+        return tuple(
+            AuthorityRef(p.info["url"], bytes.fromhex(p.info["identity_key"]))
+            for p in self.of_kind("authority")
+        )
 
     def of_kind(self, kind: str) -> list[Process]:
         return [p for p in self.processes.values() if p.kind == kind]
@@ -356,15 +341,19 @@ class LocalNetwork:
         proc = self.processes[name]
         if proc.running():
             raise NetworkError(f"{name} is already running")
-        env = {**os.environ, **proc.env}
-        # The last run's statistics must not pass for this one's until it writes its own.
+        # The last run's statistics and ready file must not pass for this one's until it writes
+        # its own.
         (proc.data_dir / "stats.json").unlink(missing_ok=True)
+        clear_ready(proc.ready_path)
+        argv = list(proc.argv)
         if self.trace and proc.kind in ("mix", "provider"):
-            env["MIXNET_TRACE"] = str(proc.data_dir / "trace.jsonl")
+            argv += ["--trace", str(proc.data_dir / "trace.jsonl")]
+        if proc.kind == "client" and proc.passphrase:
+            write_atomic(proc.passphrase_path, proc.passphrase.encode(), durable=False)
+            argv += ["--passphrase-file", str(proc.passphrase_path)]
         with _private_open(proc.log_path, "ab") as log, _private_open(proc.out_path, "wb") as out:
             proc.popen = subprocess.Popen(  # noqa: S603  # our own interpreter and arguments
-                self.hosts.command(proc.name, proc.argv),
-                env=env,
+                self.hosts.command(proc.name, argv),
                 stdout=out,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -378,8 +367,9 @@ class LocalNetwork:
         self, names: list[str], timeout: float = 60.0,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        """Wait until each named process printed its "serving" line; ``on_progress(ready,
-        total)`` hears each one that becomes ready."""
+        """Wait until each named process wrote its ready file (and it is this process's, not
+        a stale one: :meth:`start` removed that); ``on_progress(ready, total)`` hears each one
+        that becomes ready."""
         deadline = time.monotonic() + timeout
         waiting = set(names)
         while waiting:
@@ -388,7 +378,7 @@ class LocalNetwork:
                 if proc.popen is not None and proc.popen.poll() is not None:
                     tail = proc.log_path.read_text(errors="replace")[-600:]
                     raise NetworkError(f"{name} exited with {proc.popen.returncode}: {tail}")
-                if '"serving"' in proc.out_path.read_text(errors="replace"):
+                if proc.ready() is not None:
                     waiting.discard(name)
                     if on_progress is not None:
                         on_progress(len(names) - len(waiting), len(names))
@@ -521,12 +511,6 @@ def _stage_counter(
         return None
     on_stage(what, 0, total)
     return lambda ready, total_: on_stage(what, ready, total_)
-
-
-def _edit_json(path: Path, **changes: Any) -> None:
-    data = json.loads(path.read_text())
-    data.update(changes)
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def _private_open(path: Path, mode: str) -> io.BufferedWriter:

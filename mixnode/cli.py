@@ -3,7 +3,9 @@
 ``init`` joins a network from its bootstrap line (``--join``: the authorities, the threshold,
 and the parameters of the threshold-signed consensus) or from ``--authority`` and ``--params``
 given together; never from built-in defaults the network may not use. ``run`` takes the node's
-``--dir DIR`` or its ``--config FILE``, as every role does (``docs/cli.md``)."""
+``--dir DIR`` or its ``--config FILE``, as every role does (``docs/cli.md``); once it serves it
+writes ``ready.json`` in its data directory (:mod:`mixcore.ready`), removed at a clean stop.
+``init`` is :func:`mixnode.setup.init_node`, which launchers call directly."""
 
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ from pathlib import Path
 import trio
 
 from mixcore.consensus import AuthorityRef
-from mixcore.keys import IdentityKey, LinkKey, save_identity_key, save_link_key
 from mixcore.loading import load_params
 from mixcore.params import NetworkParams
+from mixcore.ready import clear_ready, ready_path, write_ready
 from mixcore.topology import NodeRole
 from mixnode.config import CONFIG_NAME, MAX_WORKERS, ConfigError, NodeConfig
-from mixnode.server import IDENTITY_FILE, LINK_FILE, serve
+from mixnode.server import serve
+from mixnode.setup import init_node
 
 
 def _parse_listen(value: str) -> tuple[str, int]:
@@ -55,6 +58,8 @@ def _network(args: argparse.Namespace) -> tuple[tuple[AuthorityRef, ...], int, N
         )
     threshold = args.threshold or len(args.authority) // 2 + 1
     return tuple(args.authority), threshold, load_params(args.params)
+
+
 WORKERS_HELP = (
     "worker processes for the Sphinx hop (default: cores minus one, at least one; 0: in the "
     "node process)"
@@ -73,29 +78,11 @@ def _init(args: argparse.Namespace) -> int:
         raise ConfigError(f"{data / CONFIG_NAME} exists; use --force to overwrite")
     authorities, threshold, params = _network(args)
     host, port = args.listen
-    config = NodeConfig(
-        name=args.name or data.name[:32],
-        role=NodeRole(args.role),
-        data_dir=data,
-        listen_host=host,
-        listen_port=port,
-        authorities=authorities,
-        threshold=threshold,
-        params=params,
-        workers=args.workers,
-    )
-    data.mkdir(parents=True, exist_ok=True)
-    identity, link = IdentityKey.generate(), LinkKey.generate()
-    save_identity_key(data / IDENTITY_FILE, identity)
-    save_link_key(data / LINK_FILE, link)
-    config.save(data / CONFIG_NAME)
-    info = {
-        "config": str(data / CONFIG_NAME),
-        "name": config.name,
-        "role": config.role.value,
-        "identity_key": identity.public.hex(),
-        "link_key": link.public.hex(),
-    }
+    info = init_node(
+        data, role=NodeRole(args.role), listen_host=host, listen_port=port,
+        authorities=authorities, threshold=threshold, params=params, name=args.name,
+        workers=args.workers, force=args.force,
+    ).to_dict()
     if args.json:
         print(json.dumps(info))
     else:
@@ -108,23 +95,31 @@ def _run(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.config or Path(args.dir) / CONFIG_NAME)
     if args.workers is not None:
         config = dataclasses.replace(config, workers=args.workers)
+    if args.trace is not None:
+        config = dataclasses.replace(config, trace_path=Path(args.trace).resolve())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is metadata
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"%(asctime)s {config.name} %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    ready = ready_path(config.data_dir)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve, config)
+            announce = {"name": config.name, "role": config.role.value, "port": port}
+            write_ready(ready, announce)
             if args.json:
                 print(json.dumps({"status": "serving", "name": config.name, "port": port}),
                       flush=True)
             else:
                 print(f"{config.role.value} {config.name} serving on port {port}", flush=True)
 
-    trio.run(main)  # mixnet.cli turns a MixnetError inside a task group into one line
+    try:
+        trio.run(main)  # mixnet.cli turns a MixnetError inside a task group into one line
+    finally:
+        clear_ready(ready)
     return 0
 
 
@@ -168,5 +163,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--workers", type=_workers, default=None, metavar="N", help=WORKERS_HELP + " (overrides)"
     )
+    run.add_argument("--trace", metavar="FILE", default=None,
+                     help="record every link event to FILE for mixnet simulate trace (local "
+                          "testnets only: it is the metadata a mix must never keep)")
     run.add_argument("--json", action="store_true", help="print one JSON object once serving")
     run.set_defaults(func=_run)

@@ -87,6 +87,10 @@ class NodeConfig:
     """New mailboxes in all per window (0: derived so that a flood can never fill
     ``max_mailboxes`` before idle ones are freed: max_mailboxes * window / (2 * idle ttl))."""
     registration_window: float = 3600.0
+    trace_path: Path | None = None
+    """Record every link event (time, from, to, size) to this file, for the local testnet's
+    traffic analysis (``mixnet simulate trace``). It writes exactly the metadata a mix must
+    never keep: never set it on a node of a real network (``mixnet mixnode run --trace``)."""
 
     def __post_init__(self) -> None:
         try:
@@ -201,7 +205,7 @@ class NodeConfig:
             value = getattr(self, f.name)
             if f.name == "role":
                 value = value.value
-            elif f.name == "data_dir":
+            elif f.name == "data_dir" or (f.name == "trace_path" and value is not None):
                 value = str(value)
             elif f.name == "authorities":
                 value = [a.to_json() for a in value]
@@ -225,6 +229,11 @@ class NodeConfig:
             if not data_dir.is_absolute() and base is not None:
                 data_dir = base / data_dir
             values["data_dir"] = data_dir
+            if data.get("trace_path") is not None:
+                trace = Path(data["trace_path"])
+                if not trace.is_absolute() and base is not None:
+                    trace = base / trace
+                values["trace_path"] = trace
             values["authorities"] = tuple(AuthorityRef.from_json(a) for a in data["authorities"])
             values["params"] = NetworkParams.from_dict(data["params"])
             return cls(**values)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import signal
 import sqlite3
@@ -108,12 +107,13 @@ class MixNode:
         self.port = config.listen_port
         self._cell_size = cell_size(self.sphinx.geometry.packet_len)
         # Link-event tracing exists for the local testnet's traffic-analysis runs only: it
-        # writes exactly the metadata a mix must never keep, so it is off unless the
-        # MIXNET_TRACE environment variable names a file, and it says so loudly.
-        trace_path = os.environ.get("MIXNET_TRACE")
+        # writes exactly the metadata a mix must never keep, so it is off unless the config's
+        # trace_path (``mixnet mixnode run --trace FILE``) names a file, and it says so loudly.
+        trace_path = config.trace_path
         self._trace = open(trace_path, "a", buffering=1) if trace_path else None  # noqa: SIM115
         if self._trace is not None:
-            log.warning("MIXNET_TRACE is set: recording link events (testnet use only)")
+            log.warning("trace_path is set: recording link events to %s (testnet use only)",
+                        trace_path)
         self.uploaded_epochs: set[int] = set()
         # Per-epoch traffic figures for the descriptor (the clients' anonymity meter).
         self.figures = EpochFigures(self.clock.epoch_at)

@@ -37,6 +37,7 @@ MIXCORE_SHELLS = {
     "mixcore/lockfile.py",
     "mixcore/process.py",
     "mixcore/ratelog.py",  # rate-limited logging on the wall clock
+    "mixcore/ready.py",  # the ready file a running role writes for its launcher
 }
 #: Every role's sans-IO cores, by path. A role's trio shell drives them.
 ROLE_CORES = {
@@ -249,6 +250,68 @@ def test_simulations_import_only_their_libraries() -> None:
     bad = [f"{rel(p)}: {name}" for p in files for name in scan(p).modules
            if name.split(".")[0] not in allowed | sys.stdlib_module_names]
     assert not bad, bad
+
+
+# -- the face composes the roles ------------------------------------------------------------------
+
+
+def module_path(name: str) -> Path | None:
+    """The file of project module ``name`` (dotted), or None for a module from elsewhere."""
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file() and name.split(".", maxsplit=1)[0] in PACKAGES:
+            return path
+    return None
+
+
+@cache
+def project_imports(name: str) -> frozenset[str]:
+    """The project modules module ``name`` imports, at its top or inside a function (``from
+    package import module`` counts as importing that module)."""
+    path = module_path(name)
+    if path is None:
+        return frozenset()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            candidates = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        found.update(c for c in candidates if module_path(c) is not None)
+    return frozenset(found)
+
+
+def reachable(start: str, within: str = "") -> set[str]:
+    """Every project module ``start`` imports, directly or through others (only through
+    modules whose name starts with ``within``, when given)."""
+    seen, todo = set(), [start]
+    while todo:
+        for dep in project_imports(todo.pop()):
+            if dep.startswith(within) and dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def test_the_harness_composes_the_roles_and_never_runs_their_commands() -> None:
+    """``mixnet.network`` calls the roles' setup functions; it reaches no command module (no
+    ``mixnet.cli``, no role's ``cli``: it used to run their ``init`` in-process and parse what
+    they printed, and mixnet.cli -> testnet -> network -> mixnet.cli was a cycle)."""
+    deps = reachable("mixnet.network")
+    assert {"client.setup", "directory.setup", "mixnode.setup", "mixcore.ready"} <= deps
+    commands = {"mixnet.cli", "mixnet.testnet", "client.cli", "directory.cli", "mixnode.cli",
+                "simulations.cli"}
+    assert deps & commands == set()
+
+
+def test_the_face_has_no_import_cycle() -> None:
+    names = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in modules("mixnet")]
+    names = [n.removesuffix(".__init__") for n in names]
+    cycles = [n for n in names if n in reachable(n, within="mixnet")]
+    assert cycles == [], f"mixnet modules that import themselves through others: {cycles}"
+    assert "mixnet.testnet" not in reachable("mixnet.report")  # the words need no network
 
 
 # -- the scanner itself ---------------------------------------------------------------------------

@@ -158,6 +158,12 @@ def test_second_daemon_on_one_directory_exits_naming_the_first(daemon: Daemon) -
     assert second.returncode == 1
     assert str(daemon.proc.pid) in second.stderr and second.stderr.count("\n") == 1
     assert "Traceback" not in second.stderr
+
+
+def test_no_ready_file_while_the_daemon_waits_for_a_consensus(daemon: Daemon) -> None:
+    """A launcher waits for ``ready.json``: it must not appear before the daemon serves."""
+    assert daemon.proc.poll() is None
+    assert not (daemon.data / "ready.json").exists()
     assert daemon.proc.poll() is None  # the first one is untouched
 
 

@@ -204,9 +204,14 @@ def test_serve_json_announces_once_listening_and_stops_on_sigterm(tmp_path: Path
         assert announced["url"] == f"http://127.0.0.1:{port}"
         health = httpx.get(f"{announced['url']}/v1/health", timeout=5.0)
         assert health.json()["name"] == "a"
+        # Launchers wait for the ready file, not for the line: it is written before the line.
+        ready = json.loads((tmp_path / "ready.json").read_text())
+        assert ready == {"status": "serving", "name": "a", "url": announced["url"],
+                         "listen": f"127.0.0.1:{port}", "pid": proc.pid}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert proc.stdout.read() == ""  # exactly one JSON object on stdout
+        assert not (tmp_path / "ready.json").exists()  # a clean stop removes it
     finally:
         if proc.poll() is None:
             proc.kill()

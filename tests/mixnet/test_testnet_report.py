@@ -8,16 +8,8 @@ from typing import Any
 
 import pytest
 
-from mixnet.testnet import (
-    LATENCY_FACTOR,
-    Options,
-    Reporter,
-    _print,
-    drain_seconds,
-    fault_link_delay,
-    predicted_latency,
-    verdict,
-)
+from mixnet.report import LATENCY_FACTOR, Reporter, print_summary, verdict
+from mixnet.testnet import Options, drain_seconds, fault_link_delay, predicted_latency
 
 
 def summary(sent: int = 10, delivered: int = 10, failed: int = 0, p50: float | None = 0.8,
@@ -54,7 +46,7 @@ def test_piped_summary_has_its_title_on_its_own_line_and_the_verdict_last(
 ) -> None:
     s = summary()
     s["verdict"] = verdict(s)
-    _print(s, as_json=False)
+    print_summary(s, as_json=False)
     lines = capsys.readouterr().out.splitlines()
     title = lines.index("mixnet testnet summary")
     assert lines[title - 1] == "" and lines[title + 1].startswith("┏")  # not glued to a table
@@ -114,7 +106,7 @@ def test_a_netns_summary_shows_what_the_faults_cost_per_link(
     }
     s["messages"]["retransmissions"] = 7
     s["verdict"] = verdict(s)
-    _print(s, as_json=False)
+    print_summary(s, as_json=False)
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert any(line.startswith("links between hosts (2 network namespaces") for line in lines)
@@ -135,7 +127,7 @@ def test_a_netns_summary_shows_what_the_faults_cost_and_a_local_one_does_not(
 ) -> None:
     local = summary()
     local["verdict"] = verdict(local)
-    _print(local, as_json=False)
+    print_summary(local, as_json=False)
     plain = capsys.readouterr().out
     assert "links between hosts" not in plain and "retransmissions" not in plain
 
@@ -149,7 +141,7 @@ def test_a_netns_summary_shows_what_the_faults_cost_and_a_local_one_does_not(
                              "links": {"client1>mix1": _link(200), "mix1>client1": _link(100),
                                        "mix1>-": _link(0)}}}
     s["verdict"] = verdict(s)
-    _print(s, as_json=False)
+    print_summary(s, as_json=False)
     lines = capsys.readouterr().out.splitlines()
     assert any("client retransmissions (ARQ)" in line and " 7 " in line for line in lines)
     assert any("of which injected link delay" in line and "0.25 s" in line for line in lines)
