@@ -41,7 +41,8 @@ class Pair:
         store = Store.create(self.root / f"{name}.db", "pw", kdf=FAST_KDF)
         store.save_identity(UserIdentity.generate())
         return Messenger(store, provider=kw.get("provider", os.urandom(32)),
-                         mailbox=kw.get("mailbox", os.urandom(16)), mailbox_key=os.urandom(32))
+                         mailbox=kw.get("mailbox", os.urandom(16)), mailbox_key=os.urandom(32),
+                         clock=time.time)
 
     def to_bob(self, envelopes: list[Envelope]) -> None:
         self.in_flight.extend(envelopes)
