@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -14,6 +16,10 @@ from mixcore.keys import IdentityKey, LinkKey
 from mixcore.params import NetworkParams
 from mixcore.sphinx import MixPrivateKey
 from mixcore.topology import NodeRole
+
+# Test modules share tests/helpers.py (``from helpers import wait_for``); importlib mode does not
+# put this folder on the path by itself.
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Hypothesis measures wall time per example: on a loaded CI machine its deadline and its
 # too-slow health check fail tests whose logic is fine. Examples stay bounded by max_examples.

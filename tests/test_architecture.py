@@ -1,21 +1,20 @@
 """The floors of the building: cores do no I/O, roles never import each other.
 
-One scanner (``ast``, no imports executed) reads every module of every package, so a violation
-fails here even in a module no other test imports. The sans-IO cores of every package are
-declared below (``CORES``, see docs/architecture.md): bytes, time and randomness come in as
-arguments, so a core may not import ``os``, ``pathlib``, ``time``, ``sqlite3``, ``socket``,
-``trio`` or any other I/O library, nor call the builtin ``open``. The same list is what
-``mypy --strict`` checks (``[tool.mypy] files`` in pyproject.toml).
+One scanner (``helpers.scan_imports``: ``ast``, no imports executed) reads every module of
+every package, so a violation fails here even in a module no other test imports. The sans-IO
+cores of every package are declared below (``CORES``, see docs/architecture.md): bytes, time
+and randomness come in as arguments, so a core may not import ``os``, ``pathlib``, ``time``,
+``sqlite3``, ``socket``, ``trio`` or any other I/O library, nor call the builtin ``open``. The
+same list is what ``mypy --strict`` checks (``[tool.mypy] files`` in pyproject.toml).
 """
 
 from __future__ import annotations
 
-import ast
 import sys
 import tomllib
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
+
+from helpers import scan_imports as scan
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("directory", "mixnode", "client", "simulations")
@@ -59,38 +58,6 @@ ROLE_CORES = {
         "directory/registry.py", "directory/votes.py", "directory/voting.py",
     ],
 }
-
-
-@dataclass(frozen=True)
-class Uses:
-    """What one module imports (dotted names, absolute imports) and whether it calls the
-    builtin ``open``."""
-
-    modules: frozenset[str]
-    calls_open: bool
-
-    @property
-    def roots(self) -> set[str]:
-        return {name.split(".")[0] for name in self.modules}
-
-
-@cache
-def scan(path: Path) -> Uses:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names: set[str] = set()
-    calls_open = False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "open"
-        ):
-            calls_open = True
-    return Uses(frozenset(names), calls_open)
 
 
 def rel(path: Path) -> str:
@@ -264,23 +231,14 @@ def module_path(name: str) -> Path | None:
     return None
 
 
-@cache
 def project_imports(name: str) -> frozenset[str]:
     """The project modules module ``name`` imports, at its top or inside a function (``from
     package import module`` counts as importing that module)."""
     path = module_path(name)
     if path is None:
         return frozenset()
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            candidates = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            candidates = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-        else:
-            continue
-        found.update(c for c in candidates if module_path(c) is not None)
-    return frozenset(found)
+    uses = scan(path)
+    return frozenset(c for c in uses.modules | uses.members if module_path(c) is not None)
 
 
 def reachable(start: str, within: str = "") -> set[str]:

@@ -11,10 +11,13 @@ One real network for the whole walk (the most expensive kind of test there is), 
 the testnet line of the quickstart runs with flags for one authority, two one-mix layers, no
 clients of its own and no traffic of its own. Bob and Carol run Alice's lines with the
 friend's name in place of ``bob`` (and the real card in place of ``'mixnet1:...'``); the timer
-is a few seconds instead of an hour. Every command line of the quickstart must be run here
-(checked at the end), so the page and the test cannot drift apart. The checks that earlier
-lived in ``tests/client/messenger/test_cli_end_to_end.py`` are folded in (wrong passphrase,
-errors in words, raw payloads, a too-large attachment, no re-key while the daemon runs)."""
+is a few seconds instead of an hour. The network's epoch and that timer are sized from a step
+measured when the module is loaded (``helpers.measured_step``), so a loaded machine gets longer
+ones; every wait is a readiness wait (``helpers.wait_for``) whose timeout only bounds a hang.
+Every command line of the quickstart must be run here (checked at the end), so the page and the
+test cannot drift apart. The checks that earlier lived in
+``tests/client/messenger/test_cli_end_to_end.py`` are folded in (wrong passphrase, errors in
+words, raw payloads, a too-large attachment, no re-key while the daemon runs)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import HANG, measured_step
+from helpers import wait_for as wait_until
 
 from client.messenger.commands import call
 from mixcore.errors import MixnetError
@@ -43,20 +48,23 @@ from mixnet.network import pid_alive
 
 pytestmark = pytest.mark.slow
 
-#: Every wait and subprocess timeout here only bounds a hung run (a loaded machine's steps are
-#: slow; none of these decides a result), so it is generous.
-HANG = 600.0
+#: Every wait and subprocess timeout here only bounds a hung run (``HANG``: a loaded machine's
+#: steps are slow; none of these decides a result).
 
-
+STEP = measured_step()
+#: The testnet's epoch: 10 measured steps (about 0.2 s each on an idle machine), 8 s at least.
+EPOCH = max(8, round(10 * STEP))
+#: Seconds, for the page's "3600": long enough that a loaded machine's poll sees the message
+#: before it vanishes (5 steps, 4 s at least).
+TIMER = max(4, round(5 * STEP))
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "quickstart.md"
 #: Lines of the page this test does not run: an interactive screen (tests/client/tui drives it).
 NOT_RUN = {"mixnet chat"}
 #: Appended to the page's testnet line: the smallest network that still has every role.
 SMALL_NETWORK = ("--authorities 1 --layers 2 --mixes-per-layer 1 --clients 0 --duration 0 "
-                 "--epoch-length 8")
+                 f"--epoch-length {EPOCH}")
 PASSPHRASE = "correct horse battery staple"
-TIMER = 4  # seconds, for the page's "3600"
 #: Runs the rest of the command line with SIGINT at its default, as in a person's shell. A
 #: suite started in the background (``nohup ... &``, some CI runners) hands its children SIGINT
 #: ignored, which ``exec`` keeps and bash cannot undo: the testnet then never saw the walk's
@@ -243,18 +251,11 @@ class Walk:
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = HANG) -> None:
-    """Poll ``predicate`` until true; the timeout only bounds a failure."""
+    """Poll ``predicate`` until true (``helpers.wait_for``; a MixnetError is a daemon between
+    two states: no consensus yet, restarting); the timeout only bounds a failure."""
     started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                print(f"{time.monotonic() - started:6.2f} s  (waited for {what})", flush=True)
-                return
-        except MixnetError:
-            pass  # a daemon between two states (no consensus yet, restarting)
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(predicate, what=what, timeout=timeout, interval=0.2, ignore=(MixnetError,))
+    print(f"{time.monotonic() - started:6.2f} s  (waited for {what})", flush=True)
 
 
 def texts(user: User, conversation: str) -> list[str]:
@@ -440,7 +441,7 @@ def test_the_quickstart_as_written(walk: Walk) -> None:
     pids = network_pids(walk.net_dir)
     assert len(pids) == 5
     testnet.proc.send_signal(signal.SIGINT)
-    assert testnet.proc.wait(60) == 130
+    assert testnet.proc.wait(HANG) == 130
     out = testnet.all()
     assert out.strip().splitlines()[-1] == "mixnet: interrupted" and "Traceback" not in out
     assert not [p for p in pids if pid_alive(p)], "the testnet left a process behind"

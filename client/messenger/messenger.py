@@ -5,7 +5,8 @@ and mailbox) that the daemon hands to the transport; the transport's reports go 
 :class:`~client.messenger.ledger.DeliveryLedger` (:attr:`Messenger.ledger`, directly or through
 :meth:`Messenger.bind` and the ``on_transport_*`` methods). Receiving takes the reassembled
 transport payload and returns the envelopes to send in answer (end-to-end receipts). Time
-comes from the injected ``clock``.
+comes from the ``clock`` its caller passes (a required argument: the daemon passes its own
+``now``, tests a fake or ``time.time``); this module never reads the time itself.
 
 The work is done in rooms, each the one owner of its concern:
 
@@ -32,7 +33,6 @@ states: "at provider" is the transport's SURB-ACK (stored in the recipient's mai
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, assert_never
 
@@ -82,7 +82,7 @@ class Messenger:
         provider: bytes,
         mailbox: bytes,
         mailbox_key: bytes,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
         max_message_len: int = DEFAULT_MAX_MESSAGE_LEN,
     ) -> None:
         identity = store.load_identity()

@@ -1,7 +1,8 @@
 """``mixnet client ...`` as a newcomer meets it: the data directory from ``$MIXNET_CLIENT_DIR``
 for every command, no silent built-in parameters, one daemon per directory (an OS lock; the
 second says who holds it), readable state lines, and Ctrl-C as one line with exit status 130
-(real processes, waiting on their own log lines, never on sleeps)."""
+(real processes, waiting on their own log lines, never on sleeps; every timeout is ``HANG``,
+a bound on a hung run)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import HANG
 
 from mixcore.params import NetworkParams
 from mixnet.cli import main
@@ -82,7 +84,7 @@ def _make_client(root: Path) -> Path:
         [sys.executable, "-m", "mixnet.cli", "client", "init", "--dir", str(data),
          "--provider", "provider1", "--params", str(params_file),
          "--authority", f"{'ab' * 32}@http://127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
+        capture_output=True, text=True, timeout=HANG, check=False, env=env,
     )
     assert done.returncode == 0, done.stderr
     return data
@@ -110,7 +112,7 @@ class Daemon:
             self._queue.put(line)
         self._queue.put(None)
 
-    def wait_for_line(self, needle: str, timeout: float = 60.0) -> str:
+    def wait_for_line(self, needle: str, timeout: float = HANG) -> str:
         """Block until a stderr line contains ``needle`` (the readiness signal); the timeout
         only bounds a failure."""
         deadline = time.monotonic() + timeout
@@ -128,7 +130,7 @@ class Daemon:
 
     def rest(self) -> str:
         """Everything it wrote on stderr, once it has exited."""
-        while (line := self._queue.get(timeout=30)) is not None:
+        while (line := self._queue.get(timeout=HANG)) is not None:
             self.lines.append(line)
         return "".join(self.lines)
 
@@ -153,7 +155,7 @@ def test_second_daemon_on_one_directory_exits_naming_the_first(daemon: Daemon) -
     env = {k: v for k, v in os.environ.items() if k != "MIXNET_PASSPHRASE"}
     second = subprocess.run(
         [sys.executable, "-m", "mixnet.cli", "client", "run", "--dir", str(daemon.data)],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
+        capture_output=True, text=True, timeout=HANG, check=False, env=env,
     )
     assert second.returncode == 1
     assert str(daemon.proc.pid) in second.stderr and second.stderr.count("\n") == 1
@@ -180,7 +182,7 @@ def test_store_commands_wait_for_the_daemon_to_stop_even_before_it_serves(
 def test_ctrl_c_while_waiting_for_a_consensus_is_one_line_and_130(daemon: Daemon) -> None:
     """Last: it stops the module's daemon."""
     daemon.proc.send_signal(signal.SIGINT)
-    assert daemon.proc.wait(timeout=60) == 130
+    assert daemon.proc.wait(timeout=HANG) == 130
     err = daemon.rest()
     assert "Traceback" not in err and "ExceptionGroup" not in err
     assert err.strip().splitlines()[-1] == "mixnet: interrupted"

@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from helpers import HANG
+from helpers import wait_for as wait_until
 
 from client.messenger.commands import call
 from mixcore.errors import MixnetError
@@ -41,7 +43,7 @@ def mixnet(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProces
         capture_output=True,
         text=stdin is None,
         input=stdin,
-        timeout=120,
+        timeout=HANG,
         check=False,
     )
 
@@ -54,12 +56,12 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     )
     network.create()
     try:
-        network.start_all()
+        network.start_all(timeout=HANG)
         network.add_client("alice", "provider1")
         network.add_client("bob", "provider2")
         network.start("alice")
         network.start("bob")
-        network.wait_ready(["alice", "bob"], timeout=90)
+        network.wait_ready(["alice", "bob"], timeout=HANG)
         yield network
     finally:
         pids = network.pids()
@@ -70,14 +72,15 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
 def send(net: LocalNetwork, sender: str, recipient: str, text: str) -> str:
     """Send once the sender's consensus lists the recipient's provider: on a busy machine a
     node can miss the first epoch's consensus, and the next one (an epoch later) has it."""
-    for _ in range(int(4 * PARAMS.epoch_length / 0.5)):
+    def sent() -> subprocess.CompletedProcess[str] | None:
         result = mixnet(
             "client", "raw-send", "--dir", str(net.processes[sender].data_dir),
             net.address(recipient), text, "--json",
         )
-        if "provider is not in the consensus" not in result.stderr:
-            break
-        time.sleep(0.5)
+        return None if "provider is not in the consensus" in result.stderr else result
+
+    result = wait_until(sent, what=f"{sender}'s consensus to list {recipient}'s provider",
+                        interval=0.5)
     assert result.returncode == 0, result.stderr
     return str(json.loads(result.stdout)["message_id"])
 
@@ -102,17 +105,10 @@ def inbox_cli(net: LocalNetwork, name: str) -> list[str]:
     return [m["text"] for m in json.loads(result.stdout)["messages"]]
 
 
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    """Poll until ``predicate()``; the timeout only bounds a failure."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():  # type: ignore[operator]
-                return
-        except MixnetError:
-            pass  # a daemon between two states (restarting)
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate: Callable[[], object], what: str) -> None:
+    """Poll until ``predicate()`` (``helpers.wait_for``: its timeout, ``HANG``, only bounds a
+    failure; a MixnetError is a daemon between two states, restarting)."""
+    wait_until(predicate, what=what, interval=0.3, ignore=(MixnetError,))
 
 
 def states(net: LocalNetwork, name: str) -> dict[str, Any]:
@@ -134,11 +130,11 @@ def test_messages_both_ways_with_zero_loss(net: LocalNetwork) -> None:
     for a, b in zip(sent_to_bob, sent_to_alice, strict=True):
         send(net, "alice", "bob", a)
         send(net, "bob", "alice", b)
-    wait_for(lambda: set(sent_to_bob) <= set(inbox(net, "bob")), 90, "Bob's messages")
-    wait_for(lambda: set(sent_to_alice) <= set(inbox(net, "alice")), 90, "Alice's messages")
+    wait_for(lambda: set(sent_to_bob) <= set(inbox(net, "bob")), "Bob's messages")
+    wait_for(lambda: set(sent_to_alice) <= set(inbox(net, "alice")), "Alice's messages")
     bob_inbox = inbox_cli(net, "bob")
     assert sorted(m for m in bob_inbox if m.startswith("to bob")) == sorted(sent_to_bob)  # once
-    wait_for(lambda: states(net, "alice").get("outbox_pending", 0) == 0, 60, "delivery acks")
+    wait_for(lambda: states(net, "alice").get("outbox_pending", 0) == 0, "delivery acks")
     assert states_cli(net, "alice").get("outbox_delivered", 0) >= len(sent_to_bob)
     assert states_cli(net, "alice").get("outbox_undeliverable", 0) == 0
 
@@ -150,20 +146,20 @@ def test_zero_loss_when_a_mix_dies_mid_run(net: LocalNetwork) -> None:
     net.kill("mix1")  # SIGKILL: in-flight packets at mix1 are lost; ARQ must recover
     for text in texts[4:]:
         send(net, "alice", "bob", text)
-    wait_for(lambda: set(texts) <= set(inbox(net, "bob")), 150, "every message despite mix1")
+    wait_for(lambda: set(texts) <= set(inbox(net, "bob")), "every message despite mix1")
     assert all(inbox(net, "bob").count(t) == 1 for t in texts)
-    wait_for(lambda: states(net, "alice").get("outbox_pending", 0) == 0, 90, "acks")
+    wait_for(lambda: states(net, "alice").get("outbox_pending", 0) == 0, "acks")
     assert states(net, "alice").get("outbox_undeliverable", 0) == 0
 
 
 def test_daemon_restart_keeps_unread_messages_and_queued_sends(net: LocalNetwork) -> None:
     send(net, "alice", "bob", "read me after a restart")
-    wait_for(lambda: "read me after a restart" in inbox(net, "bob"), 90, "the message")
-    net.restart("bob", timeout=90)
+    wait_for(lambda: "read me after a restart" in inbox(net, "bob"), "the message")
+    net.restart("bob", timeout=HANG)
     assert "read me after a restart" in inbox_cli(net, "bob")
     send(net, "alice", "bob", "queued across a restart")
-    net.restart("alice", timeout=90)  # at once: the message is most likely still in flight
-    wait_for(lambda: "queued across a restart" in inbox(net, "bob"), 120, "the queued message")
+    net.restart("alice", timeout=HANG)  # at once: the message is most likely still in flight
+    wait_for(lambda: "queued across a restart" in inbox(net, "bob"), "the queued message")
     assert inbox(net, "bob").count("queued across a restart") == 1
 
 
@@ -190,7 +186,7 @@ def test_api_errors_are_replies_and_the_daemon_keeps_running(net: LocalNetwork) 
     )
     sock = str(Path(bob_dir) / "api.sock")
     result = subprocess.run(
-        [sys.executable, "-c", script, sock], capture_output=True, text=True, timeout=30,
+        [sys.executable, "-c", script, sock], capture_output=True, text=True, timeout=HANG,
         check=False,
     )
     lines = result.stdout.splitlines()
@@ -219,7 +215,7 @@ def test_socket_is_private_to_its_owner(net: LocalNetwork) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(data_dir / "api.sock")],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True, text=True, timeout=HANG, check=False,
     )
     assert result.stdout.strip() == "denied", result.stderr
 

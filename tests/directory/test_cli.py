@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import HANG
 
 from directory.config import load_config
 from mixcore.bootstrap import Bootstrap
@@ -155,7 +156,7 @@ def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
             ],
             capture_output=True,
             text=True,
-            timeout=600,  # a hang guard only: the result is the exit status and the line
+            timeout=HANG,  # a hang guard only: the result is the exit status and the line
             check=False,
         )
     assert result.returncode == 1
@@ -202,14 +203,14 @@ def test_serve_json_announces_once_listening_and_stops_on_sigterm(tmp_path: Path
         announced = json.loads(proc.stdout.readline())
         assert announced["status"] == "serving"
         assert announced["url"] == f"http://127.0.0.1:{port}"
-        health = httpx.get(f"{announced['url']}/v1/health", timeout=5.0)
+        health = httpx.get(f"{announced['url']}/v1/health", timeout=HANG)
         assert health.json()["name"] == "a"
         # Launchers wait for the ready file, not for the line: it is written before the line.
         ready = json.loads((tmp_path / "ready.json").read_text())
         assert ready == {"status": "serving", "name": "a", "url": announced["url"],
                          "listen": f"127.0.0.1:{port}", "pid": proc.pid}
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=HANG) == 0  # the timeout bounds a hang only
         assert proc.stdout.read() == ""  # exactly one JSON object on stdout
         assert not (tmp_path / "ready.json").exists()  # a clean stop removes it
     finally:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import trio
+from helpers import HANG
 
 from directory.app import create_app
 from directory.authority import Authority
@@ -92,7 +93,7 @@ async def test_slow_and_aborted_uploads_over_real_sockets(
     head = (b"POST /v1/descriptor HTTP/1.1\r\nHost: authority\r\n"
             b"Content-Type: application/octet-stream\r\nContent-Length: 500\r\n\r\n")
     shutdown = trio.Event()
-    with trio.fail_after(60):
+    with trio.fail_after(HANG):  # a hang, not a slow machine
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 lambda task_status: serve(config, shutdown=shutdown, task_status=task_status)
@@ -111,7 +112,7 @@ async def test_slow_and_aborted_uploads_over_real_sockets(
                 await sock.send(head + b"\x00" * 100)
                 sock.close()
             async with httpx.AsyncClient() as http:
-                health = await http.get(f"{config.url}/v1/health", timeout=10)
+                health = await http.get(f"{config.url}/v1/health", timeout=HANG)
             assert health.status_code == 200
             statuses = sorted([(await _status_line(s)).split(b" ")[1] for s in slow])
             for sock in slow:

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from helpers import HANG, wait_for
 
 from directory.voting import VotingSchedule
 from mixcore.consensus import AuthoritySet, split_signed_document, verify_consensus
@@ -71,7 +72,7 @@ class Processes:
         proc = self.running.pop(name)
         proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout=10)
+            return proc.wait(timeout=HANG)  # a graceful stop; the timeout bounds a hang
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -91,19 +92,15 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         procs.stop_all()
 
 
-def wait_healthy(url: str, procs: Processes, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_healthy(url: str, procs: Processes, name: str, timeout: float = HANG) -> None:
+    def healthy() -> bool:
         if procs.running[name].poll() is not None:
             log = (procs.base / f"{name}.log").read_text()
             raise AssertionError(f"{name} exited: {log[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not become healthy")
+        return httpx.get(f"{url}/v1/health", timeout=HANG).status_code == 200
+
+    wait_for(healthy, what=f"{url} to become healthy", timeout=timeout, interval=0.05,
+             ignore=(httpx.HTTPError,))
 
 
 def get_document(url: str, epoch: int) -> bytes | None:
@@ -115,12 +112,11 @@ def get_document(url: str, epoch: int) -> bytes | None:
 
 
 def wait_documents(
-    urls: list[str], epoch: int, authorities: AuthoritySet, signers: int, timeout: float
+    urls: list[str], epoch: int, authorities: AuthoritySet, signers: int,
+    timeout: float = HANG,
 ) -> list[bytes]:
     """Poll until every URL serves a verifying document for ``epoch`` with ``signers`` sigs."""
-    deadline = time.monotonic() + timeout
-    docs: list[bytes | None] = []
-    while time.monotonic() < deadline:
+    def published() -> list[bytes] | None:
         docs = [get_document(url, epoch) for url in urls]
         if all(
             d is not None
@@ -128,8 +124,11 @@ def wait_documents(
             for d in docs
         ):
             return [d for d in docs if d is not None]
-        time.sleep(0.1)
-    raise AssertionError(f"epoch {epoch}: not every authority published ({docs!r:.200})")
+        return None
+
+    docs: list[bytes] = wait_for(
+        published, what=f"epoch {epoch}: every authority publishing", timeout=timeout)
+    return docs
 
 
 def accepted(outcomes: list[UploadOutcome]) -> None:
@@ -139,6 +138,8 @@ def accepted(outcomes: list[UploadOutcome]) -> None:
 
 
 def wait_until(clock: EpochClock, when: float) -> None:
+    """Until the wall clock reaches ``when`` (an epoch's start: the subject here is epochs, so
+    this waits for a time the test computed, and decides nothing by its length)."""
     delay = when - time.time()
     if delay > 0:
         time.sleep(delay)
@@ -171,7 +172,7 @@ def test_three_authorities_publish_survive_a_stop_and_rejoin(
         results: list[UploadOutcome] = []
 
         async def one(wire: bytes) -> None:
-            results.extend(await upload_descriptor(targets, wire, timeout=10.0))
+            results.extend(await upload_descriptor(targets, wire, timeout=HANG))
 
         async with trio.open_nursery() as nursery:
             for wire in signed:
@@ -223,14 +224,14 @@ def test_three_authorities_publish_survive_a_stop_and_rejoin(
     # (Earlier epochs may have been voted on before the uploads, or bootstrapped mid-upload.)
     full = register_through(0, urls)
     for epoch in (full, full + 1):
-        docs = wait_documents(urls, epoch, authorities, signers=3, timeout=length * 6)
+        docs = wait_documents(urls, epoch, authorities, signers=3)
         assert docs[0] == docs[1] == docs[2]
         verified = verify_consensus(docs[0], authorities, expected_epoch=epoch)
         assert len(verified.document.nodes) == 5
         assert verified.document.empty_layers() == ()
 
     async def fetch(epoch: int) -> int:
-        fetcher = ConsensusFetcher(urls, authorities, clock, timeout=2.0)
+        fetcher = ConsensusFetcher(urls, authorities, clock, timeout=HANG)
         return (await fetcher.fetch(epoch)).epoch
 
     assert trio.run(fetch, full + 1) == full + 1
@@ -241,7 +242,7 @@ def test_three_authorities_publish_survive_a_stop_and_rejoin(
     # unreachable for each upload), and clients fetch through the survivors.
     assert processes.stop("auth3") == 0
     survivors = register_through(last, urls[:2])
-    docs = wait_documents(urls[:2], survivors, authorities, signers=2, timeout=length * 6)
+    docs = wait_documents(urls[:2], survivors, authorities, signers=2)
     assert docs[0] == docs[1]
     assert len(verify_consensus(docs[0], authorities).document.nodes) == 5
     assert trio.run(fetch, survivors) == survivors  # via the survivors, whatever the order
@@ -253,10 +254,10 @@ def test_three_authorities_publish_survive_a_stop_and_rejoin(
     back = time.time()
     assert get_document(urls[2], last) == served_before
     now_epoch = clock.epoch_at(back)
-    docs = wait_documents(urls, now_epoch, authorities, signers=2, timeout=length * 6)
+    docs = wait_documents(urls, now_epoch, authorities, signers=2)
     assert len({split_signed_document(d)[0] for d in docs}) == 1
     rejoin = now_epoch + 1
     while clock.start(rejoin) - SCHEDULE.vote_lead * length <= back:
         rejoin += 1
-    docs = wait_documents(urls, rejoin, authorities, signers=3, timeout=length * 6)
+    docs = wait_documents(urls, rejoin, authorities, signers=3)
     assert docs[0] == docs[1] == docs[2]

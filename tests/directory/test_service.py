@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from helpers import HANG, wait_for_async
 
 from directory.authority import Authority
 from directory.service import serve
@@ -59,7 +60,7 @@ async def test_dissenting_authority_is_ignored_over_http(authority_files, make_n
     OneExtraNode.extra = sneaky
     shutdown = trio.Event()
     running: list[Authority] = []
-    with trio.fail_after(120):  # a hang, not a slow machine
+    with trio.fail_after(HANG):  # a hang, not a slow machine
         async with trio.open_nursery() as nursery:
             for index, (_, config, _) in enumerate(written):
                 factory = OneExtraNode if index == 2 else VotingCore
@@ -73,7 +74,7 @@ async def test_dissenting_authority_is_ignored_over_http(authority_files, make_n
                 )
 
             async def upload(wire: bytes, outcomes: list[Any]) -> None:
-                outcomes.extend(await upload_descriptor(urls, wire, timeout=30.0))
+                outcomes.extend(await upload_descriptor(urls, wire, timeout=HANG))
 
             # Descriptors for the epoch now running and the next, all accepted: the clock is
             # held, so the epoch cannot move on while they travel.
@@ -88,7 +89,7 @@ async def test_dissenting_authority_is_ignored_over_http(authority_files, make_n
             # (not at a deadline: the clock stays here), counts, signs and publishes.
             held.now = clock.start(registered + 1) - schedule.vote_lead * length + 0.01
 
-            async with httpx.AsyncClient() as http:
+            async with httpx.AsyncClient(timeout=HANG) as http:
 
                 async def full_document(url: str, epoch: int) -> bytes | None:
                     response = await http.get(f"{url}/v1/consensus/{epoch}")
@@ -99,22 +100,26 @@ async def test_dissenting_authority_is_ignored_over_http(authority_files, make_n
 
                 # The first epoch whose document lists the nodes (the current one, which
                 # bootstraps from the uploads, or the next).
-                target, got = None, []
-                while target is None:
+                async def listing() -> tuple[int, list[bytes | None]] | None:
                     for epoch in (registered, registered + 1):
                         got = [await full_document(url, epoch) for url in urls[:2]]
                         if all(got):
-                            target = epoch
-                            break
-                    else:
-                        await trio.sleep(0.05)
+                            return epoch, got
+                    return None
+
+                target, got = await wait_for_async(
+                    listing, what="a document listing the nodes", interval=0.05)
                 assert got[0] == got[1]
                 verified = verify_consensus(got[0], authorities, expected_epoch=target)
                 honest_keys = sorted(identity.public for _, _, identity in written[:2])
                 assert list(verified.signers) == honest_keys
                 # The dissenter ends up serving the majority's document, not its own.
-                while (await http.get(f"{urls[2]}/v1/consensus/{target}")).status_code != 200:
-                    await trio.sleep(0.05)
+                async def dissenter_serves() -> bool:
+                    response = await http.get(f"{urls[2]}/v1/consensus/{target}")
+                    return response.status_code == 200
+
+                await wait_for_async(dissenter_serves, what="the dissenter to serve a document",
+                                     interval=0.05)
                 served = (await http.get(f"{urls[2]}/v1/consensus/{target}")).content
                 assert verify_consensus(served, authorities).body == verified.body
                 info = (await http.get(f"{urls[0]}/v1/health")).json()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import HANG
 
 from mixnet.cli import run_command
 
@@ -126,7 +127,7 @@ def test_systemd_accepts_each_unit(tmp_path: Path) -> None:
         (tmp_path / "mixnet-mixnode.service").read_text().replace("UMask=", "UMasq="))
     for name in [*UNITS, "broken.service"]:
         result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)],
-                                capture_output=True, text=True, timeout=60, check=False)
+                                capture_output=True, text=True, timeout=HANG, check=False)
         complaints = (result.stdout + result.stderr).strip()
         if name == "broken.service":
             assert "UMasq" in complaints

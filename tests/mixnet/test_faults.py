@@ -3,13 +3,13 @@ when each segment and set-up may arrive, partitions on a schedule, and the count
 
 from __future__ import annotations
 
-import ast
 import itertools
 import random
 import statistics
 from pathlib import Path
 
 import pytest
+from helpers import scan_imports
 
 import mixnet.faults as faults_module
 from mixnet.faults import (
@@ -31,14 +31,7 @@ from mixnet.faults import (
 
 
 def test_the_decision_module_does_no_io() -> None:
-    tree = ast.parse(Path(faults_module.__file__).read_text())
-    imported = {
-        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-        for alias in node.names
-    } | {
-        node.module.split(".")[0] for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
+    imported = scan_imports(Path(faults_module.__file__)).roots
     assert "random" in imported  # the scan sees imports
     assert not imported & {"trio", "socket", "asyncio", "subprocess", "time"}
 

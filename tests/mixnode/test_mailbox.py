@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import HANG
 
 from mixnode.mailbox import ItemKind, MailboxFull, MailboxStore, mailbox_address
 
@@ -88,7 +89,7 @@ def test_sigkill_right_after_store_loses_nothing(tmp_path: Path) -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG, check=False
     )
     assert result.returncode == -9
     assert result.stdout == "stored\n"

@@ -7,10 +7,13 @@ pull it; a stranger's one-hop packets never reach a mailbox; garbage on a link c
 only; keys rotate under traffic; the Prometheus endpoint of a real node answers.
 
 Nothing here paces itself on the wall clock: every wait polls a node's statistics or a pull
-until a condition holds, under a generous deadline that only bounds a hung run. Epochs last
-:data:`EPOCH` seconds, long against what a loaded machine needs for a step (a provider's
-SIGKILL and restart with its hop workers, a hop's processing), so that a key's grace (a quarter
-epoch, 6 s) outlasts such delays and the test's packets meet the key they were made for.
+until a condition holds (``helpers.wait_for_async``), under a deadline (``HANG``) that only
+bounds a hung run. Epochs last :data:`EPOCH` seconds, long against what a loaded machine needs
+for a step (a provider's SIGKILL and restart with its hop workers, a hop's processing), so that
+a key's grace (a quarter epoch, 6 s or more) outlasts such delays and the test's packets meet
+the key they were made for. The epoch is sized from a step measured when the module is loaded
+(``helpers.measured_step``: 28 steps, 24 s at least, 120 s at most), so a loaded machine gets
+longer epochs instead of packets that miss their key.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from helpers import HANG, measured_step, wait_for_async
 
 from mixcore.consensus import AuthoritySet
 from mixcore.control import ControlKind, ItemType, PullAck, PullItem, PullRequest
@@ -42,7 +46,8 @@ from mixnode.view import EpochView
 
 pytestmark = pytest.mark.slow
 
-EPOCH = 24.0
+#: 28 measured steps (about 0.2 s each on an idle machine), within 24-120 s.
+EPOCH = min(120.0, max(24.0, 28 * measured_step()))
 PARAMS = NetworkParams(
     epoch_length=EPOCH,
     genesis_time=float(int(time.time()) - 2),
@@ -66,7 +71,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     config["metrics_port"] = free_port()
     mix1.write_text(json.dumps(config))
     try:
-        network.start_all()
+        network.start_all(timeout=HANG)
         yield network
     finally:
         pids = network.pids()
@@ -81,26 +86,31 @@ def _authorities(net: LocalNetwork) -> tuple[list[str], AuthoritySet]:
     return urls, AuthoritySet.majority(keys)
 
 
-async def listed_view(net: LocalNetwork, timeout: float = 5 * EPOCH) -> EpochView:
+async def listed_view(net: LocalNetwork, timeout: float = HANG) -> EpochView:
     """The current epoch's view once it lists every node and every node installed it."""
     urls, authorities = _authorities(net)
     fetcher = ConsensusFetcher(urls, authorities, CLOCK, rng=random.Random(1), timeout=3.0)
     nodes = [p for p in net.processes.values() if p.kind in ("mix", "provider")]
-    deadline = trio.current_time() + timeout
-    while trio.current_time() < deadline:
+
+    async def listed() -> EpochView | None:
         epoch = CLOCK.epoch_at(time.time())
         # Leave room before the boundary for the test's packets.
-        if CLOCK.end(epoch) - time.time() > 2.5:
-            try:
-                verified = await fetcher.fetch(epoch)
-            except Exception:  # not published yet
-                verified = None
-            if verified is not None and len(verified.document.nodes) == len(nodes):
-                stats = [p.stats() or {} for p in nodes]
-                if all(epoch in s.get("consensus_epochs", []) for s in stats):
-                    return EpochView.from_document(verified.document)
-        await trio.sleep(0.3)
-    raise AssertionError("the network never listed every node")
+        if CLOCK.end(epoch) - time.time() <= 2.5:
+            return None
+        try:
+            verified = await fetcher.fetch(epoch)
+        except Exception:  # not published yet
+            return None
+        if verified is None or len(verified.document.nodes) != len(nodes):
+            return None
+        stats = [p.stats() or {} for p in nodes]
+        if not all(epoch in s.get("consensus_epochs", []) for s in stats):
+            return None
+        return EpochView.from_document(verified.document)
+
+    view: EpochView = await wait_for_async(
+        listed, what="a consensus listing every node, installed by every node", timeout=timeout)
+    return view
 
 
 def provider(net: LocalNetwork, view: EpochView, index: int) -> tuple[bytes, Any]:
@@ -120,7 +130,7 @@ async def client_link(view: EpochView, provider_id: bytes, key: LinkKey) -> Link
 async def pull(link: Link, seq: int) -> list[PullItem]:
     await link.send_cell(ControlKind.PULL_REQUEST, PullRequest(seq).encode())
     items = []
-    with trio.fail_after(10):
+    with trio.fail_after(HANG):  # a hang, not a slow machine
         while len(items) < PARAMS.pull_batch:
             kind, body = await link.receive_cell()
             assert kind == ControlKind.PULL_ITEM
@@ -131,17 +141,18 @@ async def pull(link: Link, seq: int) -> list[PullItem]:
     return items
 
 
-async def pull_until(link: Link, want: ItemType, timeout: float = 240.0) -> list[PullItem]:
+async def pull_until(link: Link, want: ItemType, timeout: float = HANG) -> list[PullItem]:
     """Pull until an item of ``want`` arrives; the timeout only bounds a hung run."""
-    deadline = trio.current_time() + timeout
     seq = 0
-    while trio.current_time() < deadline:
+
+    async def pulled() -> list[PullItem]:
+        nonlocal seq
         seq += 1
-        real = [i for i in await pull(link, seq) if i.item_type is want]
-        if real:
-            return real
-        await trio.sleep(0.3)
-    raise AssertionError(f"no {want.name} item arrived")
+        return [i for i in await pull(link, seq) if i.item_type is want]
+
+    real: list[PullItem] = await wait_for_async(pulled, what=f"a {want.name} item",
+                                                timeout=timeout)
+    return real
 
 
 def route(view: EpochView, src: bytes, dst: bytes) -> list[PathHop]:
@@ -188,17 +199,20 @@ async def test_message_is_stored_acked_survives_sigkill_and_leaves_only_after_ac
 
     net.kill("provider2")  # SIGKILL before Bob acknowledged: nothing may be lost
     net.start("provider2")
-    net.wait_ready(["provider2"])
+    net.wait_ready(["provider2"], timeout=HANG)
     async with await client_link(view, p2, bob_key) as bob_link:
         [again] = await pull_until(bob_link, ItemType.MESSAGE)
         assert again.data == data and again.item_id == item.item_id
         await bob_link.send_cell(ControlKind.PULL_ACK, PullAck(99, (again.item_id,)).encode())
         # The acknowledged item leaves: pulls return dummies only (polled, not slept for).
-        seq, deadline = 100, trio.current_time() + 60
-        while any(i.item_type is not ItemType.DUMMY for i in await pull(bob_link, seq)):
-            assert trio.current_time() < deadline, "the acknowledged item never left"
+        seq = 99
+
+        async def only_dummies() -> bool:
+            nonlocal seq
             seq += 1
-            await trio.sleep(0.3)
+            return all(i.item_type is ItemType.DUMMY for i in await pull(bob_link, seq))
+
+        await wait_for_async(only_dummies, what="the acknowledged item to leave")
 
 
 async def test_a_packet_replayed_after_a_sigkill_is_dropped_with_hop_workers(
@@ -210,9 +224,11 @@ async def test_a_packet_replayed_after_a_sigkill_is_dropped_with_hop_workers(
     once. (Epochs here last 24 s: should the restart outlast the packet's key on a slow machine,
     the copy is refused as ``expired_key``/``bad_mac`` instead, still never forwarded;
     ``tests/mixnode/test_workers.py`` checks the journal across a crash without a clock.)"""
-    view = await listed_view(net)
-    while CLOCK.end(CLOCK.epoch_at(time.time())) - time.time() < 5.0:  # a whole key's life
+    async def early_in_its_epoch() -> EpochView | None:  # a whole key's life ahead
         view = await listed_view(net)
+        return view if CLOCK.end(view.epoch) - time.time() >= 5.0 else None
+
+    view = await wait_for_async(early_in_its_epoch, what="a listed view early in its epoch")
     epoch = view.epoch
     p1, _ = provider(net, view, 1)
     p2, _ = provider(net, view, 2)
@@ -230,7 +246,7 @@ async def test_a_packet_replayed_after_a_sigkill_is_dropped_with_hop_workers(
         await stats_when(exit_, lambda s: s.get("stored_messages", 0) == stored + 1)
     net.kill("provider1")
     net.start("provider1")
-    net.wait_ready(["provider1"])
+    net.wait_ready(["provider1"], timeout=HANG)
     async with await client_link(view, p1, alice_key) as alice_link:
         key_live = time.time() < CLOCK.end(epoch) + net_grace()
         await alice_link.send_packet(packet)
@@ -239,7 +255,10 @@ async def test_a_packet_replayed_after_a_sigkill_is_dropped_with_hop_workers(
             assert after["dropped"]["replay"] == 1, after["dropped"]
         else:
             await stats_when(entry, lambda s: _refused(s) >= 1)
-    await trio.sleep(1.0)  # what the exit would have stored by now, had the copy gone through
+    # The entry dropped the copy (above); a copy that had gone through would have reached the
+    # exit within this quiet second. A negative check: a slow machine can only make it miss a
+    # bug here, never fail a correct run.
+    await trio.sleep(1.0)
     assert (exit_.stats() or {}).get("stored_messages", 0) == stored + 1
 
 
@@ -255,15 +274,16 @@ def _refused(stats: dict[str, Any]) -> int:
     return int(sum(dropped.get(r, 0) for r in ("replay", "expired_key", "bad_mac")))
 
 
-async def stats_when(proc: Any, done: Any, timeout: float = 120.0) -> dict[str, Any]:
+async def stats_when(proc: Any, done: Any, timeout: float = HANG) -> dict[str, Any]:
     """The node's statistics once ``done(stats)`` holds (they are written once a second)."""
-    deadline = trio.current_time() + timeout
-    while trio.current_time() < deadline:
+
+    def there() -> dict[str, Any] | None:
         stats = proc.stats() or {}
-        if stats and done(stats):
-            return stats
-        await trio.sleep(0.3)
-    raise AssertionError(f"statistics never got there: {proc.stats()}")
+        return stats if stats and done(stats) else None
+
+    stats: dict[str, Any] = await wait_for_async(
+        there, what=f"{proc.name}'s statistics to get there", timeout=timeout)
+    return stats
 
 
 async def test_a_burst_in_one_write_is_handled_whole_with_bad_packets_counted(
@@ -370,16 +390,17 @@ async def test_metrics_endpoint_of_a_real_node_answers_with_its_counters(
     await listed_view(net)
     port = json.loads((net.processes["mix1"].data_dir / "node.json").read_text())["metrics_port"]
     async with httpx.AsyncClient() as http:
-        first = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        first = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=HANG)
         assert first.status_code == 200, first.text[:300]
         assert "mixnet_node_packets_in " in first.text
         assert 'mixnet_node_dropped{kind=' in first.text or "mixnet_node_loops_sent" in first.text
         packets = _sample(first.text, "mixnet_node_packets_in")
-        deadline = trio.current_time() + 20
-        while _sample((await http.get(f"http://127.0.0.1:{port}/metrics")).text,
-                      "mixnet_node_packets_in") <= packets:
-            assert trio.current_time() < deadline, "the counters never moved"
-            await trio.sleep(0.5)
+
+        async def moved() -> bool:
+            scrape = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=HANG)
+            return _sample(scrape.text, "mixnet_node_packets_in") > packets
+
+        await wait_for_async(moved, what="the counters to move", interval=0.5)
 
 
 def _sample(text: str, name: str) -> float:
@@ -397,21 +418,19 @@ async def test_garbage_closes_only_that_link_and_the_node_keeps_serving(
     before = (mix.stats() or {}).get("links_rejected", 0)
     for _ in range(3):
         assert await trio.to_thread.run_sync(_node_hangs_up_on_garbage, mix.port)
-    await trio.sleep(1.5)
-    stats = mix.stats() or {}
-    assert stats["links_rejected"] >= before + 3
+    # Its statistics (written once a second) count the three rejected links.
+    stats = await stats_when(mix, lambda s: s.get("links_rejected", 0) >= before + 3)
     assert mix.running()
     # Traffic still flows through it: its own loops keep coming back.
     returned = stats["loops_returned"]
-    await trio.sleep(3)
-    assert (mix.stats() or {})["loops_returned"] > returned
+    await stats_when(mix, lambda s: s["loops_returned"] > returned)
     assert view.peers  # the consensus still lists it
 
 
 def _node_hangs_up_on_garbage(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG) as s:
         s.sendall(os.urandom(300))
-        s.settimeout(5)
+        s.settimeout(HANG)  # the node hangs up; the timeout only bounds a hang
         try:
             return s.recv(100) == b""
         except ConnectionResetError:
@@ -421,7 +440,7 @@ def _node_hangs_up_on_garbage(port: int) -> bool:
 async def test_sigterm_persists_the_replay_filter_and_statistics(net: LocalNetwork) -> None:
     await listed_view(net)
     mix = net.processes["mix2"]
-    net.stop("mix2")  # SIGTERM: a graceful shutdown
+    net.stop("mix2", timeout=HANG)  # SIGTERM: a graceful shutdown (no SIGKILL on a slow one)
     filters = sorted((mix.data_dir / "replay").glob("replay-*.bloom"))
     assert filters, "no replay filter saved at shutdown"
     for bloom in filters:  # the journal was folded into the saved filter
@@ -429,7 +448,7 @@ async def test_sigterm_persists_the_replay_filter_and_statistics(net: LocalNetwo
         assert not journal.exists() or journal.stat().st_size == 0
     assert (mix.stats() or {}).get("packets_in", 0) > 0
     net.start("mix2")
-    net.wait_ready(["mix2"])
+    net.wait_ready(["mix2"], timeout=HANG)
 
 
 async def test_keys_rotate_under_traffic_and_loops_keep_returning(net: LocalNetwork) -> None:
@@ -440,8 +459,7 @@ async def test_keys_rotate_under_traffic_and_loops_keep_returning(net: LocalNetw
     # key's erasure and loops sent across the boundary count); read from their statistics.
     for proc in nodes:
         await stats_when(proc, lambda s: s.get("epoch", -1) >= start_epoch + 1
-                         and time.time() > CLOCK.start(s["epoch"]) + PARAMS.key_grace + 1.0,
-                         timeout=4 * EPOCH)
+                         and time.time() > CLOCK.start(s["epoch"]) + PARAMS.key_grace + 1.0)
     for proc in nodes:
         stats = proc.stats() or {}
         epoch = stats["epoch"]

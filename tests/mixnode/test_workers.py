@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import HANG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,7 +190,7 @@ class Node:
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Wait until ``condition()`` holds, checking after every send and every batch a worker
         answers; the deadline only guards against a hang, it paces nothing."""
-        with trio.fail_after(120):
+        with trio.fail_after(HANG):
             while not condition():
                 self._changed = trio.Event()
                 await self._changed.wait()

@@ -5,6 +5,7 @@ tables once, and the messenger shows the same contacts, groups, states and unrea
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from client.e2e.identity import UserIdentity
@@ -23,7 +24,7 @@ def user(path: Path) -> Messenger:
     store = Store.create(path, "pw", kdf=FAST_KDF)
     store.save_identity(UserIdentity.generate())
     return Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
-                     mailbox_key=os.urandom(32))
+                     mailbox_key=os.urandom(32), clock=time.time)
 
 
 def to_earlier_layout(store: Store) -> None:
@@ -66,7 +67,7 @@ def test_an_earlier_store_opens_with_everything_in_place(tmp_path: Path) -> None
     assert store.ids("groups") == [] and store.ids(DELIVERY) == []
 
     again = Messenger(store, provider=alice.card.provider, mailbox=alice.card.mailbox,
-                      mailbox_key=alice.card.mailbox_key)
+                      mailbox_key=alice.card.mailbox_key, clock=time.time)
     assert store.ids("settings") == [] and move_settings_rows(store) == 0
     after = (again.contacts(), again.groups(), again.inbox(),
              again.conversation("bob", mark_read=False)["messages"])

@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class Users:
         store = Store.create(self.root / f"{name}.db", "pw", kdf=FAST_KDF)
         store.save_identity(UserIdentity.generate())  # what `mixnet client init` does
         m = Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
-                      mailbox_key=os.urandom(32))
+                      mailbox_key=os.urandom(32), clock=time.time)
         self.by_name[name] = m
         self.by_mailbox[m.card.mailbox] = m
         return m

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -221,7 +222,7 @@ def test_no_new_identity_over_a_store_without_one(tmp_path: Path) -> None:
         store.put("contacts", "c1", b"someone")
         with pytest.raises(MessengerError, match=r"no identity.*mixnet client init"):
             Messenger(store, provider=os.urandom(32), mailbox=os.urandom(16),
-                      mailbox_key=os.urandom(32))
+                      mailbox_key=os.urandom(32), clock=time.time)
         assert store.load_identity() is None  # nothing was created
 
 

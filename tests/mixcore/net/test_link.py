@@ -9,6 +9,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from helpers import HANG
 
 from mixcore.errors import LinkClosed, LinkError, LinkHandshakeError, LinkTimeout
 from mixcore.keys import LinkKey
@@ -43,7 +44,7 @@ class EchoServer:
                 stream,
                 local_key=SERVER_KEY,
                 body_size=BODY,
-                handshake_timeout=5,
+                handshake_timeout=HANG,  # a hang guard: no test here waits for it
                 authorize=self.authorize,
             )
         except LinkError as exc:  # one bad peer never reaches serve_tcp's nursery
@@ -59,7 +60,7 @@ class EchoServer:
                 await self.send_outcome.send(("link-error", exc))
 
     async def next_outcome(self) -> tuple[str, object]:
-        with trio.fail_after(5):
+        with trio.fail_after(HANG):
             return await self.outcomes.receive()
 
 
@@ -75,7 +76,7 @@ async def connect(port: int, key: LinkKey = CLIENT_KEY, expected: bytes | None =
         local_key=key,
         remote_static=SERVER_KEY.public if expected is None else expected,
         body_size=BODY,
-        handshake_timeout=5,
+        handshake_timeout=HANG,  # a hang guard: no test here waits for it
     )
 
 
@@ -102,7 +103,7 @@ async def raw_handshake(port: int) -> tuple[trio.SocketStream, LinkConnection]:
 
 
 async def assert_disconnected(stream: trio.SocketStream) -> None:
-    with trio.fail_after(5):
+    with trio.fail_after(HANG):
         try:
             while await stream.receive_some(65536):
                 pass
@@ -115,7 +116,7 @@ async def assert_disconnected(stream: trio.SocketStream) -> None:
 
 async def test_tcp_handshake_and_cells_both_ways() -> None:
     server = EchoServer()
-    with trio.fail_after(10):
+    with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
             port = await start_server(nursery, server)
             async with await connect(port) as link:
@@ -136,7 +137,7 @@ async def test_tcp_handshake_and_cells_both_ways() -> None:
 
 async def test_tcp_wrong_expected_key_fails_and_server_keeps_serving() -> None:
     server = EchoServer()
-    with trio.fail_after(10):
+    with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
             port = await start_server(nursery, server)
             with pytest.raises(LinkHandshakeError):
@@ -151,7 +152,7 @@ async def test_tcp_wrong_expected_key_fails_and_server_keeps_serving() -> None:
 @pytest.mark.parametrize("misbehaviour", ["garbage-cell", "short-cell", "garbage-handshake"])
 async def test_tcp_misbehaving_client_is_cut_off_others_keep_working(misbehaviour: str) -> None:
     server = EchoServer()
-    with trio.fail_after(10):
+    with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
             port = await start_server(nursery, server)
             good = await connect(port)
@@ -184,7 +185,7 @@ async def test_tcp_misbehaving_client_is_cut_off_others_keep_working(misbehaviou
 async def test_tcp_authorize_false_rejects() -> None:
     allowed = {OTHER_KEY.public}
     server = EchoServer(authorize=allowed.__contains__)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
             port = await start_server(nursery, server)
             # XK completes at the initiator when it sends msg3; the refusal arrives as a close.
@@ -206,7 +207,7 @@ async def test_tcp_connect_refused_is_a_link_error() -> None:
     await listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()  # bound then closed: nothing listens there
-    with trio.fail_after(10), pytest.raises(LinkError, match="cannot connect"):
+    with trio.fail_after(HANG), pytest.raises(LinkError, match="cannot connect"):
         await connect(port)
 
 
