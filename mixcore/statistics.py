@@ -7,8 +7,10 @@ frozen dataclass that derives from :class:`Statistics`:
 
 - :meth:`Statistics.as_dict` gives the JSON form (``stats.json``, the metrics page, the local
   API), nested snapshots included, with the field names as keys;
-- :meth:`Statistics.from_dict` reads that form back (a face reading another process's
-  ``stats.json``) and refuses a missing or unknown key with :class:`StatisticsError`, naming it;
+- :meth:`Statistics.from_dict` reads that form back and refuses a missing or unknown key with
+  :class:`StatisticsError`, naming it; :meth:`Statistics.from_document` takes the snapshot's
+  fields out of a larger document (a node's ``stats.json`` also holds its shell's figures) and
+  refuses a missing one;
 - :class:`Tally` is the mutable counter a core keeps between snapshots: only the snapshot's own
   field names can be counted, so a typo is a ``KeyError`` at the increment, in the test that
   first reaches it.
@@ -45,12 +47,21 @@ class Statistics:
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> Self:
         """Read :meth:`as_dict`'s form back; a missing or unknown key is refused by name."""
+        return cls._read(document, extra_allowed=False)
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Self:
+        """This snapshot's fields out of a document that holds more; a missing one is refused."""
+        return cls._read(document, extra_allowed=True)
+
+    @classmethod
+    def _read(cls, document: Mapping[str, Any], *, extra_allowed: bool) -> Self:
         if not isinstance(document, Mapping):
             raise StatisticsError(f"{cls.__name__}: expected an object, got "
                                   f"{type(document).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(document) - set(fields))
-        if unknown:
+        if unknown and not extra_allowed:
             raise StatisticsError(f"{cls.__name__}: unknown counters {unknown}")
         missing = sorted(n for n in fields if n not in document and n not in cls.OPTIONAL)
         if missing:

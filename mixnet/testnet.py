@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from client.api import ApiClient
+from client.core import ClientStatistics
 from client.daemon import parse_address
 from mixcore.errors import MixnetError
 from mixcore.lockfile import FileLock, LockHeld
@@ -48,6 +49,7 @@ from mixnet.faults import FaultSpec
 from mixnet.network import BOOTSTRAP_NAME, MANIFEST_NAME, Hosts, LocalNetwork, NetworkError
 from mixnet.report import Reporter, print_summary, verdict
 from mixnet.soak import Rule, Soak, brief, sample_network
+from mixnode.core import NodeStatistics
 
 if TYPE_CHECKING:
     from mixnet.netns import NetnsHosts
@@ -339,10 +341,11 @@ def _render_progress(run: Run) -> Any:
     table.add_row("latency p50 (s)", f"{_percentile(lat, 0.5) or 0:.2f}")
     for proc in run.net.processes.values():
         if proc.kind in ("mix", "provider"):
-            stats = proc.stats() or {}
+            document = proc.stats()
+            node = NodeStatistics.from_document(document) if document else NodeStatistics()
             table.add_row(
                 f"{proc.name} in/loops",
-                f"{stats.get('packets_in', 0)} / {stats.get('loops_returned', 0)}"
+                f"{node.packets_in} / {node.loops_returned}"
                 f" {'(down)' if not proc.running() else ''}",
             )
     for line in run.events[-3:]:
@@ -380,42 +383,47 @@ def summarize(run: Run) -> dict[str, Any]:
     for proc in net.processes.values():
         if proc.kind not in ("mix", "provider"):
             continue
-        stats = proc.stats() or {}
-        dropped = stats.get("dropped", {})
-        drops.update(dropped)
-        acks += stats.get("acks_sent", 0)
-        if "epoch" in stats:
-            epochs.append(stats["epoch"])
-        outcomes = sum(stats.get("outcomes", {}).values())
+        document = proc.stats()
+        # Typed: a counter renamed in the node fails here, it does not read as 0. A node that
+        # has not written its first stats.json yet counts as zeros.
+        node = NodeStatistics.from_document(document) if document else NodeStatistics()
+        document = document or {}
+        drops.update(node.dropped)
+        acks += node.acks_sent
+        if "epoch" in document:
+            epochs.append(document["epoch"])
+        outcomes = sum(node.outcomes.values())
+        dropped = sum(node.dropped.values())
         nodes[proc.name] = {
             "role": proc.kind,
-            "packets_in": stats.get("packets_in", 0),
+            "packets_in": node.packets_in,
             "processed": outcomes,
-            "dropped": sum(dropped.values()),
-            "pooled_now": stats.get("pool_size", 0),
-            "sent": stats.get("sent", 0),
-            "in_equals_processed_plus_dropped": stats.get("packets_in", 0)
-            == outcomes + sum(dropped.values()),
+            "dropped": dropped,
+            "pooled_now": node.pool_size,
+            "sent": node.sent,
+            "in_equals_processed_plus_dropped": node.packets_in == outcomes + dropped,
             # Every packet that entered the pool (relayed, or the node's own loops and ACKs)
             # has left it (handed to a link, or refused by a full link queue) or is still in it.
-            "pooled_equals_sent_plus_failed_plus_waiting": stats.get("pooled", 0)
-            == stats.get("sent", 0) + stats.get("send_failed", 0) + stats.get("pool_size", 0),
-            "loops_sent": stats.get("loops_sent", 0),
-            "loops_returned": stats.get("loops_returned", 0),
-            "loop_return_share": stats.get("loop_return_share"),
+            "pooled_equals_sent_plus_failed_plus_waiting":
+                node.pooled == node.sent + node.send_failed + node.pool_size,
+            "loops_sent": node.loops_sent,
+            "loops_returned": node.loops_returned,
+            "loop_return_share": node.loop_return_share,
             "restarts": proc.starts - 1,
-            "hop_workers": (stats.get("workers") or {}).get("workers", 0),
+            "hop_workers": (document.get("workers") or {}).get("workers", 0),
         }
     kinds: Counter[str] = Counter()
     client_loops = {"sent": 0, "returned": 0}
     retransmissions = 0
     for name in run.clients:
-        stats = net.processes[name].stats() or {}
-        transport = stats.get("transport", {})
-        kinds.update(transport.get("packets_sent", {}))
-        retransmissions += transport.get("retransmissions", 0)
-        client_loops["sent"] += transport.get("loops_sent", 0)
-        client_loops["returned"] += transport.get("loops_returned", 0)
+        status = net.processes[name].stats() or {}
+        if not status.get("transport"):
+            continue  # no consensus reached this client yet: nothing sent
+        transport = ClientStatistics.from_dict(status["transport"])
+        kinds.update(transport.packets_sent)
+        retransmissions += transport.retransmissions
+        client_loops["sent"] += transport.loops_sent
+        client_loops["returned"] += transport.loops_returned
     latencies = list(run.latencies.values())
     failed = sum(
         1 for s in run.sent.values()

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,6 +58,7 @@ from mixcore.hop import Forward as HopForward
 from mixcore.payload import MailboxPayload
 from mixcore.poisson import PoissonStream, truncated_exponential
 from mixcore.sphinx import Sphinx
+from mixcore.statistics import Statistics, Tally
 from mixcore.topology import PROVIDER_LAYER, NodeRole, Topology
 from mixnode.keyring import KeyRing
 from mixnode.limits import BucketTable
@@ -145,41 +145,57 @@ class TagMemory(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class NodeStatistics:
-    """Counts only: no addresses, ids or times (statistics are metadata too)."""
+class NodeStatistics(Statistics):
+    """Counts only: no addresses, ids or times (statistics are metadata too).
 
-    packets_in: int
-    outcomes: dict[str, int]
-    dropped: dict[str, int]
-    pool_size: int
-    pool_refused: int
-    counters: dict[str, int]
-    """The event counters (``pooled``, ``sent``, ``send_failed``, ``stored_messages``,
-    ``acks_sent``, ...): each appears once its event happened, as ``stats.json`` has always
-    shown them."""
-    loops_sent: int
-    loops_returned: int
-    loops_lost: int
-    loops_in_flight: int
-    loop_return_share: float
+    Every counter is a named field, present from the start (at 0), so the face reads
+    ``stats.json`` with :meth:`Statistics.from_document` and a renamed counter fails there
+    instead of reading as zero.
+    """
+
+    packets_in: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Packets refused, by :class:`mixcore.hop.DropReason` value."""
+    pool_size: int = 0
+    pool_refused: int = 0
+    pooled: int = 0
+    """Entered the delay pool: always ``sent + send_failed + pool_size``."""
+    sent: int = 0
+    send_failed: int = 0
+    stored_messages: int = 0
+    stored_replies: int = 0
+    acks_sent: int = 0
+    decoys_acked: int = 0
+    bad_surb: int = 0
+    bad_mailbox_payload: int = 0
+    mailbox_rate_limited: int = 0
+    mailbox_full: int = 0
+    store_failed: int = 0
+    store_backlog_full: int = 0
+    pulls_served: int = 0
+    items_served: int = 0
+    items_acked: int = 0
+    loops_unroutable: int = 0
+    replay_filter_missing: int = 0
+    """Packets for an epoch whose replay filter was not loaded: refused."""
+    journal_failed: int = 0
+    """Packets whose replay tags could not be written: none of them left."""
+    loops_sent: int = 0
+    loops_returned: int = 0
+    loops_lost: int = 0
+    loops_in_flight: int = 0
+    loop_return_share: float = 0.0
     mix_key_epochs: list[int] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
-        """The node's statistics as ``stats.json`` and the metrics endpoint show them."""
-        return {
-            "packets_in": self.packets_in,
-            "outcomes": dict(self.outcomes),
-            "dropped": dict(self.dropped),
-            "pool_size": self.pool_size,
-            "pool_refused": self.pool_refused,
-            **dict(sorted(self.counters.items())),
-            "loops_sent": self.loops_sent,
-            "loops_returned": self.loops_returned,
-            "loops_lost": self.loops_lost,
-            "loops_in_flight": self.loops_in_flight,
-            "loop_return_share": self.loop_return_share,
-            "mix_key_epochs": list(self.mix_key_epochs),
-        }
+
+#: The event counters the core keeps between snapshots (the rest are read off its rooms).
+EVENT_COUNTERS = frozenset({
+    "pooled", "sent", "send_failed", "stored_messages", "stored_replies", "acks_sent",
+    "decoys_acked", "bad_surb", "bad_mailbox_payload", "mailbox_rate_limited", "mailbox_full",
+    "store_failed", "store_backlog_full", "pulls_served", "items_served", "items_acked",
+    "loops_unroutable", "replay_filter_missing", "journal_failed",
+})
 
 
 # -- the core -----------------------------------------------------------------------------------
@@ -207,7 +223,7 @@ class _NoFilter:
 
     __slots__ = ("counts",)
 
-    def __init__(self, counts: Counter[str]) -> None:
+    def __init__(self, counts: Tally[NodeStatistics]) -> None:
         self.counts = counts
 
     def check_and_add(self, tag: bytes) -> bool:
@@ -250,7 +266,7 @@ class NodeCore:
         self.loop_mailbox = randbytes(16)
         self.pool = DelayPool(settings.pool_capacity)
         self.loops = LoopTracker(randbytes=randbytes)
-        self.counts: Counter[str] = Counter()
+        self.counts = Tally(NodeStatistics, only=EVENT_COUNTERS)
         self.trace_hops = False
         """Testnet tracing only: emit a :class:`TraceHop` for every relayed packet."""
         self.mailbox_rates = BucketTable(settings.mailbox_item_rate, settings.mailbox_item_burst)
@@ -539,7 +555,7 @@ class NodeCore:
             dropped={reason.value: n for reason, n in proc.drops.items()},
             pool_size=len(self.pool),
             pool_refused=self.pool.refused,
-            counters=dict(self.counts),
+            **self.counts.counts(),
             loops_sent=loops.sent,
             loops_returned=loops.returned,
             loops_lost=loops.lost,

@@ -10,6 +10,7 @@ nothing of the batch leave.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +26,13 @@ from mixcore.epochs import EpochClock
 from mixcore.hop import Arrival, unwrap
 from mixcore.payload import ACK_PAYLOAD, MailboxPayload
 from mixcore.sphinx import Relay, Sphinx, SurbReply
+from mixcore.statistics import StatisticsError
 from mixcore.topology import NodeRole
 from mixnode.core import (
     Forward,
     NodeCore,
     NodeSettings,
+    NodeStatistics,
     RecordReplayTag,
     StoreItem,
     TraceHop,
@@ -148,7 +151,7 @@ def test_tags_not_written_let_nothing_leave(setup: Setup) -> None:
     assert core.discard_unrecorded() == 3
     core.tags_recorded()
     assert core.poll(NOW + 100.0) == []
-    assert core.statistics().counters["journal_failed"] == 3
+    assert core.statistics().journal_failed == 3
     assert books_balance(core)
 
 
@@ -175,7 +178,7 @@ def test_an_epoch_without_an_installed_filter_refuses_the_packet(setup: Setup) -
     assert core.poll(NOW + 1.0) == []
     stats = core.statistics()
     assert stats.dropped == {"replay": 1}
-    assert stats.counters["replay_filter_missing"] == 1
+    assert stats.replay_filter_missing == 1
 
 
 @pytest.mark.parametrize("packet", [b"", b"\x00", b"short", bytes(SX.geometry.packet_len - 1)])
@@ -247,8 +250,8 @@ def test_mail_is_a_store_item_and_acknowledged_only_once_stored(setup: Setup) ->
     assert isinstance(result, SurbReply)
     assert SX.decode_reply(keys, result.body) == ACK_PAYLOAD
     core.on_sent(1)
-    counters = core.statistics().counters
-    assert counters["stored_messages"] == 1 and counters["acks_sent"] == 1
+    stats = core.statistics()
+    assert stats.stored_messages == 1 and stats.acks_sent == 1
     assert books_balance(core)
 
 
@@ -266,9 +269,9 @@ def test_a_refused_or_failed_store_is_counted_and_never_acknowledged(setup: Setu
     core.on_stored(tokens[1], True)  # a second answer for a token is ignored
     assert core.next_deadline() is None
     assert core.poll(NOW + 1000.0) == []
-    counters = core.statistics().counters
-    assert counters["mailbox_full"] == 1 and counters["store_failed"] == 1
-    assert "stored_messages" not in counters and "acks_sent" not in counters
+    stats = core.statistics()
+    assert stats.mailbox_full == 1 and stats.store_failed == 1
+    assert stats.stored_messages == 0 and stats.acks_sent == 0
 
 
 def _drive(core: NodeCore, until: float) -> list[tuple[float, Forward]]:
@@ -312,18 +315,25 @@ def test_traced_relays_name_both_packets(setup: Setup) -> None:
     assert [type(a) for a in actions] == [RecordReplayTag, TraceHop]
 
 
-def test_statistics_keep_the_keys_stats_json_always_had(setup: Setup) -> None:
+def test_statistics_name_every_counter_from_the_start_and_read_back(setup: Setup) -> None:
     core = setup.core(setup.mixes[0])
-    assert list(core.statistics().as_dict()) == [
-        "packets_in", "outcomes", "dropped", "pool_size", "pool_refused", "loops_sent",
-        "loops_returned", "loops_lost", "loops_in_flight", "loop_return_share",
-        "mix_key_epochs",
-    ]
+    fresh = core.statistics().as_dict()
+    # stats.json's keys, each present at 0 before its event: a reader never has to guess.
+    assert {"packets_in", "outcomes", "dropped", "pool_size", "pool_refused", "pooled", "sent",
+            "send_failed", "stored_messages", "acks_sent", "loops_sent", "loops_returned",
+            "loop_return_share", "mix_key_epochs"} <= set(fresh)
+    assert fresh["sent"] == fresh["send_failed"] == fresh["stored_messages"] == 0
     core.on_sent(2, 1)
     core.note_pull(0)
     d = core.statistics().as_dict()
     assert (d["send_failed"], d["sent"], d["pulls_served"], d["items_served"]) == (1, 2, 1, 0)
     assert d["mix_key_epochs"] == [0, 1]
+    # The face reads stats.json (with the shell's extra keys) back into the snapshot.
+    document = json.loads(json.dumps({**d, "links": {"peers": 2}, "mailboxes": 0}))
+    assert NodeStatistics.from_document(document) == core.statistics()
+    del document["send_failed"]
+    with pytest.raises(StatisticsError, match="send_failed"):
+        NodeStatistics.from_document(document)
 
 
 # -- the shell ------------------------------------------------------------------------------------
