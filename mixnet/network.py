@@ -153,9 +153,10 @@ class Process:
 
     def stats(self) -> dict[str, Any] | None:
         try:
-            return json.loads((self.data_dir / "stats.json").read_text())
+            document = json.loads((self.data_dir / "stats.json").read_text())
         except (OSError, ValueError):
             return None
+        return document if isinstance(document, dict) else None
 
 
 class LocalNetwork:

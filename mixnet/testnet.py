@@ -33,6 +33,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -518,8 +519,9 @@ async def _start(run: Run, reporter: Reporter) -> None:
     else:
         for i in range(options.clients):
             name = f"client{i + 1}"
-            await trio.to_thread.run_sync(lambda n=name, i=i: net.add_client(
-                n, providers[i % len(providers)], passphrase=options.passphrase))
+            await trio.to_thread.run_sync(partial(
+                net.add_client, name, providers[i % len(providers)],
+                passphrase=options.passphrase))
             run.clients.append(name)
     for name in run.clients:
         net.start(name)
@@ -531,7 +533,7 @@ async def _start(run: Run, reporter: Reporter) -> None:
         reporter.progress(
             f"consensus {listed} {nodes} nodes; clients connected: "
             f"{state['clients']}/{len(run.clients)}",
-            done=state["consensus"] and state["clients"] == len(run.clients),
+            done=bool(state["consensus"]) and state["clients"] == len(run.clients),
         )
 
     def client_ready(done: int, _total: int) -> None:

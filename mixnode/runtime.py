@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from secrets import token_bytes
@@ -39,11 +38,13 @@ import trio
 from mixcore.control import ItemType, PullItem
 from mixcore.hop import Arrival, DropReason, PacketProcessor, Unwrapped
 from mixcore.sphinx import Sphinx
+from mixcore.statistics import Tally
 from mixnode.core import (
     Action,
     Forward,
     NodeCore,
     NodeSettings,
+    NodeStatistics,
     RecordReplayTag,
     StoreItem,
     TraceHop,
@@ -114,7 +115,7 @@ class NodeRuntime:
         return self.core.processor
 
     @property
-    def counts(self) -> Counter[str]:
+    def counts(self) -> Tally[NodeStatistics]:
         return self.core.counts
 
     @property

@@ -175,8 +175,11 @@ class HopWorkers:
         )
         assert proc.stdin is not None and proc.stdout is not None
         for stream in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError, AttributeError):
-                fcntl.fcntl(stream.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
+            fileno = getattr(stream, "fileno", None)  # trio's pipe streams are FdStreams here
+            if fileno is None:
+                continue
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
         self.pids[slot.index] = proc.pid
         reader = _FrameReader(proc.stdout)
         try:
