@@ -22,6 +22,13 @@ environment.
 A network is described by ``ROOT/testnet.json`` (its parameters and every process's command
 line), so :meth:`LocalNetwork.load` can restart a kept one with the same keys and ports, and
 ``ROOT/bootstrap.txt`` holds the line that clients join it with.
+
+**Why one module of ~530 lines:** one object's lifetime. :class:`LocalNetwork` creates, starts,
+restarts, kills and always stops its processes, and every one of those steps reads the same
+manifest and the same table of :class:`Process` records; splitting creation from supervision
+would put the "every PID is stopped" promise in two places. Where processes run is already
+apart (:class:`Hosts`, :mod:`mixnet.netns`), and so is what the roles do at setup (their
+``setup`` modules).
 """
 
 from __future__ import annotations

@@ -18,6 +18,13 @@ client init --join DIR/bootstrap.txt``) keep working.
 ``--hosts netns`` runs every process in its own network namespace (:mod:`mixnet.netns`) with
 every link through the fault injector (:mod:`mixnet.relay`, :mod:`mixnet.faults`), which
 ``--faults`` configures; the summary then says what the faults cost, per link.
+
+**Why one module of ~780 lines:** one run's story, told in order: its options, the latency
+model its verdict is judged against, the start-up, the traffic, chaos and soak tasks, the drain
+and the summary all share one :class:`Run` and one cancellation scope (Ctrl-C at any point stops
+every process the run started). What could stand alone already does: the processes
+(:mod:`mixnet.network`), the words (:mod:`mixnet.report`), the soak rules (:mod:`mixnet.soak`),
+the namespaces and faults (:mod:`mixnet.netns`, :mod:`mixnet.faults`).
 """
 
 from __future__ import annotations

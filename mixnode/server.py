@@ -21,6 +21,12 @@ is counted, and writes at most one log line per kind and minute.
 
 Shutdown (SIGINT/SIGTERM or cancellation) stops accepting, saves the replay filters and the
 statistics and closes the mailbox store.
+
+**Why one module of ~630 lines:** it is the node's whole contact with the world, and its tasks
+share one nursery, one set of limits and one shutdown order; each task is a short loop. The
+decisions are elsewhere: about packets in :mod:`mixnode.core` (driven by
+:mod:`mixnode.runtime`), about limits in :mod:`mixnode.limits`, about outbound queues in
+:mod:`mixnode.links`, about keys in :mod:`mixnode.keyring`.
 """
 
 from __future__ import annotations
