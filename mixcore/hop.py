@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from mixcore.errors import BodyMacError, HeaderMacError, PacketError, WrongSuitePacket
 from mixcore.payload import ACK_PAYLOAD, DROP_MAILBOX, PAYLOAD_VERSION
 from mixcore.sphinx import Deliver, MixPrivateKey, ProcessResult, Relay, Sphinx, Surb
+from mixcore.statistics import Statistics
 from mixcore.topology import NodeRole, Topology
 
 
@@ -309,12 +310,23 @@ class PacketProcessor:
             return StoreMessage(result.mailbox, result.payload)
         return StoreReply(result.mailbox, result.surb_id, result.body)
 
-    def statistics(self) -> dict[str, object]:
-        return {
-            "received": self.received,
-            "outcomes": dict(self.outcomes),
-            "dropped": {reason.value: n for reason, n in self.drops.items()},
-        }
+    def statistics(self) -> HopStatistics:
+        return HopStatistics(
+            received=self.received,
+            outcomes=dict(self.outcomes),
+            dropped={reason.value: n for reason, n in self.drops.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HopStatistics(Statistics):
+    """What one node's processor decided, in counts (its part of ``stats.json``)."""
+
+    received: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    """By event type: Forward, StoreMessage, StoreReply, LoopReturned, AckDecoy."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """By :class:`DropReason` value."""
 
 
 def surb_ack(sphinx: Sphinx, surb: Surb, now: float, hold: Callable[[], float]) -> Forward:

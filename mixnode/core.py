@@ -547,12 +547,12 @@ class NodeCore:
     # -- statistics -----------------------------------------------------------------------------
 
     def statistics(self) -> NodeStatistics:
-        proc = self.processor
+        hop = self.processor.statistics()
         loops = self.loops
         return NodeStatistics(
-            packets_in=proc.received,
-            outcomes=dict(proc.outcomes),
-            dropped={reason.value: n for reason, n in proc.drops.items()},
+            packets_in=hop.received,
+            outcomes=hop.outcomes,
+            dropped=hop.dropped,
             pool_size=len(self.pool),
             pool_refused=self.pool.refused,
             **self.counts.counts(),
