@@ -10,19 +10,42 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
 from mixcore.errors import LinkError
 from mixcore.keys import LinkKey
 from mixcore.net.link import Link, connect_link
+from mixcore.statistics import Statistics, Tally
 from mixnode.view import Peer
 
 INITIAL_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 MAX_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LinkQueueStatistics(Statistics):
+    """The outbound links in counts (``stats.json``'s ``links`` object)."""
+
+    peers: int = 0
+    queued: int = 0
+    connected: int = 0
+    connect_failed: int = 0
+    unknown_peer: int = 0
+    backlog_full: int = 0
+    """Packets refused because the peer's queue was full."""
+    packets_sent: int = 0
+    dropped_on_exit: int = 0
+    idle_closed: int = 0
+    link_broken: int = 0
+
+
+LINK_COUNTERS = frozenset({"connected", "connect_failed", "unknown_peer", "backlog_full",
+                           "packets_sent", "dropped_on_exit", "idle_closed", "link_broken"})
 
 
 class OutboundLinks:
@@ -47,7 +70,7 @@ class OutboundLinks:
         self._rng = rng
         self._idle = idle_timeout
         self._queues: dict[bytes, _PeerQueue] = {}
-        self.counts: Counter[str] = Counter()
+        self.counts = Tally(LinkQueueStatistics, only=LINK_COUNTERS)
 
     def send(self, node_id: bytes, packet: bytes) -> bool:
         """Queue ``packet`` for ``node_id``; False if the peer is unknown or its queue is full."""
@@ -120,9 +143,9 @@ class OutboundLinks:
                 self.counts["link_broken"] += 1
                 # ``pending`` is resent on the next link: a batch is never half-lost.
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> LinkQueueStatistics:
         queued = sum(len(q.packets) for q in self._queues.values())
-        return {**self.counts, "peers": len(self._queues), "queued": queued}
+        return LinkQueueStatistics(peers=len(self._queues), queued=queued, **self.counts.counts())
 
 
 class _PeerQueue:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from mixcore.files import private_file
 from mixcore.routing import SURB_ID_LEN, mailbox_address
+from mixcore.statistics import Statistics
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (
@@ -72,6 +73,16 @@ class MailboxFull(Exception):
 
 class StoreFailed(Exception):
     """The database refused a batch (a full or broken disk): nothing of it was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatistics(Statistics):
+    """A provider's mailbox store in counts (part of ``stats.json``)."""
+
+    mailboxes: int = 0
+    stored_items: int = 0
+    mailboxes_freed: int = 0
+    """Idle mailboxes forgotten (only ones that hold no mail)."""
 
 
 class MailboxStore:
@@ -287,10 +298,7 @@ class MailboxStore:
             self._dirty = self._dirty or bool(freed)
         return expired
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> MailboxStatistics:
         (items,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
-        return {
-            "mailboxes": len(self._hosted),
-            "stored_items": int(items),
-            "mailboxes_freed": self.freed,
-        }
+        return MailboxStatistics(mailboxes=len(self._hosted), stored_items=int(items),
+                                 mailboxes_freed=self.freed)

@@ -363,7 +363,7 @@ class NodeRuntime:
     def statistics(self) -> dict[str, object]:
         stats = self.core.statistics().as_dict()
         if self.mailbox is not None:
-            stats.update(self.mailbox.statistics())
+            stats.update(self.mailbox.statistics().as_dict())
         if self.hops is not None:
-            stats["workers"] = self.hops.statistics()
+            stats["workers"] = self.hops.statistics().as_dict()
         return stats

@@ -531,7 +531,7 @@ class MixNode:
             }
         )
         if self.links is not None:
-            stats["links"] = self.links.statistics()
+            stats["links"] = self.links.statistics().as_dict()
         stats.update(self.connections.statistics())
         return stats
 

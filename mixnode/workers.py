@@ -30,7 +30,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,7 @@ import trio
 
 from mixcore.hop import Unwrapped
 from mixcore.sphinx import MixPrivateKey, Sphinx, SphinxGeometry
+from mixcore.statistics import Statistics, Tally
 from mixnode.keyring import KeyRing
 from mixnode.unwrap import (
     BATCH,
@@ -87,6 +88,26 @@ class _WorkerGone(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics(Statistics):
+    """The hop workers in counts (``stats.json``'s ``workers`` object)."""
+
+    workers: int = 0
+    queued: int = 0
+    queue_capacity: int = 0
+    batches: int = 0
+    packets: int = 0
+    """Packets peeled by the workers."""
+    queue_full: int = 0
+    """Packets refused because the queue to the workers was full (a flood)."""
+    restarts: int = 0
+    lost: int = 0
+    """Packets a dying worker held (counted as dropped ``worker_lost`` too)."""
+
+
+WORKER_COUNTERS = frozenset({"batches", "packets", "queue_full", "restarts", "lost"})
+
+
 class HopWorkers:
     def __init__(
         self,
@@ -124,7 +145,7 @@ class HopWorkers:
         self.ready = trio.Event()
         """Set once every worker has started (said READY) for the first time."""
         self._started = 0
-        self.counts: Counter[str] = Counter()
+        self.counts = Tally(WorkerStatistics, only=WORKER_COUNTERS)
 
     # -- the node's side ----------------------------------------------------------------------
 
@@ -139,13 +160,9 @@ class HopWorkers:
             self._has_work.set()
         return True
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "workers": self.count,
-            "queued": len(self._pending),
-            "queue_capacity": self.queue_capacity,
-            **self.counts,
-        }
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(workers=self.count, queued=len(self._pending),
+                                queue_capacity=self.queue_capacity, **self.counts.counts())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep ``count`` workers running until cancelled; ``started()`` once all said READY."""

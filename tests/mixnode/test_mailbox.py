@@ -111,7 +111,7 @@ def test_idle_mailboxes_are_freed_after_their_ttl_and_full_refuses_only_newcomer
     s.expire(now=401.0)
     assert not s.hosts(alice)  # idle since 0 and empty: freed
     assert s.hosts(bob)  # holds mail: kept, whatever its owner does
-    assert s.statistics()["mailboxes_freed"] == 1
+    assert s.statistics().mailboxes_freed == 1
     carol = s.register(b"c" * 32, 402.0)
     s.close()
     again = store(tmp_path, ttl=100.0, idle_ttl=400.0, max_mailboxes=2)

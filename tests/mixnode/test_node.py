@@ -278,4 +278,4 @@ async def test_new_mailboxes_are_limited_per_source_and_per_window(
             async with await connect(node, nursery, LinkKey.generate()) as link:
                 await pull(link, 1)
         nursery.cancel_scope.cancel()
-    assert node.mailbox is not None and node.mailbox.statistics()["mailboxes"] == 6
+    assert node.mailbox is not None and node.mailbox.statistics().mailboxes == 6
