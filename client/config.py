@@ -51,6 +51,11 @@ class ClientConfig:
     max_catch_up: float = 5.0
     """If the shell wakes more than this late, streams restart from now instead of sending the
     missed packets in a burst."""
+    provider_grace: float | None = None
+    """Seconds a message waits for its recipient's provider to be (back) in the consensus
+    before it fails; None: three epochs. A provider can miss one epoch's document (its upload
+    came late, the network restarted), and a message or receipt written then must not fail
+    for it; a provider gone for good still fails its messages, in words, soon."""
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -72,5 +77,7 @@ class ClientConfig:
                      "max_catch_up", "retry_budget", "backoff_base", "backoff_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.provider_grace is not None and not self.provider_grace >= 0:
+            raise ValueError("provider_grace must be >= 0")
         if self.extra_delay_mean is not None and self.extra_delay_mean < 0:
             raise ValueError("extra_delay_mean must be >= 0")

@@ -34,6 +34,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from secrets import token_bytes
 
 from client.actions import (
@@ -54,7 +55,6 @@ from client.errors import (
     MessageTooLarge,
     NoRouteError,
     QueueFull,
-    UnknownRecipientProvider,
 )
 from client.fragments import (
     MESSAGE_ID_LEN,
@@ -161,6 +161,18 @@ class ClientStatistics(Statistics):
 
 
 
+class _SlotUse(Enum):
+    """What a payload slot did with the fragment it took."""
+
+    SENT = "sent"
+    NO_ROUTE = "no_route"
+    """No path at all (an empty layer): the fragment keeps its place, the slot is a decoy."""
+    PROVIDER_MISSING = "provider_missing"
+    """Its recipient's provider is not listed (within its grace): passed over for now."""
+    MESSAGE_FAILED = "message_failed"
+    """Its provider stayed missing past the grace: the message failed, the slot is free."""
+
+
 class ClientCore:
     """The transport of one client: coordinates its rooms (see the module docstring)."""
 
@@ -237,6 +249,12 @@ class ClientCore:
         return self.mailbox_key.public
 
     @property
+    def provider_grace(self) -> float:
+        """Seconds a message waits for its recipient's provider to be in the consensus."""
+        grace = self.config.provider_grace
+        return 3 * self.params.epoch_length if grace is None else grace
+
+    @property
     def max_message_len(self) -> int:
         """Largest encoded message :meth:`send_message` accepts, in bytes."""
         return max_message_len(self.fragment_len, self.config.max_message_fragments)
@@ -256,8 +274,10 @@ class ClientCore:
         fragment is sealed to ``seal_key``, the mailbox's public key from the recipient's card,
         afresh on each attempt.
 
-        Raises :class:`UnknownRecipientProvider`, :class:`MessageTooLarge` or
-        :class:`QueueFull`; nothing is queued then. The message goes out in payload-stream
+        Raises :class:`MessageTooLarge` or :class:`QueueFull`; nothing is queued then. A
+        provider the consensus does not list (yet, or any more) is not refused here: the
+        message waits up to :attr:`provider_grace` for it, then fails as
+        ``RECIPIENT_PROVIDER_GONE``. The message goes out in payload-stream
         slots, replacing drop cover, so the send times do not change.
 
         ``message_id`` is for a shell re-queuing a persisted message after a restart: with the
@@ -276,8 +296,6 @@ class ClientCore:
             len(message_id) != MESSAGE_ID_LEN or message_id in self._outbox.messages
         ):
             raise ClientError(f"a resumed message id must be {MESSAGE_ID_LEN} new bytes")
-        if not self._paths.is_provider(provider):
-            raise UnknownRecipientProvider("the recipient's provider is not in the consensus")
         encoded = self.codec.encode(provider, mailbox, data)
         if len(encoded) > self.max_message_len:
             raise MessageTooLarge(len(encoded), self.max_message_len)
@@ -291,6 +309,8 @@ class ClientCore:
         )
         message = OutgoingMessage(message_id, provider, mailbox,
                                   now if created is None else min(created, now), seal_key)
+        if not self._paths.is_provider(provider):
+            message.provider_missing_since = now  # it waits (provider_grace), see _send_fragment
         message.fragments.extend(
             OutgoingFragment(message, f.index, f.encode(self.fragment_len)) for f in fragments
         )
@@ -445,8 +465,26 @@ class ClientCore:
         ]
 
     def _on_payload(self, t: float, actions: list[Action]) -> None:
-        fragment = self._outbox.next_queued() if self._link_up else None
-        if fragment is None or not self._send_fragment(fragment, t, actions):
+        """One payload slot: the first fragment that can go, else a decoy. Fragments whose
+        recipient's provider is missing from the consensus are passed over (and put back
+        behind the others), so they hold up no one."""
+        passed_over: list[OutgoingFragment] = []
+        sent = False
+        while self._link_up:
+            fragment = self._outbox.next_queued()
+            if fragment is None:
+                break
+            outcome = self._send_fragment(fragment, t, actions)
+            if outcome is _SlotUse.PROVIDER_MISSING:
+                passed_over.append(fragment)
+                continue
+            if outcome is _SlotUse.MESSAGE_FAILED:
+                continue  # the slot is still free
+            sent = outcome is _SlotUse.SENT
+            break
+        for fragment in passed_over:
+            self._outbox.requeue(fragment)
+        if not sent:
             self._send_decoy(t, actions)
         self._streams.fire(StreamKind.PAYLOAD)
 
@@ -552,24 +590,33 @@ class ClientCore:
         packet = drop_packet(self.sphinx, route, randbytes=self._randbytes)
         self._emit(actions, SendPacket(route.first_hop, packet, PacketKind.DROP, stream))
 
-    def _send_fragment(self, fragment: OutgoingFragment, t: float, actions: list[Action]) -> bool:
-        """Send one attempt of ``fragment``; False if the slot must carry a decoy instead."""
+    def _send_fragment(
+        self, fragment: OutgoingFragment, t: float, actions: list[Action]
+    ) -> _SlotUse:
+        """Send one attempt of ``fragment``, or say why it did not go."""
         message = fragment.message
         if not self._paths.is_provider(message.provider):
-            self._fail_message(
-                message,
-                UndeliverableReason.RECIPIENT_PROVIDER_GONE,
-                "the recipient's provider left the consensus",
-                t,
-                actions,
-            )
-            return False
+            since = message.provider_missing_since
+            if since is None:
+                message.provider_missing_since = since = t
+            grace = self.provider_grace
+            if t - since >= grace:
+                self._fail_message(
+                    message,
+                    UndeliverableReason.RECIPIENT_PROVIDER_GONE,
+                    f"the recipient's provider is not in the consensus (waited {grace:.0f} s)",
+                    t,
+                    actions,
+                )
+                return _SlotUse.MESSAGE_FAILED
+            return _SlotUse.PROVIDER_MISSING
+        message.provider_missing_since = None
         try:
             forward = self._paths.route(self.provider, message.provider)
             back = self._paths.route(message.provider, self.provider)
         except NoRouteError:
             self._outbox.keep_place(fragment)  # it is not an attempt
-            return False
+            return _SlotUse.NO_ROUTE
         packet, keys = mailbox_packet(
             self.sphinx,
             forward,
@@ -596,7 +643,7 @@ class ClientCore:
         self._emit(
             actions, SendPacket(forward.first_hop, packet, PacketKind.REAL, StreamKind.PAYLOAD)
         )
-        return True
+        return _SlotUse.SENT
 
     def _fragment_done(self, fragment: OutgoingFragment, event: ArqInput) -> None:
         self._attempts.finish(fragment, event)

@@ -1,9 +1,10 @@
 """Errors the client core raises at its caller (the daemon, or a test).
 
 Only the user's own mistakes and impossible requests raise: a message that is too large, a queue
-that is full, a recipient whose provider is not in the consensus. Anything a peer sends is never
-raised; it is dropped and counted in ``statistics()`` instead, so garbage from the network cannot
-stop the client.
+that is full, a malformed address. (A recipient whose provider the consensus does not list is
+not refused: the message waits ``provider_grace`` for it, then fails as undeliverable.)
+Anything a peer sends is never raised; it is dropped and counted in ``statistics()`` instead,
+so garbage from the network cannot stop the client.
 """
 
 from __future__ import annotations
@@ -37,10 +38,6 @@ class QueueFull(ClientError):
         self.needed = needed
         self.pending = pending
         self.limit = limit
-
-
-class UnknownRecipientProvider(ClientError):
-    """The recipient's provider is not in the current consensus: no path can reach it."""
 
 
 class NoRouteError(ClientError):

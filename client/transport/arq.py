@@ -134,6 +134,8 @@ class OutgoingMessage:
     """The recipient mailbox's sealing public key (every attempt is sealed to it afresh)."""
     fragments: list[OutgoingFragment] = field(default_factory=list)
     state: MessageState = MessageState.PENDING
+    provider_missing_since: float | None = None
+    """When its provider was first seen missing from the consensus (None: listed)."""
 
 
 def extra_delay_mean(params: NetworkParams) -> float:

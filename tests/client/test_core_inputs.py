@@ -25,7 +25,6 @@ from client.errors import (
     ConsensusMismatch,
     MessageTooLarge,
     QueueFull,
-    UnknownRecipientProvider,
 )
 from client.fragments import Fragment, chunk_capacity, new_message_id
 from client.mailbox_seal import MailboxKey, seal
@@ -99,12 +98,58 @@ def test_queue_full_is_a_clear_error_and_queues_nothing(kit) -> None:
     core.send_message(other_provider(kit), BOB, b"one more fits", kit.start, seal_key=BOB_KEY)
 
 
-def test_unknown_recipient_provider_and_bad_mailbox(kit) -> None:
-    core = make_core(kit)
-    with pytest.raises(UnknownRecipientProvider):
-        core.send_message(b"\x42" * 32, BOB, b"hi", kit.start, seal_key=BOB_KEY)
+def _until_failed(core: ClientCore) -> tuple[float, list[MessageUndeliverable], int]:
+    """Poll at each deadline until a message fails: when, the failures, real packets sent."""
+    real = 0
+    while True:
+        t = core.next_deadline()
+        actions = core.poll(t)
+        real += sum(isinstance(a, SendPacket) and a.kind is PacketKind.REAL for a in actions)
+        failed = [a for a in actions if isinstance(a, MessageUndeliverable)]
+        if failed:
+            return t, failed, real
+
+
+def test_an_unknown_recipient_provider_fails_in_words_after_its_grace(kit) -> None:
+    # A provider no consensus lists (a stale or mistyped card) is not sent to: the message
+    # waits out provider_grace (slots carry decoys meanwhile), then fails saying why.
+    core = make_core(kit, provider_grace=30.0)
+    mid = core.send_message(b"\x42" * 32, BOB, b"hi", kit.start, seal_key=BOB_KEY)
+    t, failed, real = _until_failed(core)
+    assert [f.message_id for f in failed] == [mid] and real == 0
+    assert failed[0].reason is UndeliverableReason.RECIPIENT_PROVIDER_GONE
+    assert "not in the consensus (waited 30 s)" in failed[0].detail
+    assert kit.start + 30.0 <= t < kit.start + 40.0
+    assert core.statistics().fragments_queued == 0
     with pytest.raises(ClientError, match="16 bytes"):
         core.send_message(other_provider(kit), b"short", b"hi", kit.start, seal_key=BOB_KEY)
+
+
+def test_a_provider_missing_from_one_consensus_costs_its_messages_nothing(kit) -> None:
+    # The network restarted and the recipient's provider missed this epoch's document: a
+    # message (or a receipt) written now waits, and goes once the next document lists it,
+    # while messages for listed providers are not held up behind it.
+    core = make_core(kit, provider_grace=60.0)
+    late = kit.consensus.providers()[2].node_id
+    without = kit.make_consensus([n for n in kit.nodes if n.node_id != late])
+    core.update_consensus(without, kit.start)
+    waiting = core.send_message(late, BOB, b"to the late one", kit.start, seal_key=BOB_KEY)
+    listed = core.send_message(other_provider(kit), BOB, b"to a listed one", kit.start,
+                               seal_key=BOB_KEY)
+    t = kit.start
+    while t < kit.start + 20.0:
+        t = core.next_deadline()
+        assert not any(isinstance(a, MessageUndeliverable) for a in core.poll(t))
+    listed_progress = core.message_progress(listed)
+    waiting_progress = core.message_progress(waiting)
+    assert listed_progress is not None and listed_progress[0] == 1, "held up behind the other"
+    assert waiting_progress == (0, 0, 1)  # waits, unsent, not failed
+    core.update_consensus(kit.consensus, t)  # the next document lists it again
+    while (progress := core.message_progress(waiting)) is not None and progress[0] == 0:
+        assert t < kit.start + 50.0, "the message did not go once its provider was listed"
+        t = core.next_deadline()
+        assert not any(isinstance(a, MessageUndeliverable) for a in core.poll(t))
+    assert core.message_progress(waiting) is None or core.message_progress(waiting)[0] == 1
 
 
 def test_resumed_message_keeps_its_id(kit) -> None:
@@ -320,15 +365,13 @@ def test_retransmissions_are_fresh_packets(kit) -> None:
 
 
 def test_recipient_provider_leaving_the_consensus_makes_the_message_undeliverable(kit) -> None:
-    core = make_core(kit)
+    core = make_core(kit, provider_grace=30.0)
     gone = kit.consensus.providers()[2].node_id
     mid = core.send_message(gone, BOB, b"hello", kit.start, seal_key=BOB_KEY)
     smaller = kit.make_consensus([n for n in kit.nodes if n.node_id != gone])
     core.update_consensus(smaller, kit.start)
-    failed = []
-    while not failed:
-        t = core.next_deadline()
-        failed = [a for a in core.poll(t) if isinstance(a, MessageUndeliverable)]
+    t, failed, _ = _until_failed(core)
+    assert t >= kit.start + 30.0  # its grace first: it may only have missed one document
     assert failed[0].message_id == mid
     assert failed[0].reason is UndeliverableReason.RECIPIENT_PROVIDER_GONE
     assert core.statistics().fragments_queued == 0
